@@ -1,0 +1,5 @@
+import sys
+
+from tokenstream.cli import main
+
+sys.exit(main())

@@ -1,0 +1,365 @@
+"""The aiohttp application: routes, error rendering, and one handler per endpoint.
+
+Handlers only translate HTTP to pipeline values and back; the work is in the pipeline stages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from tokenstream.chat import ChatMessage
+from tokenstream.clock import Clock, LoopClock
+from tokenstream.config import Config
+from tokenstream.errors import NotFound, RequestError, error_body
+from tokenstream.pacer import PacingProfile
+from tokenstream.pipeline import ReplyProgress, count_prompt_tokens, reply_pieces
+from tokenstream.requests import (
+    PacingOverrides,
+    parse_chat_completion,
+    parse_stream_query,
+    resolve_profile,
+)
+from tokenstream.sources import EchoSource, ScriptedSource, Source
+from tokenstream.tokenizer import Tokenizer, load_encoding
+from tokenstream.transport import ClientGone, HeartbeatClock, SSEResponse
+from tokenstream.wire import WireFormat, make_format
+
+__all__ = ["CONFIG", "STATE", "AppState", "StreamStats", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class StreamStats:
+    active: int = 0
+    started: int = 0
+    completed: int = 0
+    disconnected: int = 0
+    failed: int = 0
+
+
+@dataclass(slots=True)
+class AppState:
+    config: Config
+    tokenizer: Tokenizer
+    sources: dict[str, Source]
+    clock: Clock
+    stats: StreamStats = field(default_factory=StreamStats)
+
+
+CONFIG = web.AppKey("config", Config)
+STATE = web.AppKey("state", AppState)
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json_error(error: RequestError) -> web.Response:
+    response = web.json_response(error.to_dict(), status=error.status)
+    response.headers.update(error.headers)
+    return response
+
+
+_HTTP_ERROR_TYPES = {404: "not_found_error", 405: "invalid_request_error"}
+
+
+@web.middleware
+async def _openai_errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Every error leaves as ``{"error": {message, type, param, code}}``; no traceback leaks."""
+    try:
+        return await handler(request)
+    except RequestError as error:
+        return _json_error(error)
+    except web.HTTPRequestEntityTooLarge as exc:
+        limit = request.app[CONFIG].server.max_body_bytes
+        return _json_error(
+            RequestError(
+                f"Request body too large: the limit is {limit} bytes (server.max_body_bytes).",
+                status=exc.status,
+                code="request_too_large",
+            )
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = {
+            404: f"Unknown path {request.path!r}. See GET /v1/models, POST "
+            "/v1/chat/completions, GET /v1/stream, GET /healthz.",
+            405: f"Method {request.method} is not allowed on {request.path}.",
+        }.get(exc.status, exc.reason)
+        error = RequestError(
+            message,
+            status=exc.status,
+            error_type=_HTTP_ERROR_TYPES.get(exc.status, "invalid_request_error"),
+            code=exc.reason.lower().replace(" ", "_"),
+        )
+        response = _json_error(error)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return web.json_response(
+            error_body("The server had an error while processing your request.", "server_error"),
+            status=500,
+        )
+
+
+def _pick_source(state: AppState, overrides: PacingOverrides) -> Source:
+    return state.sources[overrides.source or state.config.responses.source]
+
+
+def _check_model(config: Config, model: str, param: str = "model") -> None:
+    if config.strict_models and model not in config.models:
+        raise NotFound(
+            f"The model '{model}' does not exist. Available models: {', '.join(config.models)}.",
+            param=param,
+            code="model_not_found",
+        )
+
+
+async def _stream_reply(
+    request: web.Request,
+    *,
+    wire: WireFormat,
+    source: Source,
+    messages: list[ChatMessage],
+    profile: PacingProfile,
+    max_tokens: int | None,
+) -> web.StreamResponse:
+    state = request.app[STATE]
+    stats = state.stats
+    sse = SSEResponse(request, state.clock)
+    progress = ReplyProgress(prompt_tokens=count_prompt_tokens(state.tokenizer, messages))
+    pacing_clock = HeartbeatClock(state.clock, sse, state.config.server.heartbeat_s)
+    stats.active += 1
+    stats.started += 1
+    try:
+        await sse.prepare()
+        pieces = reply_pieces(
+            source=source,
+            messages=messages,
+            tokenizer=state.tokenizer,
+            profile=profile,
+            clock=pacing_clock,
+            max_tokens=max_tokens,
+            progress=progress,
+        )
+        try:
+            async for piece in pieces:
+                await sse.send(wire.piece(piece))
+        finally:
+            await pieces.aclose()
+        await sse.send(wire.finish(progress.finish_reason, progress.usage))
+        await sse.close()
+        stats.completed += 1
+    except ClientGone:
+        stats.disconnected += 1
+        log.info("client left %s after %d completion tokens", request.path,
+                 progress.completion_tokens)
+    except asyncio.CancelledError:
+        stats.disconnected += 1
+        log.info("client left %s after %d completion tokens (handler cancelled)",
+                 request.path, progress.completion_tokens)
+        raise
+    except Exception:
+        stats.failed += 1
+        log.exception("stream failed on %s", request.path)
+        try:
+            await sse.send(wire.error("The stream failed on the server.", "server_error", None))
+            await sse.close()
+        except ClientGone:
+            pass
+    finally:
+        stats.active -= 1
+    return sse.response
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    config = state.config
+    parsed = parse_chat_completion(await request.read())
+    _check_model(config, parsed.model)
+    profile = resolve_profile(
+        config,
+        parsed.overrides,
+        header_profile=request.headers.get("X-Tokenstream-Profile"),
+        prefix="tokenstream.",
+    )
+    source = _pick_source(state, parsed.overrides)
+    if parsed.stream:
+        wire = make_format(
+            "openai",
+            model=parsed.model,
+            include_usage=parsed.include_usage,
+            sentinel=config.server.sentinel,
+        )
+        return await _stream_reply(
+            request,
+            wire=wire,
+            source=source,
+            messages=parsed.messages,
+            profile=profile,
+            max_tokens=parsed.max_tokens,
+        )
+    return await _complete(request, parsed.model, source, parsed.messages, profile,
+                           parsed.max_tokens)
+
+
+async def _complete(
+    request: web.Request,
+    model: str,
+    source: Source,
+    messages: list[ChatMessage],
+    profile: PacingProfile,
+    max_tokens: int | None,
+) -> web.Response:
+    """``stream: false``: the whole reply, returned when the paced reply would have ended."""
+    state = request.app[STATE]
+    progress = ReplyProgress(prompt_tokens=count_prompt_tokens(state.tokenizer, messages))
+    texts = []
+    async with aclosing(
+        reply_pieces(
+            source=source,
+            messages=messages,
+            tokenizer=state.tokenizer,
+            profile=profile,
+            clock=state.clock,
+            max_tokens=max_tokens,
+            progress=progress,
+        )
+    ) as pieces:
+        async for piece in pieces:
+            texts.append(piece.text)
+    return web.json_response(
+        {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_tokenstream",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(texts), "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": progress.finish_reason,
+                }
+            ],
+            "usage": progress.usage.to_dict(),
+        }
+    )
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/stream``: the EventSource and curl endpoint."""
+    state = request.app[STATE]
+    config = state.config
+    if request.headers.get("Last-Event-ID") == "done":
+        # An EventSource reconnects when a finished stream closes; 204 tells it to stop.
+        return web.Response(status=204)
+    query = parse_stream_query(request.query, list(request.query.keys()))
+    model = query.model or config.models[0]
+    _check_model(config, model)
+    profile = resolve_profile(
+        config, query.overrides, header_profile=request.headers.get("X-Tokenstream-Profile")
+    )
+    wire = make_format(
+        query.format,
+        model=model,
+        include_usage=query.include_usage,
+        event=query.event,
+        with_ids=True,
+        sentinel=config.server.sentinel,
+    )
+    return await _stream_reply(
+        request,
+        wire=wire,
+        source=_pick_source(state, query.overrides),
+        messages=[ChatMessage("user", query.prompt)],
+        profile=profile,
+        max_tokens=query.max_tokens,
+    )
+
+
+async def models(request: web.Request) -> web.Response:
+    created = 1_700_000_000
+    return web.json_response(
+        {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": created, "owned_by": "tokenstream"}
+                for name in request.app[CONFIG].models
+            ],
+        }
+    )
+
+
+async def model(request: web.Request) -> web.Response:
+    name = request.match_info["model"]
+    if name not in request.app[CONFIG].models:
+        raise NotFound(f"The model '{name}' does not exist.", param="model",
+                       code="model_not_found")
+    return web.json_response(
+        {"id": name, "object": "model", "created": 1_700_000_000, "owned_by": "tokenstream"}
+    )
+
+
+async def profiles(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    return web.json_response(
+        {
+            "default": config.default_profile,
+            "profiles": {
+                name: profile.model_dump(mode="json") for name, profile in config.profiles.items()
+            },
+        }
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    stats = request.app[STATE].stats
+    return web.json_response(
+        {
+            "status": "ok",
+            "active_streams": stats.active,
+            "streams_started": stats.started,
+            "streams_completed": stats.completed,
+            "client_disconnects": stats.disconnected,
+            "stream_errors": stats.failed,
+        }
+    )
+
+
+def create_app(config: Config | None = None, *, clock: Clock | None = None) -> web.Application:
+    """Build the application. Loading the tokenizer is the slow part (about a second, once)."""
+    config = config if config is not None else Config()
+    app = web.Application(
+        middlewares=[_openai_errors], client_max_size=config.server.max_body_bytes
+    )
+    sources: dict[str, Source] = {
+        "scripted": ScriptedSource(config.reply_rules(), config.responses.default_reply),
+        "echo": EchoSource(),
+    }
+    app[CONFIG] = config
+    app[STATE] = AppState(
+        config=config,
+        tokenizer=Tokenizer(load_encoding(config.tokenizer.encoding)),
+        sources=sources,
+        clock=clock or LoopClock(),
+    )
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/stream", stream)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/models/{model}", model)
+    app.router.add_get("/v1/profiles", profiles)
+    app.router.add_get("/healthz", healthz)
+    return app
+

@@ -1,0 +1,140 @@
+"""Command line: ``tokenstream serve`` and ``tokenstream stream``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from tokenstream import __version__
+
+__all__ = ["main"]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {port}")
+    return port
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tokenstream",
+        description="Stream LLM-style replies token by token as server-sent events.",
+    )
+    parser.add_argument("--version", action="version", version=f"tokenstream {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--config", metavar="FILE", help="YAML config (default: embedded)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, help="port (default 8080)")
+    serve.add_argument("--profile", help="default pacing profile")
+    serve.add_argument("--log-level", default="INFO",
+                       choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    stream = commands.add_parser("stream", help="stream a reply to the terminal and measure it")
+    stream.add_argument("prompt")
+    stream.add_argument("--url", default=DEFAULT_URL, help=f"server (default {DEFAULT_URL})")
+    stream.add_argument("--profile", help="pacing profile")
+    stream.add_argument("--tokens-per-second", type=float)
+    stream.add_argument("--ttft-ms", type=float)
+    stream.add_argument("--jitter", type=float)
+    stream.add_argument("--seed", type=int)
+    stream.add_argument("--source", choices=["scripted", "echo"])
+    stream.add_argument("--max-tokens", type=int)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from tokenstream.app import create_app
+    from tokenstream.config import load_config
+    from tokenstream.errors import TokenstreamError
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+        server = config.server.model_copy(
+            update={
+                key: value
+                for key, value in (("host", args.host), ("port", args.port))
+                if value is not None
+            }
+        )
+        config = config.model_copy(update={"server": server})
+        if args.profile is not None:
+            if args.profile not in config.profiles:
+                print(
+                    f"tokenstream: unknown profile {args.profile!r} for --profile; "
+                    f"available: {', '.join(sorted(config.profiles))}",
+                    file=sys.stderr,
+                )
+                return 2
+            config = config.model_copy(update={"default_profile": args.profile})
+        app = create_app(config)
+    except TokenstreamError as exc:
+        print(f"tokenstream: {exc}", file=sys.stderr)
+        return 2
+
+    base = f"http://{server.host}:{server.port}"
+
+    def announce(_: str) -> None:
+        print(
+            f"tokenstream {__version__} serving on {base} (default profile "
+            f"{config.default_profile})\n  try: curl -N '{base}/v1/stream?prompt=hello'",
+            flush=True,
+        )
+
+    web.run_app(
+        app,
+        host=server.host,
+        port=server.port,
+        handler_cancellation=True,  # a client that leaves cancels its stream at once
+        print=announce,
+    )
+    return 0
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from tokenstream.client import stream_prompt
+
+    params = {
+        key: str(value)
+        for key, value in (
+            ("profile", args.profile),
+            ("tokens_per_second", args.tokens_per_second),
+            ("ttft_ms", args.ttft_ms),
+            ("jitter", args.jitter),
+            ("seed", args.seed),
+            ("source", args.source),
+            ("max_tokens", args.max_tokens),
+        )
+        if value is not None
+    }
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    try:
+        summary = asyncio.run(stream_prompt(args.url, args.prompt, params, write))
+    except OSError as exc:
+        print(f"tokenstream: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    print(file=sys.stdout)
+    print(summary.describe(), file=sys.stderr)
+    return 1 if summary.error else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return _stream(args)

@@ -1,0 +1,222 @@
+"""Configuration: one YAML file, merged onto the embedded defaults and validated at start-up.
+
+A file only needs the keys it changes: mappings are merged key by key onto the defaults
+(so a file can add a profile and keep the built-in ones), lists and scalars replace them.
+Any problem stops start-up with a ``ConfigError`` naming the file, the key and the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import regex
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tokenstream import defaults
+from tokenstream.errors import ConfigError
+from tokenstream.pacer import PacingProfile
+from tokenstream.sources import ReplyRule
+
+__all__ = [
+    "Config",
+    "ResponsesConfig",
+    "RuleConfig",
+    "ServerConfig",
+    "TokenizerConfig",
+    "embedded_defaults",
+    "load_config",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8080, ge=0, le=65535)
+    heartbeat_s: float | None = Field(
+        default=15.0, ge=0, le=3600, description="comment line after this much silence; 0 = off"
+    )
+    sentinel: str = Field(default="[DONE]", min_length=1, description="data of the last event")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
+
+    @field_validator("heartbeat_s")
+    @classmethod
+    def _zero_means_off(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value or None
+
+    @field_validator("sentinel")
+    @classmethod
+    def _single_line(cls, value: str) -> str:
+        if "\n" in value or "\r" in value:
+            raise ValueError("must be one line")
+        return value
+
+
+class TokenizerConfig(_Strict):
+    encoding: str = "cl100k_base"
+
+
+class RuleConfig(_Strict):
+    match: str = Field(description="regular expression searched in the last user message")
+    reply: str | None = None
+    reply_file: str | None = Field(
+        default=None, description="file with the reply, relative to the config file"
+    )
+
+    @field_validator("match")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            regex.compile(value)
+        except regex.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _one_reply(self) -> RuleConfig:
+        if (self.reply is None) == (self.reply_file is None):
+            raise ValueError("give exactly one of 'reply' or 'reply_file'")
+        return self
+
+
+class ResponsesConfig(_Strict):
+    source: Literal["scripted", "echo"] = "scripted"
+    default_reply: str = defaults.DEFAULT_REPLY
+    rules: list[RuleConfig] = Field(
+        default_factory=lambda: [RuleConfig(**rule) for rule in defaults.DEFAULT_RULES]
+    )
+
+
+class Config(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    default_profile: str = defaults.DEFAULT_PROFILE
+    profiles: dict[str, PacingProfile] = Field(
+        default_factory=lambda: {
+            name: PacingProfile(**fields) for name, fields in defaults.PROFILES.items()
+        }
+    )
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
+    models: list[str] = Field(default_factory=lambda: ["tokenstream-1"], min_length=1)
+    strict_models: bool = Field(
+        default=False, description="true: a request for a model not in 'models' gets 404"
+    )
+    base_dir: Path = Field(default=Path("."), exclude=True, description="resolves reply_file")
+
+    @field_validator("profiles")
+    @classmethod
+    def _profile_names(cls, value: dict[str, PacingProfile]) -> dict[str, PacingProfile]:
+        if not value:
+            raise ValueError("at least one profile is needed")
+        for name in value:
+            if not regex.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+                raise ValueError(f"profile name {name!r}: use 1-64 letters, digits, '_', '-', '.'")
+        return value
+
+    @model_validator(mode="after")
+    def _default_profile_exists(self) -> Config:
+        if self.default_profile not in self.profiles:
+            raise ValueError(
+                f"default_profile {self.default_profile!r} is not among the profiles "
+                f"({', '.join(sorted(self.profiles))})"
+            )
+        return self
+
+    def reply_rules(self) -> list[ReplyRule]:
+        """Compile the scripted rules once; read reply files relative to the config file."""
+        rules = []
+        for index, rule in enumerate(self.responses.rules):
+            if rule.reply is not None:
+                text = rule.reply
+            else:
+                assert rule.reply_file is not None  # guaranteed by RuleConfig._one_reply
+                path = self.base_dir / rule.reply_file
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ConfigError(
+                        str(path), [(f"responses.rules.{index}.reply_file", str(exc))]
+                    ) from exc
+            rules.append(ReplyRule(regex.compile(rule.match), text))
+        return rules
+
+
+def embedded_defaults() -> Config:
+    return Config()
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _problems(error: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for item in error.errors(include_url=False):
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        reason = item["msg"]
+        if item["type"] == "extra_forbidden":
+            reason = "unknown key (check its spelling and where it is nested)"
+        problems.append((key, reason))
+    return problems
+
+
+def validate_mapping(data: dict[str, Any], source: str, base_dir: Path = Path(".")) -> Config:
+    """Validate a config mapping merged onto the defaults; raise ``ConfigError`` on problems."""
+    defaults_dump = embedded_defaults().model_dump(mode="json", exclude={"base_dir"})
+    merged = _deep_merge(defaults_dump, data)
+    if "profiles" in data and isinstance(data["profiles"], dict):
+        # a profile given in the file is whole: fields it omits take the field defaults,
+        # not the values of a built-in profile of the same name
+        merged["profiles"] = {**defaults_dump["profiles"], **data["profiles"]}
+    try:
+        config = Config.model_validate({**merged, "base_dir": base_dir})
+        config.reply_rules()
+    except ValidationError as exc:
+        raise ConfigError(source, _problems(exc)) from None
+    return config
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load ``path`` (YAML) onto the embedded defaults, or the defaults alone when None."""
+    if path is None:
+        return embedded_defaults()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), [("(file)", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [("(file)", str(exc))]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(str(path), [(where, f"not valid YAML: {problem}")]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), [("(top level)", "must be a mapping of sections")])
+    return validate_mapping(data, str(path), path.parent)

