@@ -30,10 +30,10 @@ __all__ = [
     "Tokenizer",
     "TokenizerError",
     "TokenstreamError",
+    "__version__",
     "create_app",
     "encode_event",
     "load_config",
     "load_encoding",
     "pace",
-    "__version__",
 ]

@@ -94,13 +94,13 @@ async def _openai_errors(request: web.Request, handler: _Handler) -> web.StreamR
             "/v1/chat/completions, GET /v1/stream, GET /healthz.",
             405: f"Method {request.method} is not allowed on {request.path}.",
         }.get(exc.status, exc.reason)
-        error = RequestError(
+        http_error = RequestError(
             message,
             status=exc.status,
             error_type=_HTTP_ERROR_TYPES.get(exc.status, "invalid_request_error"),
             code=exc.reason.lower().replace(" ", "_"),
         )
-        response = _json_error(error)
+        response = _json_error(http_error)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response

@@ -58,7 +58,9 @@ def _serve(args: argparse.Namespace) -> int:
     from tokenstream.config import load_config
     from tokenstream.errors import TokenstreamError
 
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         config = load_config(args.config)
         server = config.server.model_copy(

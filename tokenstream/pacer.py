@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -116,7 +116,9 @@ class Schedule:
         return deadline
 
 
-async def chunk_pieces(pieces: AsyncIterable[Piece], chunk_tokens: int) -> AsyncIterator[Piece]:
+async def chunk_pieces(
+    pieces: AsyncIterable[Piece], chunk_tokens: int
+) -> AsyncGenerator[Piece, None]:
     """Merge consecutive pieces into events of at least ``chunk_tokens`` tokens."""
     if chunk_tokens <= 1:
         async for piece in pieces:
@@ -140,7 +142,7 @@ async def pace(
     clock: Clock,
     *,
     live: bool = False,
-) -> AsyncIterator[Piece]:
+) -> AsyncGenerator[Piece, None]:
     """Yield each piece at its deadline.
 
     ``live`` marks a source whose pieces arrive over time (an upstream model): a piece is

@@ -6,7 +6,7 @@ left) closes them all, down to the source's network request.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -55,7 +55,7 @@ class ReplyProgress:
 
 async def limit_tokens(
     pieces: AsyncIterable[Piece], max_tokens: int | None, progress: ReplyProgress
-) -> AsyncIterator[Piece]:
+) -> AsyncGenerator[Piece, None]:
     """Pass pieces while they fit in ``max_tokens``; mark the reply truncated when one does not."""
     async for piece in pieces:
         if max_tokens is not None and progress.completion_tokens + piece.tokens > max_tokens:
@@ -74,7 +74,7 @@ async def reply_pieces(
     clock: Clock,
     max_tokens: int | None,
     progress: ReplyProgress,
-) -> AsyncIterator[Piece]:
+) -> AsyncGenerator[Piece, None]:
     """Every reply piece, at its scheduled time."""
     async with (
         aclosing(source.reply(messages)) as deltas,

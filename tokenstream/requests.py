@@ -175,11 +175,15 @@ def _invalid(error: ValidationError, prefix: str = "") -> InvalidRequest:
         )
     if item["type"] == "extra_forbidden":
         return InvalidRequest(
-            f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter"
+            f"Unrecognized request argument supplied: {param}",
+            param=param,
+            code="unknown_parameter",
         )
     if item["type"] == "missing":
         return InvalidRequest(
-            f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+            f"Missing required parameter: '{param}'.",
+            param=param,
+            code="missing_required_parameter",
         )
     if item["type"] == "model_type" and not item["loc"]:
         return InvalidRequest("The request body must be a JSON object.", code="invalid_type")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["encode_event", "encode_comment"]
+__all__ = ["encode_comment", "encode_event"]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
@@ -32,7 +32,7 @@ def encode_event(
     data: str | None = None,
     *,
     event: str | None = None,
-    id: str | None = None,  # noqa: A002 - the SSE field is called id
+    id: str | None = None,
     retry: int | None = None,
     comment: str | None = None,
 ) -> bytes:

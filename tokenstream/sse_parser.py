@@ -17,7 +17,7 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
-__all__ = ["ServerSentEvent", "SSEDecoder"]
+__all__ = ["SSEDecoder", "ServerSentEvent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +104,8 @@ class SSEDecoder:
         elif field == "id":
             if "\0" not in value:
                 self._last_event_id = value
-        elif field == "retry":
-            if value and value.isascii() and value.isdigit():
-                self._retry = int(value)
+        elif field == "retry" and value and value.isascii() and value.isdigit():
+            self._retry = int(value)
         return None
 
     def _dispatch(self) -> ServerSentEvent | None:

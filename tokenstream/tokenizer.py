@@ -18,9 +18,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.util
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import regex
@@ -90,7 +90,7 @@ def _read_ranks(path: Path, expected_sha256: str) -> dict[bytes, int]:
     return ranks
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_encoding(name: str = "cl100k_base") -> tiktoken.Encoding:
     """Load an encoding by name; ``cl100k_base`` never touches the network or the disk cache."""
     if name == "cl100k_base":
@@ -181,7 +181,9 @@ class IncrementalTokenizer:
         return self._tokenizer.pieces(settled) if settled else []
 
 
-async def tokenize_stream(tokenizer: Tokenizer, deltas: AsyncIterable[str]) -> AsyncIterator[Piece]:
+async def tokenize_stream(
+    tokenizer: Tokenizer, deltas: AsyncIterable[str]
+) -> AsyncGenerator[Piece, None]:
     """The tokenizer stage of the pipeline: text deltas in, pieces out as soon as settled."""
     incremental = tokenizer.incremental()
     async for delta in deltas:
