@@ -265,7 +265,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     if request.headers.get("Last-Event-ID") == "done":
         # An EventSource reconnects when a finished stream closes; 204 tells it to stop.
         return web.Response(status=204)
-    query = parse_stream_query(request.query, list(request.query.keys()))
+    query = parse_stream_query(request.query, [key for key, _ in request.query.items()])
     model = query.model or config.models[0]
     _check_model(config, model)
     profile = resolve_profile(

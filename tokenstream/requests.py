@@ -252,9 +252,11 @@ def resolve_profile(
     name = overrides.profile or header_profile or config.default_profile
     profile = config.profiles.get(name)
     if profile is None:
+        param = f"{prefix}profile" if overrides.profile else "X-Tokenstream-Profile"
         raise InvalidRequest(
-            f"Unknown profile '{name}'. Available profiles: {', '.join(sorted(config.profiles))}.",
-            param=f"{prefix}profile",
+            f"Unknown profile '{name}' in '{param}'. "
+            f"Available profiles: {', '.join(sorted(config.profiles))}.",
+            param=param,
             code="profile_not_found",
         )
     changes = {

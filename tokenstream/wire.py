@@ -155,8 +155,8 @@ class OpenAIChunkFormat(_EventFraming):
         )
 
     def piece(self, piece: Piece) -> bytes:
-        chunk = self.frame(self._content_head + _dumps(piece.text) + self._content_tail)
-        return chunk if self._role_sent else self._role_chunk() + chunk
+        role = b"" if self._role_sent else self._role_chunk()
+        return role + self.frame(self._content_head + _dumps(piece.text) + self._content_tail)
 
     def finish(self, reason: FinishReason, usage: Usage | None) -> bytes:
         out = b"" if self._role_sent else self._role_chunk()
