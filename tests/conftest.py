@@ -4,11 +4,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
-from support import MakeClient
 
 from tokenstream.app import create_app
 from tokenstream.clock import Clock, FakeClock
 from tokenstream.config import Config
+
+from support import MakeClient
 
 
 @pytest.fixture

@@ -51,5 +51,5 @@ class ManualClock:
 async def wait_for(condition: Callable[[], bool], *, limit_s: float = 10.0) -> None:
     """Let the loop (and its I/O) run until ``condition`` holds; a bound, not a timing check."""
     async with asyncio.timeout(limit_s):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - polls state owned by the server under test
             await asyncio.sleep(0)

@@ -150,7 +150,10 @@ async def test_chat_completion_stream_with_usage(make_client: MakeClient) -> Non
     client = await make_client()
     body = {
         "model": "gpt-4o-mini",
-        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "emoji"}],
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "emoji"},
+        ],
         "stream": True,
         "stream_options": {"include_usage": True},
     }
