@@ -30,6 +30,7 @@ from tokenstream.requests import (
 from tokenstream.sources import EchoSource, ScriptedSource, Source
 from tokenstream.tokenizer import Tokenizer, load_encoding
 from tokenstream.transport import ClientGone, HeartbeatClock, SSEResponse
+from tokenstream.ui import add_ui_routes
 from tokenstream.wire import WireFormat, make_format
 
 __all__ = ["CONFIG", "STATE", "AppState", "StreamStats", "create_app"]
@@ -361,5 +362,6 @@ def create_app(config: Config | None = None, *, clock: Clock | None = None) -> w
     app.router.add_get("/v1/models/{model}", model)
     app.router.add_get("/v1/profiles", profiles)
     app.router.add_get("/healthz", healthz)
+    add_ui_routes(app)  # the demo page: GET / and GET /static/{name}
     return app
 

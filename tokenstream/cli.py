@@ -90,7 +90,8 @@ def _serve(args: argparse.Namespace) -> int:
     def announce(_: str) -> None:
         print(
             f"tokenstream {__version__} serving on {base} (default profile "
-            f"{config.default_profile})\n  try: curl -N '{base}/v1/stream?prompt=hello'",
+            f"{config.default_profile})\n  demo page: {base}/\n"
+            f"  try: curl -N '{base}/v1/stream?prompt=hello'",
             flush=True,
         )
 

@@ -1,0 +1,437 @@
+// The page: chat view, compare view, and what connects them to the transports and meters.
+
+import { StreamMeter } from "./meter.js";
+import { renderGapPlot, renderTimeline } from "./plot.js";
+import { chatBody, streamQuery, streamWithEventSource, streamWithFetch } from "./transports.js";
+
+const $ = (selector, root = document) => root.querySelector(selector);
+
+const page = {
+  profiles: {},
+  defaultProfile: null,
+  model: "tokenstream-1",
+  history: [], // the chat so far, sent with each fetch request as OpenAI `messages`
+  chatRun: null,
+  compareRuns: null,
+};
+
+// ---------------------------------------------------------------- formatting
+
+function ms(value) {
+  if (value === null || value === undefined) return "–";
+  return value >= 10000 ? `${(value / 1000).toFixed(1)} s` : `${Math.round(value)} ms`;
+}
+
+function rate(meter) {
+  const value = meter.tokensPerSecond;
+  if (value === null) return "–";
+  return `${meter.estimated ? "≈" : ""}${value.toFixed(1)}`;
+}
+
+function describeProfile(profile) {
+  const parts = [
+    profile.tokens_per_second ? `${profile.tokens_per_second} tokens/s` : "unpaced",
+    `TTFT ${profile.ttft_ms} ms`,
+    `jitter ${profile.jitter}`,
+  ];
+  if (profile.chunk_tokens > 1) parts.push(`${profile.chunk_tokens} tokens per event`);
+  if (profile.pause_ms) parts.push(`pause ${profile.pause_ms} ms`);
+  return parts.join(" · ");
+}
+
+function summary(meter, result) {
+  const parts = [`${meter.estimated ? "≈" : ""}${meter.tokens} ${meter.tokens === 1 ? "token" : "tokens"}`];
+  if (meter.ttftMs !== null) parts.push(`first token ${ms(meter.ttftMs)}`);
+  if (meter.tokensPerSecond !== null) parts.push(`${rate(meter)} tokens/s`);
+  if (result.finishReason === "length") parts.push("cut at max tokens");
+  if (result.status === "stopped") parts.push("stopped");
+  return parts.join(" · ");
+}
+
+function outcome(result) {
+  if (result.status === "error") return `error: ${result.message}`;
+  if (result.status === "stopped") return "stopped";
+  return result.finishReason === "length" ? "done (cut at max tokens)" : "done";
+}
+
+// ---------------------------------------------------------------- stats and plot
+
+function statsInto(slot) {
+  const stats = $("#stats-template").content.firstElementChild.cloneNode(true);
+  slot.replaceChildren(stats);
+  return stats;
+}
+
+function renderStats(stats, meter) {
+  const set = (name, text) => {
+    $(`[data-stat="${name}"]`, stats).textContent = text;
+  };
+  set("ttft", ms(meter.ttftMs));
+  set("rate", rate(meter));
+  set("tokens", meter.events ? `${meter.estimated ? "≈" : ""}${meter.tokens}` : "–");
+  set("events", meter.events ? String(meter.events) : "–");
+  set("duration", ms(meter.durationMs));
+  set("max-gap", ms(meter.maxGapMs));
+}
+
+function targetGapMs(profileName, overrides) {
+  const profile = page.profiles[profileName];
+  if (!profile) return null;
+  const tps = overrides.tokens_per_second ?? profile.tokens_per_second;
+  return tps > 0 ? (1000 * profile.chunk_tokens) / tps : null;
+}
+
+// ---------------------------------------------------------------- server status
+
+let healthTimer = null;
+let healthChecksAfterEnd = 0;
+
+async function refreshHealth() {
+  clearTimeout(healthTimer);
+  let active = null;
+  try {
+    const health = await getJSON("/healthz");
+    active = health.active_streams;
+    $("#active-streams").textContent = String(active);
+  } catch {
+    $("#active-streams").textContent = "?";
+  }
+  const busy = page.chatRun !== null || page.compareRuns !== null;
+  if (busy) {
+    healthChecksAfterEnd = 0;
+    healthTimer = setTimeout(refreshHealth, 1000);
+  } else if (active !== 0 && healthChecksAfterEnd < 10) {
+    // The server notices a closed connection at once; show it reaching 0.
+    healthChecksAfterEnd += 1;
+    healthTimer = setTimeout(refreshHealth, 250);
+  }
+}
+
+// ---------------------------------------------------------------- one stream
+
+function transport() {
+  return document.querySelector('input[name="transport"]:checked').value;
+}
+
+function eventSourceOptions() {
+  return { format: $("#es-format").value, eventName: $("#es-event").value.trim() };
+}
+
+/**
+ * Starts one stream. `view.text(text)` gets each piece; `view.update(meter)` is called at
+ * most once per frame while text arrives, and once at the end.
+ */
+function startStream(kind, request, view) {
+  const controller = new AbortController();
+  const meter = new StreamMeter(performance.now());
+  let frame = 0;
+  const update = () => {
+    frame = 0;
+    view.update(meter);
+  };
+  const on = {
+    text(text, tokens) {
+      meter.record(performance.now(), tokens);
+      view.text(text);
+      if (!frame) frame = requestAnimationFrame(update);
+    },
+    usage(usage) {
+      meter.reportTokens(usage.completion_tokens);
+    },
+  };
+  const stream = kind === "eventsource" ? streamWithEventSource : streamWithFetch;
+  const done = stream(request, on, controller.signal).then((result) => {
+    meter.finish(performance.now());
+    cancelAnimationFrame(frame);
+    update();
+    return result;
+  });
+  return { controller, meter, done };
+}
+
+function requestFor(kind, { prompt, messages, profile, overrides }) {
+  if (kind === "eventsource") return { prompt, profile, overrides, ...eventSourceOptions() };
+  return { model: page.model, messages, profile, overrides };
+}
+
+function preview(kind, request) {
+  if (kind === "eventsource") {
+    const lines = [`const source = new EventSource("/v1/stream?${streamQuery(request)}");`];
+    lines.push(`source.addEventListener("${request.eventName || "message"}", (e) => …);`);
+    return lines.join("\n");
+  }
+  return `fetch("/v1/chat/completions", {method: "POST", body:\n${JSON.stringify(chatBody(request), null, 2)}})`;
+}
+
+// ---------------------------------------------------------------- chat view
+
+function readOverrides() {
+  const number = (id) => {
+    const input = $(id);
+    return input.value.trim() === "" ? null : Number(input.value);
+  };
+  return { tokens_per_second: number("#tps"), ttft_ms: number("#ttft"), jitter: number("#jitter") };
+}
+
+function addMessage(role, text) {
+  $("#messages .intro")?.remove();
+  const item = document.createElement("li");
+  item.className = `message ${role}`;
+  const body = document.createElement("div");
+  body.className = "text";
+  body.append(document.createTextNode(text));
+  item.append(body);
+  $("#messages").append(item);
+  return item;
+}
+
+function scrollChat() {
+  const list = $("#messages");
+  list.scrollTop = list.scrollHeight;
+}
+
+function setChatBusy(busy) {
+  $("#send").disabled = busy;
+  $("#stop").disabled = !busy;
+  for (const button of document.querySelectorAll(".suggestions button")) button.disabled = busy;
+}
+
+async function sendChat(prompt) {
+  if (page.chatRun || !prompt.trim()) return;
+  const kind = transport();
+  const profile = $("#profile").value;
+  const overrides = readOverrides();
+  const messages = [...page.history, { role: "user", content: prompt }];
+  const request = requestFor(kind, { prompt, messages, profile, overrides });
+
+  addMessage("user", prompt);
+  const bubble = addMessage("assistant", "");
+  bubble.dataset.state = "waiting";
+  bubble.dataset.transport = kind;
+  bubble.setAttribute("aria-busy", "true"); // screen readers read the reply once, when done
+  const textNode = bubble.querySelector(".text").firstChild;
+  $("#request-preview").textContent = preview(kind, request);
+  const stats = statsInto($("#chat-stats"));
+  const plot = $("#chat-plot");
+  const target = targetGapMs(profile, overrides);
+  renderGapPlot(plot, [], { targetMs: target });
+  scrollChat();
+
+  setChatBusy(true);
+  page.chatRun = startStream(kind, request, {
+    text(text) {
+      textNode.appendData(text);
+      bubble.dataset.state = "streaming";
+      scrollChat();
+    },
+    update(meter) {
+      renderStats(stats, meter);
+      renderGapPlot(plot, meter.gapsMs, { targetMs: target });
+    },
+  });
+  refreshHealth();
+  const result = await page.chatRun.done;
+  const meter = page.chatRun.meter;
+  page.chatRun = null;
+
+  bubble.dataset.state = result.status;
+  bubble.removeAttribute("aria-busy");
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  meta.textContent = summary(meter, result);
+  if (result.status === "error") {
+    const error = document.createElement("div");
+    error.className = "error";
+    error.textContent = result.message;
+    bubble.append(error);
+  }
+  bubble.append(meta);
+  page.history.push({ role: "user", content: prompt });
+  if (textNode.data) page.history.push({ role: "assistant", content: textNode.data });
+  setChatBusy(false);
+  scrollChat();
+  refreshHealth();
+}
+
+// ---------------------------------------------------------------- compare view
+
+function setCompareBusy(busy) {
+  $("#compare-run").disabled = busy;
+  $("#compare-stop").disabled = !busy;
+}
+
+async function runCompare() {
+  if (page.compareRuns) return;
+  const prompt = $("#compare-prompt").value;
+  if (!prompt.trim()) return;
+  const kind = transport();
+  const sides = [
+    { name: "A", card: $("#result-a"), profile: $("#compare-a").value },
+    { name: "B", card: $("#result-b"), profile: $("#compare-b").value },
+  ];
+  const meters = [];
+  const redraw = () => {
+    sides.forEach((side, index) => {
+      renderStats(side.stats, meters[index]);
+      renderGapPlot($(".plot", side.card), meters[index].gapsMs, {
+        targetMs: targetGapMs(side.profile, {}),
+      });
+    });
+    // one timeline with both streams on the same axes: the comparison at a glance
+    renderTimeline(
+      $("#compare-timeline"),
+      sides.map((side, index) => ({
+        label: `${side.name} · ${side.profile}`,
+        className: side.name.toLowerCase(),
+        points: meters[index].cumulative(),
+      })),
+    );
+  };
+  page.compareRuns = sides.map((side) => {
+    const { card, profile } = side;
+    card.dataset.state = "waiting";
+    $(".profile-name", card).textContent = profile;
+    $(".hint", card).textContent = describeProfile(page.profiles[profile]);
+    $(".status", card).textContent = "waiting";
+    const text = $(".text", card);
+    text.replaceChildren(document.createTextNode(""));
+    side.stats = statsInto($(".stats-slot", card));
+    const request = requestFor(kind, {
+      prompt,
+      messages: [{ role: "user", content: prompt }],
+      profile,
+      overrides: {},
+    });
+    const run = startStream(kind, request, {
+      text(piece) {
+        text.firstChild.appendData(piece);
+        card.dataset.state = "streaming";
+        $(".status", card).textContent = "streaming";
+      },
+      update: () => redraw(),
+    });
+    meters.push(run.meter);
+    return run;
+  });
+  redraw();
+  setCompareBusy(true);
+  refreshHealth();
+  const results = await Promise.all(page.compareRuns.map((run) => run.done));
+  page.compareRuns = null;
+  results.forEach((result, index) => {
+    const { card } = sides[index];
+    card.dataset.state = result.status;
+    $(".status", card).textContent = outcome(result);
+  });
+  redraw();
+  setCompareBusy(false);
+  refreshHealth();
+}
+
+// ---------------------------------------------------------------- set-up
+
+async function getJSON(path) {
+  const response = await fetch(path, { headers: { Accept: "application/json" } });
+  if (!response.ok) throw new Error(`${path} answered HTTP ${response.status}`);
+  return response.json();
+}
+
+function showProfile() {
+  const profile = page.profiles[$("#profile").value];
+  if (!profile) return;
+  $("#profile-description").textContent = profile.description || describeProfile(profile);
+  $("#tps").placeholder = profile.tokens_per_second ? String(profile.tokens_per_second) : "unpaced";
+  $("#ttft").placeholder = String(profile.ttft_ms);
+  $("#jitter").placeholder = String(profile.jitter);
+}
+
+function fillSelect(select, names, selected) {
+  select.replaceChildren(
+    ...names.map((name) => {
+      const option = document.createElement("option");
+      option.value = name;
+      option.textContent = name;
+      option.selected = name === selected;
+      return option;
+    }),
+  );
+}
+
+function selectTab(name) {
+  for (const tab of document.querySelectorAll('[role="tab"]')) {
+    const selected = tab.id === `tab-${name}`;
+    tab.setAttribute("aria-selected", String(selected));
+    $(`#${tab.getAttribute("aria-controls")}`).hidden = !selected;
+  }
+}
+
+function showTransportOptions() {
+  $("#es-options").hidden = transport() !== "eventsource";
+}
+
+async function init() {
+  try {
+    const [profiles, models] = await Promise.all([getJSON("/v1/profiles"), getJSON("/v1/models")]);
+    page.profiles = profiles.profiles;
+    page.defaultProfile = profiles.default;
+    page.model = models.data[0]?.id ?? page.model;
+  } catch (error) {
+    const banner = $("#banner");
+    banner.textContent = `Cannot load the server's profiles: ${error.message}. Is tokenstream serve running?`;
+    banner.hidden = false;
+    return;
+  }
+  const names = Object.keys(page.profiles);
+  fillSelect($("#profile"), names, page.defaultProfile);
+  fillSelect($("#compare-a"), names, page.defaultProfile);
+  const contrast = ["slow", "fast"].find((name) => name in page.profiles && name !== page.defaultProfile);
+  fillSelect($("#compare-b"), names, contrast ?? names[names.length - 1]);
+  showProfile();
+  statsInto($("#chat-stats"));
+  renderGapPlot($("#chat-plot"), []);
+  for (const card of document.querySelectorAll(".result")) {
+    statsInto($(".stats-slot", card));
+    renderGapPlot($(".plot", card), []);
+  }
+  renderTimeline($("#compare-timeline"), []);
+
+  $("#profile").addEventListener("change", showProfile);
+  for (const radio of document.querySelectorAll('input[name="transport"]')) {
+    radio.addEventListener("change", showTransportOptions);
+  }
+  showTransportOptions();
+  for (const tab of document.querySelectorAll('[role="tab"]')) {
+    tab.addEventListener("click", () => selectTab(tab.id.replace("tab-", "")));
+  }
+
+  const prompt = $("#prompt");
+  $("#chat-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = prompt.value;
+    if (page.chatRun || !text.trim()) return;
+    prompt.value = "";
+    sendChat(text);
+  });
+  prompt.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("#chat-form").requestSubmit();
+    }
+  });
+  $("#stop").addEventListener("click", () => page.chatRun?.controller.abort());
+  for (const button of document.querySelectorAll(".suggestions button")) {
+    button.addEventListener("click", () => sendChat(button.dataset.prompt));
+  }
+  $("#compare-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    runCompare();
+  });
+  $("#compare-stop").addEventListener("click", () => {
+    for (const run of page.compareRuns ?? []) run.controller.abort();
+  });
+
+  refreshHealth();
+  document.body.dataset.ready = "true";
+}
+
+init();
