@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,10 +16,11 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tokenstream import proxy
 from tokenstream.chat import ChatMessage
 from tokenstream.clock import Clock, LoopClock
 from tokenstream.config import Config
-from tokenstream.errors import NotFound, RequestError, error_body
+from tokenstream.errors import InvalidRequest, NotFound, RequestError, error_body
 from tokenstream.pacer import PacingProfile
 from tokenstream.pipeline import ReplyProgress, count_prompt_tokens, reply_pieces
 from tokenstream.requests import (
@@ -31,6 +33,7 @@ from tokenstream.sources import EchoSource, ScriptedSource, Source
 from tokenstream.tokenizer import Tokenizer, load_encoding
 from tokenstream.transport import ClientGone, HeartbeatClock, SSEResponse
 from tokenstream.ui import add_ui_routes
+from tokenstream.upstream import UPSTREAM, UpstreamClient
 from tokenstream.wire import WireFormat, make_format
 
 __all__ = ["CONFIG", "STATE", "AppState", "StreamStats", "create_app"]
@@ -114,7 +117,31 @@ async def _openai_errors(request: web.Request, handler: _Handler) -> web.StreamR
 
 
 def _pick_source(state: AppState, overrides: PacingOverrides) -> Source:
-    return state.sources[overrides.source or state.config.responses.source]
+    name = overrides.source or state.config.default_source
+    if name not in state.sources:
+        raise InvalidRequest(
+            f"The source '{name}' is not available here"
+            + (": set upstream.base_url to use it." if name == "upstream" else "."),
+            param="source",
+            code="invalid_value",
+        )
+    return state.sources[name]
+
+
+def _upstream_for(
+    request: web.Request, state: AppState, source: str | None
+) -> UpstreamClient | None:
+    """The upstream client when this request is to be proxied, else None."""
+    if (source or state.config.default_source) != "upstream":
+        return None
+    client = request.app.get(UPSTREAM)
+    if client is None:
+        raise InvalidRequest(
+            "The source 'upstream' is not available here: set upstream.base_url to use it.",
+            param="source",
+            code="invalid_value",
+        )
+    return client
 
 
 def _check_model(config: Config, model: str, param: str = "model") -> None:
@@ -186,7 +213,13 @@ async def _stream_reply(
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     config = state.config
-    parsed = parse_chat_completion(await request.read())
+    raw = await request.read()
+    if config.upstream.base_url is not None:
+        proxied = proxy.parse_proxy_request(raw, config.upstream.model)
+        client = _upstream_for(request, state, proxied.overrides.source)
+        if client is not None:
+            return await proxy.chat_completions(request, state, client, proxied)
+    parsed = parse_chat_completion(raw)
     _check_model(config, parsed.model)
     profile = resolve_profile(
         config,
@@ -267,6 +300,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
         # An EventSource reconnects when a finished stream closes; 204 tells it to stop.
         return web.Response(status=204)
     query = parse_stream_query(request.query, [key for key, _ in request.query.items()])
+    client = _upstream_for(request, state, query.overrides.source)
+    if client is not None:
+        return await proxy.stream_query(request, state, client, query)
     model = query.model or config.models[0]
     _check_model(config, model)
     profile = resolve_profile(
@@ -356,6 +392,10 @@ def create_app(config: Config | None = None, *, clock: Clock | None = None) -> w
         sources=sources,
         clock=clock or LoopClock(),
     )
+    if config.upstream.base_url is not None:
+        upstream = UpstreamClient.from_environment(config.upstream, os.environ)
+        app[UPSTREAM] = upstream
+        app.cleanup_ctx.append(upstream.cleanup_ctx)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/stream", stream)
     app.router.add_get("/v1/models", models)

@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, help="port (default 8080)")
     serve.add_argument("--profile", help="default pacing profile")
+    serve.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="forward chat completions to this OpenAI-compatible API root, e.g. "
+        "https://api.openai.com/v1 (key from $OPENAI_API_KEY, see upstream.api_key_env)",
+    )
     serve.add_argument("--log-level", default="INFO",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -46,17 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--ttft-ms", type=float)
     stream.add_argument("--jitter", type=float)
     stream.add_argument("--seed", type=int)
-    stream.add_argument("--source", choices=["scripted", "echo"])
+    stream.add_argument("--source", choices=["scripted", "echo", "upstream"])
     stream.add_argument("--max-tokens", type=int)
     return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
+    from pydantic import ValidationError
 
     from tokenstream.app import create_app
-    from tokenstream.config import load_config
-    from tokenstream.errors import TokenstreamError
+    from tokenstream.config import UpstreamConfig, load_config
+    from tokenstream.errors import ConfigError, TokenstreamError
 
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -71,6 +78,15 @@ def _serve(args: argparse.Namespace) -> int:
             }
         )
         config = config.model_copy(update={"server": server})
+        if args.upstream is not None:
+            try:
+                upstream = UpstreamConfig.model_validate(
+                    {**config.upstream.model_dump(), "base_url": args.upstream}
+                )
+            except ValidationError as exc:
+                reason = exc.errors(include_url=False)[0]["msg"]
+                raise ConfigError("--upstream", [("upstream.base_url", reason)]) from None
+            config = config.model_copy(update={"upstream": upstream})
         if args.profile is not None:
             if args.profile not in config.profiles:
                 print(
@@ -79,7 +95,10 @@ def _serve(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            config = config.model_copy(update={"default_profile": args.profile})
+            upstream = config.upstream.model_copy(update={"profile": args.profile})
+            config = config.model_copy(
+                update={"default_profile": args.profile, "upstream": upstream}
+            )
         app = create_app(config)
     except TokenstreamError as exc:
         print(f"tokenstream: {exc}", file=sys.stderr)
@@ -88,10 +107,16 @@ def _serve(args: argparse.Namespace) -> int:
     base = f"http://{server.host}:{server.port}"
 
     def announce(_: str) -> None:
+        query = "prompt=hello"
+        if config.upstream.base_url is not None:
+            what = f"proxying {config.upstream.base_url} (profile {config.upstream.profile})"
+            if config.upstream.model is None:
+                query += "&model=MODEL"
+        else:
+            what = f"default profile {config.default_profile}"
         print(
-            f"tokenstream {__version__} serving on {base} (default profile "
-            f"{config.default_profile})\n  demo page: {base}/\n"
-            f"  try: curl -N '{base}/v1/stream?prompt=hello'",
+            f"tokenstream {__version__} serving on {base} ({what})\n  demo page: {base}/\n"
+            f"  try: curl -N '{base}/v1/stream?{query}'",
             flush=True,
         )
 

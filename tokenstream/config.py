@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import regex
 import yaml
+import yarl
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -34,6 +35,7 @@ __all__ = [
     "RuleConfig",
     "ServerConfig",
     "TokenizerConfig",
+    "UpstreamConfig",
     "embedded_defaults",
     "load_config",
 ]
@@ -102,6 +104,63 @@ class ResponsesConfig(_Strict):
     )
 
 
+class UpstreamConfig(_Strict):
+    """An OpenAI-compatible server to forward chat completions to (``tokenstream.upstream``)."""
+
+    base_url: str | None = Field(
+        default=None, description="API root, e.g. https://api.openai.com/v1; null = no upstream"
+    )
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="environment variable with the upstream key; unset = no Authorization",
+    )
+    forward_client_auth: bool = Field(
+        default=False, description="send the client's own Authorization header upstream"
+    )
+    model: str | None = Field(
+        default=None, min_length=1, description="replaces the model a request names"
+    )
+    profile: str = Field(
+        default="smooth", description="pacing profile of proxied replies that name none"
+    )
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    first_byte_timeout_s: float = Field(
+        default=300.0, gt=0, le=3600, description="request sent -> first event of the reply"
+    )
+    idle_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="longest silence while reading the reply"
+    )
+    max_connections: int = Field(default=100, ge=1, le=100_000)
+    max_connections_per_host: int = Field(default=0, ge=0, le=100_000, description="0 = no limit")
+
+    @field_validator("connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s")
+    @classmethod
+    def _finite_timeout(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _api_root(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = yarl.URL(value)
+        except ValueError as exc:
+            raise ValueError(f"not a URL: {exc}") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("give an http:// or https:// URL with a host, e.g. "
+                             "https://api.openai.com/v1")
+        if url.user is not None or url.password is not None:
+            raise ValueError("must not hold credentials: put the key in the environment "
+                             "variable named by upstream.api_key_env")
+        if url.query_string or url.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value.rstrip("/")
+
+
 class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
@@ -112,6 +171,7 @@ class Config(_Strict):
         }
     )
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
+    upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     models: list[str] = Field(default_factory=lambda: ["tokenstream-1"], min_length=1)
     strict_models: bool = Field(
         default=False, description="true: a request for a model not in 'models' gets 404"
@@ -136,6 +196,20 @@ class Config(_Strict):
                 f"({', '.join(sorted(self.profiles))})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _upstream_profile_exists(self) -> Config:
+        if self.upstream.profile not in self.profiles:
+            raise ValueError(
+                f"upstream.profile {self.upstream.profile!r} is not among the profiles "
+                f"({', '.join(sorted(self.profiles))})"
+            )
+        return self
+
+    @property
+    def default_source(self) -> str:
+        """The source of a request that names none: the upstream whenever one is configured."""
+        return "upstream" if self.upstream.base_url else self.responses.source
 
     def reply_rules(self) -> list[ReplyRule]:
         """Compile the scripted rules once; read reply files relative to the config file."""

@@ -66,6 +66,19 @@ PROFILES: dict[str, dict[str, Any]] = {
         "pause_ms": 0,
         "newline_pause_ms": None,
     },
+    "smooth": {
+        "description": "For an upstream model (tokenstream serve --upstream): evens out its "
+        "bursts into a steady 40 tokens/s, speeding up to the upstream's own rate when it is "
+        "faster, never more than 750 ms behind it.",
+        "tokens_per_second": 40,
+        "ttft_ms": 0,
+        "jitter": 0,
+        "seed": None,
+        "chunk_tokens": 1,
+        "pause_ms": 0,
+        "newline_pause_ms": None,
+        "max_buffer_ms": 750,
+    },
     "instant": {
         "description": "Unpaced: every token as fast as the server can write.",
         "tokens_per_second": None,

@@ -3,10 +3,13 @@
     TokenstreamError
      ├── ConfigError        a config file (or embedded default) is invalid: raised at start-up
      ├── TokenizerError     an encoding could not be loaded
+     ├── UpstreamStreamError   the upstream failed after the reply started: an error event
      └── RequestError       a client request cannot be served; rendered as an OpenAI-style error
           ├── InvalidRequest    400 invalid_request_error
           ├── NotFound          404
-          └── PayloadTooLarge   413
+          ├── PayloadTooLarge   413
+          └── UpstreamError     the upstream failed before the reply started: its own status,
+                                502 when it cannot be reached, 504 when it does not answer
 """
 
 from __future__ import annotations
@@ -74,6 +77,25 @@ class NotFound(RequestError):
 
 class PayloadTooLarge(RequestError):
     status = 413
+
+
+class UpstreamError(RequestError):
+    """The upstream refused or failed the request before any of the reply was sent."""
+
+    status = 502
+    error_type = "upstream_error"
+
+
+class UpstreamStreamError(TokenstreamError):
+    """The upstream failed after the reply started; the client gets an error event."""
+
+    def __init__(
+        self, message: str, *, error_type: str = "upstream_error", code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_type = error_type
+        self.code = code
 
 
 def error_body(

@@ -13,19 +13,30 @@ rate, and a gap can never become negative. The same ``seed`` gives the same sche
 Pauses: ``pause_ms`` is added after sentence punctuation (``.!?`` followed by whitespace,
 or the full-width ``。！？``), and ``newline_pause_ms`` (default: ``pause_ms``) after a
 piece that contains a line break.
+
+Catch-up (live sources only, when ``max_buffer_ms`` is set): a live source's pieces are
+buffered from the moment they arrive. Before each piece the pacer looks at the whole
+buffer; if sending it at the profile's rate would keep any token waiting longer than
+``max_buffer_ms`` after its arrival, the gap shrinks to the even rate that gets every
+buffered token out by its arrival + ``max_buffer_ms`` (``catch_up_gap``). A burst is so
+spread evenly over at most ``max_buffer_ms``; an upstream that is steadily faster than the
+profile is followed at its own average rate, at most ``max_buffer_ms`` behind; an
+upstream slower than the profile is passed on as it arrives. No piece is ever sent
+before it arrived.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tokenstream.clock import Clock
 from tokenstream.tokenizer import Piece
 
-__all__ = ["PacingProfile", "Schedule", "chunk_pieces", "pace"]
+__all__ = ["PacingProfile", "Schedule", "catch_up_gap", "chunk_pieces", "pace"]
 
 _SENTENCE_END = frozenset(".!?")
 _FULLWIDTH_SENTENCE_END = frozenset("。！？")
@@ -47,6 +58,12 @@ class PacingProfile(BaseModel):
     pause_ms: float = Field(default=0.0, ge=0, le=600_000, description="after sentence punctuation")
     newline_pause_ms: float | None = Field(
         default=None, ge=0, le=600_000, description="after a line break; null = pause_ms"
+    )
+    max_buffer_ms: float | None = Field(
+        default=None,
+        ge=0,
+        le=600_000,
+        description="live sources: longest a token waits after it arrived; null = no limit",
     )
 
     @field_validator("tokens_per_second", mode="before")
@@ -72,6 +89,27 @@ def _pause_between(profile: PacingProfile, previous: str, following: str) -> flo
     return 0.0
 
 
+def catch_up_gap(
+    tokens: int, base: float, backlog: Iterable[tuple[float, int]], max_buffer: float
+) -> float:
+    """The longest gap after ``base`` for the next piece (``tokens`` tokens) that still lets
+    every buffered token leave by its arrival + ``max_buffer``, the buffer going at an even rate.
+
+    ``backlog`` holds ``(arrived_at, tokens buffered up to and including that arrival)``,
+    oldest first, the next piece included. Token *j* of the buffer must leave by
+    ``arrived_j + max_buffer``, so the rate must be at least
+    ``cumulative_j / (arrived_j + max_buffer - base)`` for every *j*; the gap is the next
+    piece's share at the largest such rate. ``math.inf`` when the buffer is empty.
+    """
+    rate = 0.0
+    for arrived, cumulative in backlog:
+        room = arrived + max_buffer - base
+        if room <= 0:
+            return 0.0
+        rate = max(rate, cumulative / room)
+    return tokens / rate if rate > 0 else math.inf
+
+
 class Schedule:
     """Computes absolute deadlines, one piece at a time; no I/O, no sleeping."""
 
@@ -88,19 +126,30 @@ class Schedule:
             return 1.0
         return self._rng.lognormvariate(-self._sigma * self._sigma / 2, self._sigma)
 
-    def next_deadline(self, piece: Piece, available_at: float | None = None) -> float:
-        """The time ``piece`` is due; never earlier than ``available_at`` (when it arrived)."""
+    def next_deadline(
+        self,
+        piece: Piece,
+        available_at: float | None = None,
+        backlog: Iterable[tuple[float, int]] | None = None,
+    ) -> float:
+        """The time ``piece`` is due; never earlier than ``available_at`` (when it arrived).
+
+        ``backlog`` (live sources) is the buffer as ``catch_up_gap`` reads it; with the
+        profile's ``max_buffer_ms`` it can only bring the deadline forward.
+        """
         if self._previous_text is None:
-            deadline = self.start + self.profile.ttft_ms / 1000.0
+            gap = self.profile.ttft_ms / 1000.0
         else:
             gap = piece.tokens * self.profile.interval
             if gap:
                 gap *= self._gap_factor()
-            deadline = (
-                self._previous_deadline
-                + gap
-                + _pause_between(self.profile, self._previous_text, piece.text)
+            gap += _pause_between(self.profile, self._previous_text, piece.text)
+        if backlog is not None and self.profile.max_buffer_ms is not None:
+            limit = catch_up_gap(
+                piece.tokens, self._previous_deadline, backlog, self.profile.max_buffer_ms / 1000.0
             )
+            gap = min(gap, limit)
+        deadline = self._previous_deadline + gap
         if available_at is not None and available_at > deadline:
             deadline = available_at
         self._previous_text = piece.text

@@ -29,7 +29,7 @@ __all__ = [
     "resolve_profile",
 ]
 
-SourceName = Literal["scripted", "echo"]
+SourceName = Literal["scripted", "echo", "upstream"]
 
 _PACING_FIELDS = (
     "tokens_per_second",
@@ -39,6 +39,7 @@ _PACING_FIELDS = (
     "chunk_tokens",
     "pause_ms",
     "newline_pause_ms",
+    "max_buffer_ms",
 )
 
 
@@ -56,6 +57,7 @@ class PacingOverrides(BaseModel):
     chunk_tokens: int | None = None
     pause_ms: float | None = None
     newline_pause_ms: float | None = None
+    max_buffer_ms: float | None = None
 
 
 class _TextPart(BaseModel):
@@ -153,6 +155,7 @@ class _StreamQuery(BaseModel):
     chunk_tokens: int | None = None
     pause_ms: float | None = None
     newline_pause_ms: float | None = None
+    max_buffer_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,10 +249,15 @@ def parse_stream_query(query: Mapping[str, str], keys: list[str]) -> StreamReque
 
 
 def resolve_profile(
-    config: Config, overrides: PacingOverrides, header_profile: str | None = None, prefix: str = ""
+    config: Config,
+    overrides: PacingOverrides,
+    header_profile: str | None = None,
+    prefix: str = "",
+    default: str | None = None,
 ) -> PacingProfile:
-    """The named profile (body/query, then header, then default) with per-field overrides."""
-    name = overrides.profile or header_profile or config.default_profile
+    """The named profile (body/query, then header, then ``default`` or the config's default)
+    with per-field overrides."""
+    name = overrides.profile or header_profile or default or config.default_profile
     profile = config.profiles.get(name)
     if profile is None:
         param = f"{prefix}profile" if overrides.profile else "X-Tokenstream-Profile"

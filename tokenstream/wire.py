@@ -12,6 +12,10 @@ Three formats, one interface (``WireFormat``):
 Every stream ends with the sentinel event (``data: [DONE]`` unless configured otherwise).
 An error after the stream started is sent as ``data: {"error": {...}}`` and then the sentinel.
 
+A proxied reply also carries ``Passthrough`` events (tool call deltas, refusal, finish
+reason, usage, the upstream's model). ``openai`` forwards them as chunks, unchanged and in
+order; ``text`` and ``json`` carry text only and leave them out.
+
 Chunk JSON for the hot path is built from a per-stream prefix and suffix around the one
 value that changes (the piece text), instead of ``json.dumps`` of a whole dict per token.
 """
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from tokenstream.errors import error_body
+from tokenstream.events import Passthrough
 from tokenstream.sse import encode_event
 from tokenstream.tokenizer import Piece
 
@@ -75,6 +80,12 @@ class WireFormat(Protocol):
     def error(self, message: str, error_type: str, code: str | None) -> bytes:
         """An error event in the OpenAI shape, then the sentinel."""
 
+    def passthrough(self, item: Passthrough) -> bytes:
+        """The event(s) for what a proxied chunk carries besides text; may be empty."""
+
+    def done(self) -> bytes:
+        """The sentinel alone: the end of a proxied stream, whose finish came from upstream."""
+
 
 class _EventFraming:
     """Event name and ``id:`` numbering shared by the formats."""
@@ -96,6 +107,9 @@ class _EventFraming:
 
     def error(self, message: str, error_type: str, code: str | None) -> bytes:
         return self.frame(_dumps(error_body(message, error_type, None, code))) + self.done()
+
+    def passthrough(self, item: Passthrough) -> bytes:
+        return b""
 
 
 class TextFormat(_EventFraming):
@@ -135,17 +149,20 @@ class OpenAIChunkFormat(_EventFraming):
         super().__init__(event=event, with_ids=with_ids, sentinel=sentinel)
         self.completion_id = completion_id or f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time()) if created is None else created
-        self.model = model
         self.include_usage = include_usage
+        self._tail = ',"usage":null}' if include_usage else "}"
+        self._content_tail = '},"logprobs":null,"finish_reason":null}]' + self._tail
+        self._set_model(model)
+        self._role_sent = False
+
+    def _set_model(self, model: str) -> None:
+        self.model = model
         self._head = (
             f'{{"id":{_dumps(self.completion_id)},"object":"chat.completion.chunk",'
             f'"created":{self.created},"model":{_dumps(model)},'
             f'"system_fingerprint":"fp_tokenstream","choices":['
         )
-        self._tail = ',"usage":null}' if include_usage else "}"
         self._content_head = self._head + '{"index":0,"delta":{"content":'
-        self._content_tail = '},"logprobs":null,"finish_reason":null}]' + self._tail
-        self._role_sent = False
 
     def _role_chunk(self) -> bytes:
         self._role_sent = True
@@ -167,6 +184,21 @@ class OpenAIChunkFormat(_EventFraming):
         if self.include_usage and usage is not None:
             out += self.frame(self._head + "]," + f'"usage":{_dumps(usage.to_dict())}}}')
         return out + self.done()
+
+    def passthrough(self, item: Passthrough) -> bytes:
+        if item.model is not None and item.model != self.model:
+            self._set_model(item.model)
+        out = b""
+        if item.delta or item.finish_reason is not None:
+            if not self._role_sent:
+                out += self._role_chunk()
+            out += self.frame(
+                self._head + f'{{"index":0,"delta":{_dumps(dict(item.delta or {}))},'
+                f'"logprobs":null,"finish_reason":{_dumps(item.finish_reason)}}}]' + self._tail
+            )
+        if item.usage is not None:
+            out += self.frame(self._head + "]," + f'"usage":{_dumps(dict(item.usage))}}}')
+        return out
 
 
 def make_format(

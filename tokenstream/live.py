@@ -1,0 +1,188 @@
+"""Live stage: text that arrives over time, tokenized on arrival and paced with catch-up.
+
+A reader task takes the source's items (text deltas and ``Passthrough`` items) as fast as
+they come, stamps each with its arrival time on the pacing clock, tokenizes text
+incrementally and puts the pieces in an ``ArrivalBuffer``. ``pace_live`` takes them out at
+their deadlines: never before a piece arrived, and, with the profile's ``max_buffer_ms``,
+never later than that after it arrived (see ``pacer.catch_up_gap``). Reading eagerly is
+what lets the pacer see the whole backlog of a burst, and stamps true arrival times.
+
+Passthrough items keep their place: the tokenizer's held-back text is flushed before one,
+so every piece that arrived before it is sent before it, and it is sent as soon as those
+are, without a gap of its own.
+
+With ``chunk_tokens`` > 1, consecutive buffered pieces are merged, but a chunk never waits
+for text that has not arrived.
+
+Closing ``pace_live`` (a client left) cancels the reader, which closes the source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from itertools import islice
+
+from tokenstream.clock import Clock
+from tokenstream.events import Passthrough
+from tokenstream.pacer import PacingProfile, Schedule
+from tokenstream.tokenizer import Piece, Tokenizer
+
+__all__ = ["ArrivalBuffer", "LiveEvent", "LiveItem", "pace_live", "read_into"]
+
+LiveItem = str | Passthrough
+"""What a live source yields: a text delta, or what its chunk carried besides text."""
+LiveEvent = Piece | Passthrough
+"""What the live stage yields."""
+
+
+@dataclass(slots=True)
+class _Entry:
+    item: LiveEvent
+    arrived: float
+
+
+@dataclass(slots=True)
+class _Group:
+    arrived: float
+    tokens: int
+
+
+class ArrivalBuffer:
+    """Pieces and passthrough items in arrival order, with tokens counted per arrival time."""
+
+    def __init__(self) -> None:
+        self._entries: deque[_Entry] = deque()
+        self._groups: deque[_Group] = deque()  # tokens buffered per arrival time
+        self._wakeup = asyncio.Event()
+        self._ended = False
+        self._error: BaseException | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, item: LiveEvent, arrived: float) -> None:
+        self._entries.append(_Entry(item, arrived))
+        if isinstance(item, Piece):
+            if self._groups and self._groups[-1].arrived == arrived:
+                self._groups[-1].tokens += item.tokens
+            else:
+                self._groups.append(_Group(arrived, item.tokens))
+        self._wakeup.set()
+
+    def end(self, error: BaseException | None = None) -> None:
+        """No more items; ``error``, if any, is raised after the items before it are taken."""
+        self._ended = True
+        self._error = error
+        self._wakeup.set()
+
+    async def wait(self) -> bool:
+        """True once an item is there; False at the end; raises the source's error at the end."""
+        while not self._entries:
+            if self._ended:
+                if self._error is not None:
+                    raise self._error
+                return False
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return True
+
+    def head(self) -> _Entry:
+        return self._entries[0]
+
+    def peek_chunk(self, chunk_tokens: int) -> tuple[Piece, float, int]:
+        """The next event's piece (consecutive pieces up to ``chunk_tokens`` tokens), the time
+        its last part arrived, and how many entries it takes."""
+        first = self._entries[0]
+        if not isinstance(first.item, Piece):
+            raise TypeError("the buffer's head is not a piece")
+        piece, arrived, count = first.item, first.arrived, 1
+        if piece.tokens >= chunk_tokens:
+            return piece, arrived, count
+        texts, tokens = [piece.text], piece.tokens
+        for entry in islice(self._entries, 1, None):
+            if not isinstance(entry.item, Piece) or tokens >= chunk_tokens:
+                break
+            texts.append(entry.item.text)
+            tokens += entry.item.tokens
+            arrived = entry.arrived
+            count += 1
+        return Piece("".join(texts), tokens), arrived, count
+
+    def drop(self, count: int) -> None:
+        for _ in range(count):
+            entry = self._entries.popleft()
+            if isinstance(entry.item, Piece):
+                group = self._groups[0]
+                group.tokens -= entry.item.tokens
+                if group.tokens <= 0:
+                    self._groups.popleft()
+
+    def backlog(self) -> Iterator[tuple[float, int]]:
+        """``(arrived, tokens buffered up to and including that arrival)``, oldest first."""
+        cumulative = 0
+        for group in self._groups:
+            cumulative += group.tokens
+            yield group.arrived, cumulative
+
+
+async def read_into(
+    buffer: ArrivalBuffer,
+    items: AsyncGenerator[LiveItem, None],
+    tokenizer: Tokenizer,
+    clock: Clock,
+) -> None:
+    """The reader: the source's items, tokenized and stamped on arrival, into ``buffer``."""
+    incremental = tokenizer.incremental()
+    try:
+        async with aclosing(items) as arriving:
+            async for item in arriving:
+                arrived = clock.now()
+                if isinstance(item, str):
+                    for piece in incremental.feed(item):
+                        buffer.put(piece, arrived)
+                else:
+                    for piece in incremental.flush():
+                        buffer.put(piece, arrived)
+                    buffer.put(item, arrived)
+    except Exception as exc:  # the consumer raises it after the text that came before it
+        for piece in incremental.flush():
+            buffer.put(piece, clock.now())
+        buffer.end(exc)
+        return
+    for piece in incremental.flush():
+        buffer.put(piece, clock.now())
+    buffer.end()
+
+
+async def pace_live(
+    items: AsyncGenerator[LiveItem, None],
+    tokenizer: Tokenizer,
+    profile: PacingProfile,
+    clock: Clock,
+) -> AsyncGenerator[LiveEvent, None]:
+    """Each piece at its deadline, each passthrough item right after the pieces before it."""
+    buffer = ArrivalBuffer()
+    reader = asyncio.create_task(read_into(buffer, items, tokenizer, clock))
+    try:
+        schedule = Schedule(profile, clock.now())
+        catch_up = profile.max_buffer_ms is not None
+        while await buffer.wait():
+            head = buffer.head()
+            if isinstance(head.item, Passthrough):
+                buffer.drop(1)
+                yield head.item
+                continue
+            piece, arrived, count = buffer.peek_chunk(profile.chunk_tokens)
+            deadline = schedule.next_deadline(
+                piece, arrived, buffer.backlog() if catch_up else None
+            )
+            buffer.drop(count)
+            await clock.sleep_until(deadline)
+            yield piece
+    finally:
+        reader.cancel()
+        await asyncio.wait([reader])

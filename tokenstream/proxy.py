@@ -1,0 +1,255 @@
+"""Proxied requests: the handlers' side of the upstream source.
+
+A chat completion for the upstream is forwarded as the client sent it, fields the
+upstream understands (temperature, tools, max_tokens, ...) unchanged, with only these
+changes: the ``tokenstream`` object (pacing options) is taken out, ``stream`` is kept as
+the client asked, and ``upstream.model``, when configured, replaces ``model``.
+
+A streaming reply is re-tokenized and re-paced by the live stage; a reply with
+``stream: false`` is passed on as the upstream sent it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from tokenstream.errors import InvalidRequest, UpstreamStreamError
+from tokenstream.events import Passthrough
+from tokenstream.live import pace_live
+from tokenstream.pacer import PacingProfile
+from tokenstream.requests import PacingOverrides, StreamRequest, resolve_profile
+from tokenstream.sse import encode_comment
+from tokenstream.tokenizer import Piece
+from tokenstream.transport import ClientGone, SSEResponse
+from tokenstream.upstream import UpstreamClient, UpstreamReply
+from tokenstream.wire import WireFormat, make_format
+
+if TYPE_CHECKING:
+    from tokenstream.app import AppState
+
+__all__ = ["ProxyRequest", "chat_completions", "parse_proxy_request", "stream_query"]
+
+log = logging.getLogger(__name__)
+
+_PING = encode_comment("ping")
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyRequest:
+    body: dict[str, Any]
+    """What goes upstream."""
+    model: str
+    stream: bool
+    include_usage: bool
+    overrides: PacingOverrides
+
+
+def _overrides(value: Any) -> PacingOverrides:
+    try:
+        return PacingOverrides.model_validate(value or {})
+    except ValidationError as exc:
+        item = exc.errors(include_url=False)[0]
+        param = "tokenstream." + ".".join(str(part) for part in item["loc"])
+        raise InvalidRequest(
+            f"Invalid value for '{param}': {item['msg']}.", param=param, code="invalid_value"
+        ) from None
+
+
+def parse_proxy_request(raw: bytes, model_override: str | None) -> ProxyRequest:
+    """Check only what tokenstream itself needs; the upstream judges the rest."""
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"The request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    overrides = _overrides(body.pop("tokenstream", None))
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest(
+            "Invalid value for 'stream': must be a boolean.", param="stream", code="invalid_value"
+        )
+    stream_options = body.get("stream_options")
+    include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+    if stream and body.get("n") not in (None, 1):
+        raise InvalidRequest(
+            "tokenstream re-paces one choice per reply: 'n' must be 1 when streaming.",
+            param="n",
+            code="invalid_value",
+        )
+    if model_override is not None:
+        body["model"] = model_override
+    model = body.get("model")
+    return ProxyRequest(
+        body=body,
+        model=model if isinstance(model, str) else "",
+        stream=bool(stream),
+        include_usage=include_usage,
+        overrides=overrides,
+    )
+
+
+def _client_auth(request: web.Request, state: AppState) -> str | None:
+    if state.config.upstream.forward_client_auth:
+        return request.headers.get("Authorization")
+    return None
+
+
+async def chat_completions(
+    request: web.Request, state: AppState, client: UpstreamClient, proxied: ProxyRequest
+) -> web.StreamResponse:
+    """``POST /v1/chat/completions`` answered by the upstream."""
+    config = state.config
+    profile = resolve_profile(
+        config,
+        proxied.overrides,
+        header_profile=request.headers.get("X-Tokenstream-Profile"),
+        prefix="tokenstream.",
+        default=config.upstream.profile,
+    )
+    auth = _client_auth(request, state)
+    if not proxied.stream:
+        return await client.forward(proxied.body, auth)
+    reply = await client.open(proxied.body, auth)
+    wire = make_format(
+        "openai",
+        model=proxied.model,
+        include_usage=proxied.include_usage,
+        sentinel=config.server.sentinel,
+    )
+    return await stream_live(request, state, reply=reply, wire=wire, profile=profile)
+
+
+async def stream_query(
+    request: web.Request, state: AppState, client: UpstreamClient, query: StreamRequest
+) -> web.StreamResponse:
+    """``GET /v1/stream`` answered by the upstream: the prompt as one user message."""
+    config = state.config
+    model = config.upstream.model or query.model
+    if model is None:
+        raise InvalidRequest(
+            "Name the upstream model with the 'model' parameter, or set upstream.model in the "
+            "config.",
+            param="model",
+            code="missing_required_parameter",
+        )
+    profile = resolve_profile(
+        config,
+        query.overrides,
+        header_profile=request.headers.get("X-Tokenstream-Profile"),
+        default=config.upstream.profile,
+    )
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": query.prompt}],
+        "stream": True,
+    }
+    if query.max_tokens is not None:
+        body["max_tokens"] = query.max_tokens
+    if query.include_usage:
+        body["stream_options"] = {"include_usage": True}
+    reply = await client.open(body, _client_auth(request, state))
+    wire = make_format(
+        query.format,
+        model=model,
+        include_usage=query.include_usage,
+        event=query.event,
+        with_ids=True,
+        sentinel=config.server.sentinel,
+    )
+    return await stream_live(request, state, reply=reply, wire=wire, profile=profile)
+
+
+async def _keep_alive(sse: SSEResponse, interval: float) -> None:
+    """A comment line whenever nothing was written for about ``interval`` seconds.
+
+    It covers the waits for the upstream as well as the pacer's, so it runs beside them, on
+    the loop's clock: heartbeats are about real network silence, not the pacing schedule.
+    """
+    written = -1
+    try:
+        while True:
+            await asyncio.sleep(interval / 2)
+            if sse.bytes_sent == written:
+                await sse.send(_PING)
+            written = sse.bytes_sent
+    except ClientGone:
+        return
+
+
+async def stream_live(
+    request: web.Request,
+    state: AppState,
+    *,
+    reply: UpstreamReply,
+    wire: WireFormat,
+    profile: PacingProfile,
+) -> web.StreamResponse:
+    """Stream a proxied reply; the reply is closed however this ends."""
+    stats = state.stats
+    sse = SSEResponse(request, state.clock)
+    heartbeat = state.config.server.heartbeat_s
+    keep_alive: asyncio.Task[None] | None = None
+    tokens = 0
+    stats.active += 1
+    stats.started += 1
+    try:
+        await sse.prepare()
+        if heartbeat is not None:
+            keep_alive = asyncio.create_task(_keep_alive(sse, heartbeat))
+        events = pace_live(reply.items(), state.tokenizer, profile, state.clock)
+        try:
+            async for event in events:
+                if isinstance(event, Piece):
+                    tokens += event.tokens
+                    await sse.send(wire.piece(event))
+                elif isinstance(event, Passthrough):
+                    data = wire.passthrough(event)
+                    if data:
+                        await sse.send(data)
+        finally:
+            await events.aclose()
+        await sse.send(wire.done())
+        await sse.close()
+        stats.completed += 1
+    except UpstreamStreamError as exc:
+        stats.failed += 1
+        log.warning("upstream failed after %d tokens on %s: %s", tokens, request.path,
+                    exc.message)
+        try:
+            await sse.send(wire.error(exc.message, exc.error_type, exc.code))
+            await sse.close()
+        except ClientGone:
+            pass
+    except ClientGone:
+        stats.disconnected += 1
+        log.info("client left %s after %d proxied tokens", request.path, tokens)
+    except asyncio.CancelledError:
+        stats.disconnected += 1
+        log.info("client left %s after %d proxied tokens (handler cancelled)", request.path,
+                 tokens)
+        raise
+    except Exception:
+        stats.failed += 1
+        log.exception("proxied stream failed on %s", request.path)
+        try:
+            await sse.send(wire.error("The stream failed on the server.", "server_error", None))
+            await sse.close()
+        except ClientGone:
+            pass
+    finally:
+        stats.active -= 1
+        reply.close()
+        if keep_alive is not None:
+            keep_alive.cancel()
+            await asyncio.wait([keep_alive])
+    return sse.response

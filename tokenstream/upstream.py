@@ -1,0 +1,531 @@
+"""Upstream source: an OpenAI-compatible server's streamed chat completion, as text deltas.
+
+``UpstreamClient`` owns one ``aiohttp.ClientSession`` for the app's lifetime (opened and
+closed by ``cleanup_ctx``). ``open`` forwards a request body to ``<base_url>/chat/completions``
+and returns once the upstream has answered with its status; any failure up to then is an
+``UpstreamError`` carrying the status the client should get (the upstream's own, 502 when
+it cannot be reached, 504 when it does not answer in time). ``UpstreamReply.items`` then
+yields the reply as it arrives: text deltas (``str``) and ``Passthrough`` items for the rest.
+A failure from there on is an ``UpstreamStreamError``.
+
+``ChunkDecoder`` is the pure part: response bytes in, items out, through the WHATWG
+``SSEDecoder``.
+
+Timeouts run on the event loop's clock, not the pacing clock: they are about the network.
+The upstream key is sent only in the request's ``Authorization`` header; it is never
+logged, and any error text that could hold it is redacted before it reaches a log or a
+client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from tokenstream.config import UpstreamConfig
+from tokenstream.errors import ConfigError, UpstreamError, UpstreamStreamError
+from tokenstream.events import Passthrough
+from tokenstream.sse_parser import SSEDecoder
+
+__all__ = [
+    "UPSTREAM",
+    "ChunkDecoder",
+    "UpstreamClient",
+    "UpstreamItem",
+    "UpstreamReply",
+    "error_from_response",
+]
+
+log = logging.getLogger(__name__)
+
+UpstreamItem = str | Passthrough
+
+_ERROR_BODY_LIMIT = 64 * 1024
+_REDACTED = "[redacted]"
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+def _join_surrogates(text: str) -> str:
+    """JSON may split a character outside the BMP into two ``\\u`` escapes across chunks.
+
+    Rejoin such pairs; a surrogate left alone is not text and becomes U+FFFD.
+    """
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _stream_error(payload: Any, secrets: tuple[str, ...]) -> UpstreamStreamError:
+    """An in-stream ``{"error": ...}`` event as an error for the client (OpenAI or vLLM shape)."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        message = error.get("message")
+        error_type = error.get("type")
+        code = error.get("code")
+    else:
+        message, error_type, code = error, None, None
+    return UpstreamStreamError(
+        redact(str(message) if message else "The upstream reported an error.", secrets),
+        error_type=str(error_type) if error_type else "upstream_error",
+        code=None if code is None else str(code),
+    )
+
+
+class ChunkDecoder:
+    """Bytes of a streamed chat completion in, text deltas and ``Passthrough`` items out.
+
+    Only choice 0 is read (proxied streams have ``n`` = 1). ``role`` is left out (the wire
+    format announces the assistant itself), and so are delta fields that are null; every
+    other delta field (``tool_calls``, ``refusal``, ``reasoning_content``, ...) passes through.
+    """
+
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+        self._sse = SSEDecoder()
+        self._secrets = secrets
+        self._model: str | None = None
+        self._held_surrogate = ""
+        self.events = 0
+        self.done = False
+        """The ``[DONE]`` sentinel arrived: the reply is complete."""
+        self.finished = False
+        """A ``finish_reason`` arrived."""
+
+    def feed(self, data: bytes) -> list[UpstreamItem]:
+        items: list[UpstreamItem] = []
+        for event in self._sse.feed(data):
+            if self.done:
+                break
+            self.events += 1
+            self._event(event.data, items)
+        return items
+
+    def close(self) -> list[UpstreamItem]:
+        """The body ended. Without ``[DONE]`` or a finish reason the reply was cut short."""
+        self._sse.close()
+        items: list[UpstreamItem] = []
+        if self._held_surrogate:
+            items.append(_join_surrogates(self._held_surrogate))
+            self._held_surrogate = ""
+        if not (self.done or self.finished):
+            raise UpstreamStreamError(
+                "The upstream closed the stream before the reply was complete.",
+                code="upstream_disconnected",
+            )
+        return items
+
+    def _event(self, data: str, items: list[UpstreamItem]) -> None:
+        if data == "[DONE]":
+            self.done = True
+            if self._held_surrogate:
+                items.append(_join_surrogates(self._held_surrogate))
+                self._held_surrogate = ""
+            return
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            raise UpstreamStreamError(
+                "The upstream sent an event that is not JSON: "
+                + redact(data[:120], self._secrets),
+                code="upstream_bad_event",
+            ) from None
+        if not isinstance(payload, dict):
+            raise UpstreamStreamError(
+                "The upstream sent an event that is not a JSON object.", code="upstream_bad_event"
+            )
+        if "error" in payload and payload["error"] is not None:
+            raise _stream_error(payload, self._secrets)
+        model = payload.get("model")
+        if isinstance(model, str) and model and model != self._model:
+            self._model = model
+            items.append(Passthrough(model=model))
+        choices = payload.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                    self._choice(choice, items)
+        usage = payload.get("usage")
+        if isinstance(usage, dict):
+            items.append(Passthrough(usage=usage))
+
+    def _choice(self, choice: dict[str, Any], items: list[UpstreamItem]) -> None:
+        delta = choice.get("delta")
+        delta = delta if isinstance(delta, dict) else {}
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            text = self._held_surrogate + content
+            self._held_surrogate = ""
+            if "\ud800" <= text[-1] <= "\udbff":  # the low half may come in the next chunk
+                text, self._held_surrogate = text[:-1], text[-1]
+            if text:
+                items.append(_join_surrogates(text))
+        rest = {
+            key: value
+            for key, value in delta.items()
+            if key not in ("content", "role") and value is not None
+        }
+        finish_reason = choice.get("finish_reason")
+        if finish_reason is not None:
+            self.finished = True
+        if rest or finish_reason is not None:
+            if self._held_surrogate:
+                items.append(_join_surrogates(self._held_surrogate))
+                self._held_surrogate = ""
+            items.append(
+                Passthrough(
+                    delta=rest or None,
+                    finish_reason=None if finish_reason is None else str(finish_reason),
+                )
+            )
+
+
+def error_from_response(
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    secrets: tuple[str, ...],
+    server_credentials: bool,
+    api_key_env: str,
+) -> UpstreamError:
+    """The client's answer to an upstream's error status: the same status, OpenAI's shape."""
+    message: str | None = None
+    error_type: str | None = None
+    param: str | None = None
+    code: str | None = None
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, dict):
+            message = error.get("message")
+            error_type, param, code = error.get("type"), error.get("param"), error.get("code")
+        elif isinstance(error, str):
+            message = error
+        else:
+            message = payload.get("message") or payload.get("detail")
+    if not message:
+        text = body[:200].decode("utf-8", "replace").strip()
+        message = f"The upstream answered HTTP {status}" + (f": {text}" if text else ".")
+    if status in (401, 403) and server_credentials:
+        # The key is the server's, not the client's: say so, and echo nothing of it.
+        message = (
+            f"The upstream refused tokenstream's credentials (HTTP {status}). The operator "
+            f"must set a valid key in the environment variable {api_key_env} "
+            "(upstream.api_key_env) and restart tokenstream."
+        )
+    extra_headers = {"Retry-After": headers["Retry-After"]} if "Retry-After" in headers else {}
+    return UpstreamError(
+        redact(str(message), secrets),
+        status=status,
+        error_type=str(error_type) if error_type else _ERROR_TYPES.get(status, "upstream_error"),
+        param=None if param is None else str(param),
+        code=None if code is None else str(code),
+        headers=extra_headers,
+    )
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int, timeout: float) -> bytes:
+    data = b""
+    while len(data) < limit:
+        chunk = await asyncio.wait_for(response.content.read(limit - len(data)), timeout)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class UpstreamReply:
+    """A streaming answer whose status was 200: read it with ``items``, always ``close`` it."""
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        *,
+        first_event_deadline: float,
+        idle_timeout: float,
+        secrets: tuple[str, ...],
+    ) -> None:
+        self._response = response
+        self._first_event_deadline = first_event_deadline
+        self._idle_timeout = idle_timeout
+        self._secrets = secrets
+
+    async def items(self) -> AsyncGenerator[UpstreamItem, None]:
+        """The reply as it arrives; raises ``UpstreamStreamError`` when it fails or stalls."""
+        decoder = ChunkDecoder(self._secrets)
+        loop = asyncio.get_running_loop()
+        complete = False
+        try:
+            while not decoder.done:
+                if decoder.events:
+                    timeout, what = self._idle_timeout, "idle_timeout_s"
+                else:
+                    timeout = max(0.0, self._first_event_deadline - loop.time())
+                    what = "first_byte_timeout_s"
+                try:
+                    data = await asyncio.wait_for(self._response.content.readany(), timeout)
+                except asyncio.TimeoutError:
+                    raise UpstreamStreamError(
+                        f"The upstream sent nothing for {timeout:g} s (upstream.{what}).",
+                        code="upstream_timeout",
+                    ) from None
+                except aiohttp.ClientError as exc:
+                    raise UpstreamStreamError(
+                        "The upstream connection failed during the reply: "
+                        + redact(str(exc) or type(exc).__name__, self._secrets),
+                        code="upstream_disconnected",
+                    ) from None
+                if not data:
+                    for item in decoder.close():
+                        yield item
+                    complete = True
+                    return
+                for item in decoder.feed(data):
+                    yield item
+            complete = True
+        finally:
+            if complete:
+                self._response.release()  # back to the pool if the body was read to its end
+            else:
+                self._response.close()  # the upstream sees its connection close at once
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class UpstreamClient:
+    """Forwards chat completions to one OpenAI-compatible server, over one pooled session."""
+
+    def __init__(self, config: UpstreamConfig, api_key: str | None) -> None:
+        if config.base_url is None:
+            raise ValueError("UpstreamClient needs upstream.base_url")
+        self.config = config
+        self.url = config.base_url + "/chat/completions"
+        self._api_key = api_key or None
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_environment(
+        cls, config: UpstreamConfig, environ: Mapping[str, str]
+    ) -> UpstreamClient:
+        """Read the key from the variable ``config.api_key_env`` names; unset means no key."""
+        key = environ.get(config.api_key_env, "").strip()
+        if any(not (33 <= ord(char) <= 126) for char in key):
+            raise ConfigError(
+                "the environment",
+                [(
+                    "upstream.api_key_env",
+                    f"${config.api_key_env} holds spaces or characters an HTTP header cannot "
+                    "carry; set it to the key alone",
+                )],
+            )
+        if not key:
+            log.warning(
+                "$%s is not set: requests go to the upstream without an Authorization header",
+                config.api_key_env,
+            )
+        return cls(config, key or None)
+
+    async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        """For ``app.cleanup_ctx``: the session lives exactly as long as the app."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.close()
+
+    async def start(self) -> None:
+        config = self.config
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=config.max_connections, limit_per_host=config.max_connections_per_host
+            ),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=config.connect_timeout_s,  # includes waiting for a free pool slot
+                sock_connect=config.connect_timeout_s,
+                sock_read=None,  # first-byte and idle limits are applied per read, below
+            ),
+            trust_env=False,  # no proxy or .netrc credentials picked up from the environment
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _secrets(self, client_auth: str | None) -> tuple[str, ...]:
+        secrets = []
+        if self._api_key:
+            secrets.append(self._api_key)
+        if client_auth:
+            secrets.append(client_auth)
+            token = client_auth.partition(" ")[2].strip()
+            if token:
+                secrets.append(token)
+        return tuple(secrets)
+
+    async def _post(
+        self, body: Mapping[str, Any], client_auth: str | None, *, stream: bool
+    ) -> tuple[aiohttp.ClientResponse, tuple[str, ...], bool]:
+        if self._session is None:
+            raise RuntimeError("the upstream session is not started (app.cleanup_ctx)")
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+        }
+        server_credentials = client_auth is None
+        if client_auth is not None:
+            headers["Authorization"] = client_auth
+        elif self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        secrets = self._secrets(client_auth)
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        timeout = self.config.first_byte_timeout_s
+        session = self._session
+
+        async def post() -> aiohttp.ClientResponse:
+            return await session.post(
+                self.url, data=data, headers=headers, allow_redirects=False
+            )
+
+        try:
+            response = await asyncio.wait_for(post(), timeout)
+        except aiohttp.ServerTimeoutError:
+            raise UpstreamError(
+                f"Could not connect to the upstream within {self.config.connect_timeout_s:g} s "
+                "(upstream.connect_timeout_s).",
+                status=504,
+                code="upstream_timeout",
+            ) from None
+        except asyncio.TimeoutError:
+            raise UpstreamError(
+                f"The upstream did not answer within {timeout:g} s "
+                "(upstream.first_byte_timeout_s).",
+                status=504,
+                code="upstream_timeout",
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            log.warning("cannot reach the upstream %s: %s", self.url, redact(str(exc), secrets))
+            raise UpstreamError(
+                f"Cannot reach the upstream at {self.url}: "
+                + redact(str(exc.os_error) or type(exc).__name__, secrets),
+                status=502,
+                code="upstream_unreachable",
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                "The upstream connection failed before it answered: "
+                + redact(str(exc) or type(exc).__name__, secrets),
+                status=502,
+                code="upstream_disconnected",
+            ) from None
+        if 300 <= response.status < 400:
+            location = response.headers.get("Location", "?")
+            response.close()
+            raise UpstreamError(
+                f"The upstream redirected the request (HTTP {response.status} to {location}): "
+                "set upstream.base_url to the address it points to.",
+                status=502,
+                code="upstream_redirect",
+            )
+        if response.status >= 400:
+            try:
+                raw = await _read_limited(
+                    response, _ERROR_BODY_LIMIT, self.config.idle_timeout_s
+                )
+            except (asyncio.TimeoutError, aiohttp.ClientError):
+                raw = b""
+            finally:
+                response.close()
+            error = error_from_response(
+                response.status,
+                raw,
+                response.headers,
+                secrets=secrets,
+                server_credentials=server_credentials,
+                api_key_env=self.config.api_key_env,
+            )
+            log.warning("upstream answered HTTP %d: %s", response.status, error.message)
+            raise error
+        return response, secrets, server_credentials
+
+    async def open(self, body: Mapping[str, Any], client_auth: str | None) -> UpstreamReply:
+        """Send a streaming request; return once the upstream answered 200 with a stream.
+
+        ``client_auth`` (an ``Authorization`` value) replaces the configured key when given.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.first_byte_timeout_s
+        response, secrets, _ = await self._post(body, client_auth, stream=True)
+        if response.content_type != "text/event-stream":
+            response.close()
+            raise UpstreamError(
+                f"The upstream answered with Content-Type {response.content_type!r} instead of "
+                "a text/event-stream: check upstream.base_url (it should end in /v1 for most "
+                "servers).",
+                status=502,
+                code="upstream_not_streaming",
+            )
+        return UpstreamReply(
+            response,
+            first_event_deadline=deadline,
+            idle_timeout=self.config.idle_timeout_s,
+            secrets=secrets,
+        )
+
+    async def forward(self, body: Mapping[str, Any], client_auth: str | None) -> web.Response:
+        """A request that does not stream: the upstream's answer, passed on as it came."""
+        response, secrets, _ = await self._post(body, client_auth, stream=False)
+        try:
+            raw = await asyncio.wait_for(response.read(), self.config.idle_timeout_s)
+        except asyncio.TimeoutError:
+            raise UpstreamError(
+                f"The upstream stopped sending its answer for {self.config.idle_timeout_s:g} s "
+                "(upstream.idle_timeout_s).",
+                status=504,
+                code="upstream_timeout",
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                "The upstream connection failed during its answer: "
+                + redact(str(exc) or type(exc).__name__, secrets),
+                status=502,
+                code="upstream_disconnected",
+            ) from None
+        finally:
+            response.release()
+        return web.Response(
+            status=response.status,
+            body=raw,
+            content_type=response.content_type,
+            charset=response.charset,
+        )
+
+
+UPSTREAM = web.AppKey("upstream", UpstreamClient)
