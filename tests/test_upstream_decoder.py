@@ -7,7 +7,6 @@ import json
 import pytest
 from upstream_support import DONE, UPSTREAM_MODEL, chunk, reply_stream, sse, usage_chunk
 
-from tokenstream.errors import UpstreamStreamError
 from tokenstream.events import Passthrough
 from tokenstream.tokenizer import Tokenizer, load_encoding
 from tokenstream.upstream import ChunkDecoder, UpstreamItem
@@ -26,7 +25,9 @@ def _decode(parts: list[bytes]) -> list[UpstreamItem]:
     items: list[UpstreamItem] = []
     for part in parts:
         items += decoder.feed(part)
-    return items + decoder.close()
+    items += decoder.close()
+    assert decoder.error is None
+    return items
 
 
 def _text(items: list[UpstreamItem]) -> str:
@@ -141,28 +142,31 @@ def test_comments_and_other_choices_are_ignored_and_nothing_is_read_after_done()
     assert _text(_decode([raw])) == "me"
 
 
-def test_in_stream_error_is_raised_with_its_message_type_and_code() -> None:
+def test_in_stream_error_comes_after_the_text_before_it_and_stops_decoding() -> None:
     decoder = ChunkDecoder()
-    assert decoder.feed(sse(chunk("partial"))) == [Passthrough(model=UPSTREAM_MODEL), "partial"]
     error = {"error": {"message": "overloaded", "type": "server_error", "code": 503}}
-    with pytest.raises(UpstreamStreamError) as caught:
-        decoder.feed(sse(error))
-    assert (caught.value.message, caught.value.error_type, caught.value.code) == (
+    items = decoder.feed(sse(chunk("partial")) + sse(error) + sse(chunk("never")))
+    assert items == [Passthrough(model=UPSTREAM_MODEL), "partial"]
+    assert decoder.error is not None
+    assert (decoder.error.message, decoder.error.error_type, decoder.error.code) == (
         "overloaded",
         "server_error",
         "503",
     )
+    assert decoder.feed(sse(chunk("later"))) == []
+    assert decoder.close() == []
 
 
 def test_error_text_is_redacted() -> None:
     decoder = ChunkDecoder(secrets=("sk-secret-123",))
-    with pytest.raises(UpstreamStreamError) as caught:
-        decoder.feed(sse({"error": {"message": "bad key sk-secret-123"}}))
-    assert "sk-secret-123" not in caught.value.message
-    with pytest.raises(UpstreamStreamError) as caught:
-        ChunkDecoder(secrets=("sk-secret-123",)).feed(b"data: oops sk-secret-123\n\n")
-    assert "sk-secret-123" not in caught.value.message
-    assert caught.value.code == "upstream_bad_event"
+    decoder.feed(sse({"error": {"message": "bad key sk-secret-123"}}))
+    assert decoder.error is not None
+    assert "sk-secret-123" not in decoder.error.message
+    decoder = ChunkDecoder(secrets=("sk-secret-123",))
+    decoder.feed(b"data: oops sk-secret-123\n\n")
+    assert decoder.error is not None
+    assert "sk-secret-123" not in decoder.error.message
+    assert decoder.error.code == "upstream_bad_event"
 
 
 @pytest.mark.parametrize(
@@ -175,9 +179,9 @@ def test_error_text_is_redacted() -> None:
 def test_stream_ending_before_the_reply_is_complete_is_an_error(raw: bytes) -> None:
     decoder = ChunkDecoder()
     decoder.feed(raw)
-    with pytest.raises(UpstreamStreamError) as caught:
-        decoder.close()
-    assert caught.value.code == "upstream_disconnected"
+    decoder.close()
+    assert decoder.error is not None
+    assert decoder.error.code == "upstream_disconnected"
 
 
 def test_finish_reason_without_done_is_a_complete_reply() -> None:

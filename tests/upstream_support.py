@@ -143,13 +143,16 @@ async def start_stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def streams(*parts: bytes, then: str = "end") -> Behaviour:
-    """Write each part as its own write; then ``end`` (close cleanly), ``hang`` or ``drop``."""
+def streams(*parts: bytes, then: str = "end", gate: asyncio.Event | None = None) -> Behaviour:
+    """Write each part as its own write; wait for ``gate`` if given; then ``end`` (close
+    cleanly), ``hang`` or ``drop`` (close the connection mid-body)."""
 
     async def behaviour(request: web.Request, upstream: FakeUpstream) -> web.StreamResponse:
         response = await start_stream(request)
         for part in parts:
             await response.write(part)
+        if gate is not None:
+            await gate.wait()
         if then == "hang":
             await asyncio.Event().wait()
         if then == "drop":

@@ -97,6 +97,10 @@ def _stream_error(payload: Any, secrets: tuple[str, ...]) -> UpstreamStreamError
 class ChunkDecoder:
     """Bytes of a streamed chat completion in, text deltas and ``Passthrough`` items out.
 
+    A failure (an error event, a broken event, a stream cut short) does not raise: ``feed``
+    and ``close`` return the items before it and set ``error``, so that the text which
+    arrived before the failure is still delivered ahead of it. Nothing is read after it.
+
     Only choice 0 is read (proxied streams have ``n`` = 1). ``role`` is left out (the wire
     format announces the assistant itself), and so are delta fields that are null; every
     other delta field (``tool_calls``, ``refusal``, ``reasoning_content``, ...) passes through.
@@ -112,25 +116,34 @@ class ChunkDecoder:
         """The ``[DONE]`` sentinel arrived: the reply is complete."""
         self.finished = False
         """A ``finish_reason`` arrived."""
+        self.error: UpstreamStreamError | None = None
+        """Why the reply failed; set at most once, and then nothing more is read."""
 
     def feed(self, data: bytes) -> list[UpstreamItem]:
         items: list[UpstreamItem] = []
+        if self.done or self.error:
+            return items
         for event in self._sse.feed(data):
-            if self.done:
-                break
             self.events += 1
-            self._event(event.data, items)
+            try:
+                self._event(event.data, items)
+            except UpstreamStreamError as exc:
+                self.error = exc
+            if self.done or self.error:
+                break
         return items
 
     def close(self) -> list[UpstreamItem]:
         """The body ended. Without ``[DONE]`` or a finish reason the reply was cut short."""
         self._sse.close()
         items: list[UpstreamItem] = []
+        if self.error:
+            return items
         if self._held_surrogate:
             items.append(_join_surrogates(self._held_surrogate))
             self._held_surrogate = ""
         if not (self.done or self.finished):
-            raise UpstreamStreamError(
+            self.error = UpstreamStreamError(
                 "The upstream closed the stream before the reply was complete.",
                 code="upstream_disconnected",
             )
@@ -300,13 +313,13 @@ class UpstreamReply:
                         + redact(str(exc) or type(exc).__name__, self._secrets),
                         code="upstream_disconnected",
                     ) from None
-                if not data:
-                    for item in decoder.close():
-                        yield item
-                    complete = True
-                    return
-                for item in decoder.feed(data):
+                items = decoder.feed(data) if data else decoder.close()
+                for item in items:
                     yield item
+                if decoder.error is not None:
+                    raise decoder.error
+                if not data:
+                    break
             complete = True
         finally:
             if complete:
