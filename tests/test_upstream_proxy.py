@@ -30,7 +30,6 @@ from upstream_support import (
     parse_sse,
     reply_stream,
     sse,
-    start_stream,
     streams,
     usage_chunk,
 )
@@ -677,8 +676,3 @@ async def test_upstream_stream_handler_is_cancelled_when_proxy_stops(
     await response.content.readuntil(b"\n\n")
     await client.close()
     await asyncio.wait_for(upstream.closed.wait(), 10)
-
-
-def _unused(*_: object) -> None:
-    """Keep imports used only in some parametrizations visible to linters."""
-    _ = start_stream
