@@ -167,10 +167,10 @@ async def test_slow_upstream_is_passed_on_as_it_arrives(tokenizer: Tokenizer) ->
     clock = SimClock()
     sent = await clock.run(_collect(pace_live(_timed(clock, script), tokenizer, SMOOTH, clock),
                                     clock))
-    # each word is final when the word two later starts (the tokenizer holds two back);
-    # the last ones when the upstream ends, at 5.0
+    # each word is final when the next one starts (the tokenizer holds the last match back);
+    # the last one when the upstream ends, at 5.0, and it then waits its interval
     assert [e.text for _, e in sent] == words
-    assert [t for t, _ in sent] == pytest.approx([2.0, 3.0, 4.0, 5.0, 5.025, 5.05])
+    assert [t for t, _ in sent] == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0, 5.025])
 
 
 async def test_passthrough_keeps_its_place_and_flushes_held_text(tokenizer: Tokenizer) -> None:
@@ -242,6 +242,7 @@ async def test_chunks_merge_only_what_has_arrived(tokenizer: Tokenizer) -> None:
                                     clock))
     assert [(t, e.text) for t, e in sent if isinstance(e, Piece)] == [
         (0.0, "one two three four"),
-        (10.0, " five"),  # the one token final at 10 s goes alone: no waiting to fill a chunk
-        (20.0, " six seven eight"),  # final at the end
+        (0.1, " five"),  # all that is final at 0 s: sent without waiting to fill a chunk
+        (10.0, " six"),  # final when " seven" starts
+        (20.0, " seven eight"),  # final at the end
     ]

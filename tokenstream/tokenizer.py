@@ -151,13 +151,19 @@ class Tokenizer:
 class IncrementalTokenizer:
     """Tokenizes text that arrives in deltas, with the same boundaries as tokenizing it whole.
 
-    tiktoken encodes each pre-tokenizer match on its own, so tokens of a settled prefix of
-    matches are final. The last matches of the buffer may still grow or split when more text
-    arrives (``\\s++$`` looks at the end of the text, a word may continue), so the last two
-    are held back until more text comes or ``flush`` is called.
+    tiktoken encodes each pre-tokenizer match on its own, and every match but the last one of
+    the buffer is final: a match that ends before the end of the text was decided by text
+    that is already there (the pattern's possessive runs and its one-character lookahead
+    stop inside it, and ``\\s++$`` only matches at the very end). So the last match is held
+    back until more text comes or ``flush`` is called, and the others are released.
+
+    Their tokens are taken from encoding the whole buffer, not the released prefix alone:
+    alone, the prefix's trailing whitespace could pre-tokenize differently (``"\\t 1"`` is
+    ``"\\t", " ", "1"`` in context but ``"\\t "`` when it ends the text). Tokens never
+    cross a match, so the released matches' tokens are a prefix of the buffer's.
     """
 
-    _HELD_MATCHES = 2
+    _HELD_MATCHES = 1
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self._tokenizer = tokenizer
@@ -173,8 +179,15 @@ class IncrementalTokenizer:
         if len(starts) <= self._HELD_MATCHES:
             return []
         cut = starts[-self._HELD_MATCHES]
-        settled, self._buffer = self._buffer[:cut], self._buffer[cut:]
-        return self._tokenizer.pieces(settled)
+        settled_bytes = len(self._buffer[:cut].encode("utf-8"))
+        encoding = self._tokenizer.encoding
+        tokens = encoding.encode_ordinary(self._buffer)
+        taken = size = 0
+        while size < settled_bytes:
+            size += len(encoding.decode_single_token_bytes(tokens[taken]))
+            taken += 1
+        self._buffer = self._buffer[cut:]
+        return list(self._tokenizer._pieces_of_tokens(tokens[:taken]))
 
     def flush(self) -> list[Piece]:
         settled, self._buffer = self._buffer, ""

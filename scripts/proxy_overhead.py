@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Time to first token through the tokenstream proxy versus straight to the upstream.
+
+One run, one machine: a fake OpenAI-compatible upstream (an aiohttp app in this process),
+tokenstream started as `tokenstream serve --upstream ...` in its own process, and a client
+in this process that sends the same streaming chat completion alternately to the upstream
+(direct) and to tokenstream (proxy), one request at a time, reading every reply to its end
+so both paths reuse their keep-alive connections.
+
+Time to first token (TTFT) is measured at the client, from sending the request to the
+first event that carries `delta.content`. Two upstream rhythms:
+
+- burst:     the whole reply in one write (many tokens per chunk): the proxy's own cost.
+- per-token: one token per chunk every --token-interval-ms, as hosted models stream. The
+             proxy re-tokenizes and holds back the last two pre-tokenizer matches until more
+             text arrives (so token boundaries match whole-text tokenization), so its first
+             token waits for the upstream's third chunk: about two intervals more.
+
+It also measures how long after a client disconnects the upstream sees its request close.
+
+    python scripts/proxy_overhead.py [--requests 100] [--profile smooth]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from tokenstream.sse_parser import SSEDecoder
+
+REPLY_WORDS = (
+    "Streaming changes how an answer feels: the first words arrive at once and the rest "
+    "flows at reading speed."
+).split(" ")
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    payload = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": "fake-upstream",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+@dataclass
+class FakeUpstream:
+    ttft: float
+    interval: float
+    closed_at: list[float] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        mode = body.get("metadata", {}).get("mode", "burst")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            await response.write(_chunk({"role": "assistant", "content": ""}))
+            if self.ttft:
+                await asyncio.sleep(self.ttft)
+            words = [w if i == 0 else " " + w for i, w in enumerate(REPLY_WORDS)]
+            if mode == "burst":
+                await response.write(_chunk({"content": "".join(words)}))
+            elif mode == "per-token":
+                for word in words:
+                    await response.write(_chunk({"content": word}))
+                    await asyncio.sleep(self.interval)
+            else:  # hang: for the disconnect measurement
+                await response.write(_chunk({"content": "".join(words[:6])}))
+                await asyncio.Event().wait()
+            await response.write(_chunk({}, "stop") + b"data: [DONE]\n\n")
+            await response.write_eof()
+            return response
+        finally:
+            if mode == "hang":
+                self.closed_at.append(asyncio.get_running_loop().time())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _ttft(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> float:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first: float | None = None
+    decoder = SSEDecoder()
+    async with session.post(url, json=body) as response:
+        response.raise_for_status()
+        async for data in response.content.iter_any():
+            for event in decoder.feed(data):
+                if first is None and event.data != "[DONE]":
+                    choices = json.loads(event.data).get("choices") or [{}]
+                    if choices[0].get("delta", {}).get("content"):
+                        first = loop.time()
+    if first is None:
+        raise RuntimeError(f"no content from {url}")
+    return first - started
+
+
+async def _disconnect_latency(session: aiohttp.ClientSession, url: str,
+                              upstream: FakeUpstream, body: dict[str, Any]) -> float:
+    loop = asyncio.get_running_loop()
+    before = len(upstream.closed_at)
+    decoder = SSEDecoder()
+    response = await session.post(url, json={**body, "metadata": {"mode": "hang"}})
+    got = False
+    while not got:
+        for event in decoder.feed(await response.content.readany()):
+            choices = json.loads(event.data).get("choices") or [{}]
+            got = got or bool(choices[0].get("delta", {}).get("content"))
+    left = loop.time()
+    response.close()
+    while len(upstream.closed_at) == before:
+        await asyncio.sleep(0.0005)
+        if loop.time() - left > 5:
+            raise RuntimeError("the upstream request stayed open 5 s after the client left")
+    return upstream.closed_at[-1] - left
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p90_ms": ordered[int(0.9 * (len(ordered) - 1))] * 1000,
+        "mean_ms": statistics.fmean(ordered) * 1000,
+        "min_ms": ordered[0] * 1000,
+        "max_ms": ordered[-1] * 1000,
+    }
+
+
+async def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            if process.poll() is not None:
+                raise RuntimeError("tokenstream exited at start-up")
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError("tokenstream did not start")
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    upstream = FakeUpstream(ttft=args.upstream_ttft_ms / 1000, interval=args.token_interval_ms / 1000)
+    runner = web.AppRunner(upstream.app(), handler_cancellation=True)
+    await runner.setup()
+    upstream_port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", upstream_port).start()
+    upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+    proxy_port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    command = [sys.executable, "-m", "tokenstream", "serve", "--port", str(proxy_port),
+               "--upstream", upstream_url, "--profile", args.profile, "--log-level", "ERROR"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    results: dict[str, Any] = {}
+    try:
+        proxy_url = f"http://127.0.0.1:{proxy_port}/v1"
+        await _wait_ready(f"http://127.0.0.1:{proxy_port}/healthz", process)
+        body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        async with aiohttp.ClientSession() as session:
+            for mode in ("burst", "per-token"):
+                request = {**body, "metadata": {"mode": mode}}
+                direct: list[float] = []
+                proxied: list[float] = []
+                for i in range(args.warmup + args.requests):
+                    d = await _ttft(session, upstream_url + "/chat/completions", request)
+                    p = await _ttft(session, proxy_url + "/chat/completions", request)
+                    if i >= args.warmup:
+                        direct.append(d)
+                        proxied.append(p)
+                added = [p - d for p, d in zip(proxied, direct, strict=True)]
+                results[mode] = {
+                    "direct": _stats(direct),
+                    "proxy": _stats(proxied),
+                    "added_p50_ms": statistics.median(added) * 1000,
+                    "ratio_p50": statistics.median(proxied) / statistics.median(direct),
+                }
+            latencies = [
+                await _disconnect_latency(session, proxy_url + "/chat/completions", upstream, body)
+                for _ in range(args.disconnects)
+            ]
+            results["disconnect_to_upstream_close"] = _stats(latencies)
+    finally:
+        process.terminate()
+        process.wait(10)
+        await runner.cleanup()
+    return results
+
+
+def _machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, " \
+           f"aiohttp {aiohttp.__version__}, {platform.system()} {platform.release()}"
+
+
+def _print(results: dict[str, Any], args: argparse.Namespace, seconds: float) -> None:
+    print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
+    print(f"machine: {_machine()}")
+    print(f"upstream TTFT {args.upstream_ttft_ms:g} ms, per-token interval "
+          f"{args.token_interval_ms:g} ms, {args.requests} requests per path after "
+          f"{args.warmup} warm-up, profile {args.profile}, took {seconds:.1f} s\n")
+    print(f"{'upstream rhythm':<12} {'path':<7} {'p50 ms':>8} {'p90 ms':>8} {'mean ms':>8}"
+          f" {'min ms':>8} {'max ms':>8}")
+    for mode in ("burst", "per-token"):
+        for path in ("direct", "proxy"):
+            s = results[mode][path]
+            print(f"{mode:<12} {path:<7} {s['p50_ms']:8.2f} {s['p90_ms']:8.2f} "
+                  f"{s['mean_ms']:8.2f} {s['min_ms']:8.2f} {s['max_ms']:8.2f}")
+        print(f"{'':<12} added TTFT p50 {results[mode]['added_p50_ms']:.2f} ms, "
+              f"ratio proxy/direct {results[mode]['ratio_p50']:.2f}x")
+    s = results["disconnect_to_upstream_close"]
+    print(f"\nclient disconnect -> upstream request closed: p50 {s['p50_ms']:.2f} ms, "
+          f"max {s['max_ms']:.2f} ms ({args.disconnects} trials)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--disconnects", type=int, default=20)
+    parser.add_argument("--profile", default="smooth")
+    parser.add_argument("--upstream-ttft-ms", type=float, default=0.0)
+    parser.add_argument("--token-interval-ms", type=float, default=20.0)
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    arguments = parser.parse_args()
+    began = time.monotonic()
+    outcome = asyncio.run(main(arguments))
+    _print(outcome, arguments, time.monotonic() - began)
+    if arguments.json:
+        with open(arguments.json, "w", encoding="utf-8") as out:
+            json.dump({"args": vars(arguments), "machine": _machine(), "results": outcome}, out,
+                      indent=2)
