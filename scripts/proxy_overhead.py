@@ -30,7 +30,6 @@ import os
 import platform
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,10 +40,10 @@ from aiohttp import web
 
 from tokenstream.sse_parser import SSEDecoder
 
-REPLY_WORDS = (
-    "Streaming changes how an answer feels: the first words arrive at once and the rest "
-    "flows at reading speed."
-).split(" ")
+REPLY_WORDS = [
+    "Streaming", "changes", "how", "an", "answer", "feels:", "the", "first", "words", "arrive",
+    "at", "once", "and", "the", "rest", "flows", "at", "reading", "speed.",
+]
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -151,10 +150,10 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
-async def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+async def _wait_ready(url: str, process: asyncio.subprocess.Process) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(200):
-            if process.poll() is not None:
+            if process.returncode is not None:
                 raise RuntimeError("tokenstream exited at start-up")
             try:
                 async with session.get(url) as response:
@@ -167,7 +166,9 @@ async def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    upstream = FakeUpstream(ttft=args.upstream_ttft_ms / 1000, interval=args.token_interval_ms / 1000)
+    upstream = FakeUpstream(
+        ttft=args.upstream_ttft_ms / 1000, interval=args.token_interval_ms / 1000
+    )
     runner = web.AppRunner(upstream.app(), handler_cancellation=True)
     await runner.setup()
     upstream_port = _free_port()
@@ -177,7 +178,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     command = [sys.executable, "-m", "tokenstream", "serve", "--port", str(proxy_port),
                "--upstream", upstream_url, "--profile", args.profile, "--log-level", "ERROR"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.DEVNULL
+    )
     results: dict[str, Any] = {}
     try:
         proxy_url = f"http://127.0.0.1:{proxy_port}/v1"
@@ -208,7 +211,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             results["disconnect_to_upstream_close"] = _stats(latencies)
     finally:
         process.terminate()
-        process.wait(10)
+        await asyncio.wait_for(process.wait(), 10)
         await runner.cleanup()
     return results
 

@@ -22,7 +22,7 @@ def test_reference_file_spells_out_every_default_key() -> None:
     data = yaml.safe_load((REPO / "config" / "default.yaml").read_text("utf-8"))
     dumped = Config().model_dump(mode="json", exclude={"base_dir"})
     assert set(data) == set(dumped)
-    for section in ("server", "tokenizer", "responses"):
+    for section in ("server", "tokenizer", "responses", "upstream"):
         assert set(data[section]) == set(dumped[section])
     for name, profile in dumped["profiles"].items():
         assert set(data["profiles"][name]) == set(profile)

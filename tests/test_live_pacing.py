@@ -9,7 +9,6 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from upstream_support import SimClock
 
 from tokenstream.clock import FakeClock
 from tokenstream.errors import UpstreamStreamError
@@ -17,6 +16,8 @@ from tokenstream.events import Passthrough
 from tokenstream.live import LiveEvent, LiveItem, pace_live
 from tokenstream.pacer import PacingProfile, Schedule, catch_up_gap
 from tokenstream.tokenizer import Piece, Tokenizer, load_encoding
+
+from upstream_support import SimClock
 
 SMOOTH = PacingProfile(tokens_per_second=40, max_buffer_ms=750)
 LONG_TEXT = (

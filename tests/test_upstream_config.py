@@ -57,7 +57,8 @@ def test_upstream_from_a_file(tmp_path: Path) -> None:
         ("upstream:\n  first_byte_timeout_s: .inf\n", "upstream.first_byte_timeout_s", ""),
         ("upstream:\n  max_connections: 0\n", "upstream.max_connections", ""),
         ("upstream:\n  api_key: sk-123\n", "upstream.api_key", "unknown key"),
-        ("upstream:\n  profile: nope\n", "(top level)", "upstream.profile 'nope'"),
+        ("upstream:\n  base_url: http://h/v1\n  profile: nope\n", "(top level)",
+         "upstream.profile 'nope'"),
         ("profiles:\n  mine:\n    max_buffer_ms: -1\n", "profiles.mine.max_buffer_ms", ""),
     ],
 )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from upstream_support import DONE, UPSTREAM_MODEL, chunk, reply_stream, sse, usage_chunk
 
 from tokenstream.events import Passthrough
 from tokenstream.tokenizer import Tokenizer, load_encoding
 from tokenstream.upstream import ChunkDecoder, UpstreamItem
+
+from upstream_support import DONE, UPSTREAM_MODEL, chunk, reply_stream, sse, usage_chunk
 
 # Chinese, emoji (skin tone, ZWJ family, flag), CRLF pairs and a lone CR.
 REPLY = "你好，世界！Hi 👋🏽 family: 👩‍👩‍👧‍👦 🇯🇵\r\nline two\r\n\r\nend\rok 我懒得写"

@@ -19,6 +19,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from openai import AsyncOpenAI
 from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from tokenstream import defaults
+from tokenstream.app import STATE, create_app
+from tokenstream.clock import FakeClock
+from tokenstream.config import Config, ServerConfig, UpstreamConfig
+
 from upstream_support import (
     DONE,
     UPSTREAM_MODEL,
@@ -33,11 +39,6 @@ from upstream_support import (
     streams,
     usage_chunk,
 )
-
-from tokenstream import defaults
-from tokenstream.app import STATE, create_app
-from tokenstream.clock import FakeClock
-from tokenstream.config import Config, ServerConfig, UpstreamConfig
 
 KEY = "sk-test-0123456789abcdef-SECRET"
 KEY_ENV = "TOKENSTREAM_TEST_UPSTREAM_KEY"

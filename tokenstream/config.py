@@ -199,7 +199,7 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _upstream_profile_exists(self) -> Config:
-        if self.upstream.profile not in self.profiles:
+        if self.upstream.base_url is not None and self.upstream.profile not in self.profiles:
             raise ValueError(
                 f"upstream.profile {self.upstream.profile!r} is not among the profiles "
                 f"({', '.join(sorted(self.profiles))})"

@@ -262,10 +262,10 @@ def error_from_response(
     )
 
 
-async def _read_limited(response: aiohttp.ClientResponse, limit: int, timeout: float) -> bytes:
+async def _read_limited(response: aiohttp.ClientResponse, limit: int, idle_s: float) -> bytes:
     data = b""
     while len(data) < limit:
-        chunk = await asyncio.wait_for(response.content.read(limit - len(data)), timeout)
+        chunk = await asyncio.wait_for(response.content.read(limit - len(data)), idle_s)
         if not chunk:
             break
         data += chunk
@@ -302,7 +302,7 @@ class UpstreamReply:
                     what = "first_byte_timeout_s"
                 try:
                     data = await asyncio.wait_for(self._response.content.readany(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise UpstreamStreamError(
                         f"The upstream sent nothing for {timeout:g} s (upstream.{what}).",
                         code="upstream_timeout",
@@ -436,7 +436,7 @@ class UpstreamClient:
                 status=504,
                 code="upstream_timeout",
             ) from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamError(
                 f"The upstream did not answer within {timeout:g} s "
                 "(upstream.first_byte_timeout_s).",
@@ -472,7 +472,7 @@ class UpstreamClient:
                 raw = await _read_limited(
                     response, _ERROR_BODY_LIMIT, self.config.idle_timeout_s
                 )
-            except (asyncio.TimeoutError, aiohttp.ClientError):
+            except (TimeoutError, aiohttp.ClientError):
                 raw = b""
             finally:
                 response.close()
@@ -517,7 +517,7 @@ class UpstreamClient:
         response, secrets, _ = await self._post(body, client_auth, stream=False)
         try:
             raw = await asyncio.wait_for(response.read(), self.config.idle_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamError(
                 f"The upstream stopped sending its answer for {self.config.idle_timeout_s:g} s "
                 "(upstream.idle_timeout_s).",
