@@ -317,6 +317,17 @@ async def test_n_above_one_is_refused_when_streaming(proxy: MakeProxy) -> None:
     assert (await response.json())["error"]["param"] == "n"
 
 
+async def test_models_are_the_upstreams(proxy: MakeProxy, upstream: FakeUpstream) -> None:
+    client = await proxy()
+    listing = await (await client.get("/v1/models")).json()
+    assert [m["id"] for m in listing["data"]] == [UPSTREAM_MODEL]
+    assert (await client.get(f"/v1/models/{UPSTREAM_MODEL}")).status == 200
+    missing = await client.get("/v1/models/some%2Fother")
+    assert missing.status == 404
+    assert (await missing.json())["error"]["code"] == "model_not_found"
+    assert all(s.headers["Authorization"] == f"Bearer {KEY}" for s in upstream.seen)
+
+
 # -- failures before streaming ------------------------------------------------------------
 
 

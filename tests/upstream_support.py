@@ -121,7 +121,22 @@ class FakeUpstream:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model}", self._models)
         return app
+
+    async def _models(self, request: web.Request) -> web.Response:
+        self.seen.append(Seen(dict(request.headers), None))
+        model = {"id": UPSTREAM_MODEL, "object": "model", "created": 1, "owned_by": "upstream"}
+        if "model" not in request.match_info:
+            return web.json_response({"object": "list", "data": [model]})
+        if request.match_info["model"] != UPSTREAM_MODEL:
+            return web.json_response(
+                {"error": {"message": "no such model", "type": "invalid_request_error",
+                           "param": "model", "code": "model_not_found"}},
+                status=404,
+            )
+        return web.json_response(model)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -327,6 +328,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 
 async def models(request: web.Request) -> web.Response:
+    client = request.app.get(UPSTREAM)
+    if client is not None:  # the models that can answer are the upstream's
+        return await client.get("/models", proxy.client_auth(request, request.app[STATE]))
     created = 1_700_000_000
     return web.json_response(
         {
@@ -341,6 +345,11 @@ async def models(request: web.Request) -> web.Response:
 
 async def model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
+    client = request.app.get(UPSTREAM)
+    if client is not None:
+        return await client.get(
+            "/models/" + quote(name, safe=""), proxy.client_auth(request, request.app[STATE])
+        )
     if name not in request.app[CONFIG].models:
         raise NotFound(f"The model '{name}' does not exist.", param="model",
                        code="model_not_found")

@@ -34,7 +34,13 @@ from tokenstream.wire import WireFormat, make_format
 if TYPE_CHECKING:
     from tokenstream.app import AppState
 
-__all__ = ["ProxyRequest", "chat_completions", "parse_proxy_request", "stream_query"]
+__all__ = [
+    "ProxyRequest",
+    "chat_completions",
+    "client_auth",
+    "parse_proxy_request",
+    "stream_query",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +104,8 @@ def parse_proxy_request(raw: bytes, model_override: str | None) -> ProxyRequest:
     )
 
 
-def _client_auth(request: web.Request, state: AppState) -> str | None:
+def client_auth(request: web.Request, state: AppState) -> str | None:
+    """The client's Authorization header, when the config forwards it."""
     if state.config.upstream.forward_client_auth:
         return request.headers.get("Authorization")
     return None
@@ -116,7 +123,7 @@ async def chat_completions(
         prefix="tokenstream.",
         default=config.upstream.profile,
     )
-    auth = _client_auth(request, state)
+    auth = client_auth(request, state)
     if not proxied.stream:
         return await client.forward(proxied.body, auth)
     reply = await client.open(proxied.body, auth)
@@ -157,7 +164,7 @@ async def stream_query(
         body["max_tokens"] = query.max_tokens
     if query.include_usage:
         body["stream_options"] = {"include_usage": True}
-    reply = await client.open(body, _client_auth(request, state))
+    reply = await client.open(body, client_auth(request, state))
     wire = make_format(
         query.format,
         model=model,

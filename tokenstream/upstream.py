@@ -338,6 +338,7 @@ class UpstreamClient:
         if config.base_url is None:
             raise ValueError("UpstreamClient needs upstream.base_url")
         self.config = config
+        self.base_url = config.base_url
         self.url = config.base_url + "/chat/completions"
         self._api_key = api_key or None
         self._session: aiohttp.ClientSession | None = None
@@ -403,32 +404,41 @@ class UpstreamClient:
                 secrets.append(token)
         return tuple(secrets)
 
-    async def _post(
-        self, body: Mapping[str, Any], client_auth: str | None, *, stream: bool
-    ) -> tuple[aiohttp.ClientResponse, tuple[str, ...], bool]:
+    async def _send(
+        self,
+        url: str,
+        body: Mapping[str, Any] | None,
+        client_auth: str | None,
+        *,
+        stream: bool = False,
+    ) -> tuple[aiohttp.ClientResponse, tuple[str, ...]]:
+        """POST ``body`` (GET without one); map every failure before an answer to a status."""
         if self._session is None:
             raise RuntimeError("the upstream session is not started (app.cleanup_ctx)")
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if stream else "application/json",
-        }
+        headers = {"Accept": "text/event-stream" if stream else "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         server_credentials = client_auth is None
         if client_auth is not None:
             headers["Authorization"] = client_auth
         elif self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key}"
         secrets = self._secrets(client_auth)
-        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
         timeout = self.config.first_byte_timeout_s
         session = self._session
 
-        async def post() -> aiohttp.ClientResponse:
-            return await session.post(
-                self.url, data=data, headers=headers, allow_redirects=False
+        async def send() -> aiohttp.ClientResponse:
+            return await session.request(
+                "GET" if body is None else "POST",
+                url,
+                data=data,
+                headers=headers,
+                allow_redirects=False,
             )
 
         try:
-            response = await asyncio.wait_for(post(), timeout)
+            response = await asyncio.wait_for(send(), timeout)
         except aiohttp.ServerTimeoutError:
             raise UpstreamError(
                 f"Could not connect to the upstream within {self.config.connect_timeout_s:g} s "
@@ -444,9 +454,9 @@ class UpstreamClient:
                 code="upstream_timeout",
             ) from None
         except aiohttp.ClientConnectorError as exc:
-            log.warning("cannot reach the upstream %s: %s", self.url, redact(str(exc), secrets))
+            log.warning("cannot reach the upstream %s: %s", url, redact(str(exc), secrets))
             raise UpstreamError(
-                f"Cannot reach the upstream at {self.url}: "
+                f"Cannot reach the upstream at {url}: "
                 + redact(str(exc.os_error) or type(exc).__name__, secrets),
                 status=502,
                 code="upstream_unreachable",
@@ -486,7 +496,7 @@ class UpstreamClient:
             )
             log.warning("upstream answered HTTP %d: %s", response.status, error.message)
             raise error
-        return response, secrets, server_credentials
+        return response, secrets
 
     async def open(self, body: Mapping[str, Any], client_auth: str | None) -> UpstreamReply:
         """Send a streaming request; return once the upstream answered 200 with a stream.
@@ -495,7 +505,7 @@ class UpstreamClient:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.first_byte_timeout_s
-        response, secrets, _ = await self._post(body, client_auth, stream=True)
+        response, secrets = await self._send(self.url, body, client_auth, stream=True)
         if response.content_type != "text/event-stream":
             response.close()
             raise UpstreamError(
@@ -514,7 +524,17 @@ class UpstreamClient:
 
     async def forward(self, body: Mapping[str, Any], client_auth: str | None) -> web.Response:
         """A request that does not stream: the upstream's answer, passed on as it came."""
-        response, secrets, _ = await self._post(body, client_auth, stream=False)
+        response, secrets = await self._send(self.url, body, client_auth)
+        return await self._pass_on(response, secrets)
+
+    async def get(self, path: str, client_auth: str | None) -> web.Response:
+        """``GET <base_url><path>`` (the model list), passed on as it came."""
+        response, secrets = await self._send(self.base_url + path, None, client_auth)
+        return await self._pass_on(response, secrets)
+
+    async def _pass_on(
+        self, response: aiohttp.ClientResponse, secrets: tuple[str, ...]
+    ) -> web.Response:
         try:
             raw = await asyncio.wait_for(response.read(), self.config.idle_timeout_s)
         except TimeoutError:
