@@ -3,9 +3,10 @@
 
 One run, one machine: a fake OpenAI-compatible upstream (an aiohttp app in this process),
 tokenstream started as `tokenstream serve --upstream ...` in its own process, and a client
-in this process that sends the same streaming chat completion alternately to the upstream
-(direct) and to tokenstream (proxy), one request at a time, reading every reply to its end
-so both paths reuse their keep-alive connections.
+in this process that sends the same streaming chat completion in turn to the upstream
+(direct), to a bare relay (a minimal aiohttp proxy that copies the upstream's bytes, in its
+own process: what any Python proxy hop costs) and to tokenstream (proxy), one request at a
+time, reading every reply to its end so every path reuses its keep-alive connections.
 
 Time to first token (TTFT) is measured at the client, from sending the request to the
 first event that carries `delta.content`. Two upstream rhythms:
@@ -95,6 +96,39 @@ class FakeUpstream:
                 self.closed_at.append(asyncio.get_running_loop().time())
 
 
+def relay_app(upstream_url: str) -> web.Application:
+    """The baseline: forward the body, copy the answer's bytes back as they come."""
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def session_ctx(app: web.Application) -> Any:
+        sessions.append(aiohttp.ClientSession())
+        yield
+        await sessions[0].close()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = {"Content-Type": "application/json"}
+        async with sessions[0].post(upstream_url + "/chat/completions", data=body,
+                                    headers=headers) as upstream:
+            response = web.StreamResponse(
+                status=upstream.status, headers={"Content-Type": upstream.content_type}
+            )
+            await response.prepare(request)
+            async for data in upstream.content.iter_any():
+                await response.write(data)
+            await response.write_eof()
+            return response
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_post("/v1/chat/completions", handle)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -175,34 +209,44 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     await web.TCPSite(runner, "127.0.0.1", upstream_port).start()
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
     proxy_port = _free_port()
+    relay_port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     command = [sys.executable, "-m", "tokenstream", "serve", "--port", str(proxy_port),
                "--upstream", upstream_url, "--profile", args.profile, "--log-level", "ERROR"]
     process = await asyncio.create_subprocess_exec(
         *command, env=env, stdout=asyncio.subprocess.DEVNULL
     )
+    relay = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--relay-serve", str(relay_port), upstream_url,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
     results: dict[str, Any] = {}
     try:
         proxy_url = f"http://127.0.0.1:{proxy_port}/v1"
+        relay_url = f"http://127.0.0.1:{relay_port}/v1"
         await _wait_ready(f"http://127.0.0.1:{proxy_port}/healthz", process)
+        await _wait_ready(f"http://127.0.0.1:{relay_port}/healthz", relay)
         body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        paths = {"direct": upstream_url, "relay": relay_url, "proxy": proxy_url}
         async with aiohttp.ClientSession() as session:
             for mode in ("burst", "per-token"):
                 request = {**body, "metadata": {"mode": mode}}
-                direct: list[float] = []
-                proxied: list[float] = []
+                times: dict[str, list[float]] = {path: [] for path in paths}
                 for i in range(args.warmup + args.requests):
-                    d = await _ttft(session, upstream_url + "/chat/completions", request)
-                    p = await _ttft(session, proxy_url + "/chat/completions", request)
-                    if i >= args.warmup:
-                        direct.append(d)
-                        proxied.append(p)
-                added = [p - d for p, d in zip(proxied, direct, strict=True)]
+                    for path, url in paths.items():  # interleaved: drift hits all alike
+                        ttft = await _ttft(session, url + "/chat/completions", request)
+                        if i >= args.warmup:
+                            times[path].append(ttft)
+                added = [p - d for p, d in zip(times["proxy"], times["direct"], strict=True)]
+                relay_added = [
+                    r - d for r, d in zip(times["relay"], times["direct"], strict=True)
+                ]
                 results[mode] = {
-                    "direct": _stats(direct),
-                    "proxy": _stats(proxied),
+                    **{path: _stats(values) for path, values in times.items()},
                     "added_p50_ms": statistics.median(added) * 1000,
-                    "ratio_p50": statistics.median(proxied) / statistics.median(direct),
+                    "relay_added_p50_ms": statistics.median(relay_added) * 1000,
+                    "ratio_p50": statistics.median(times["proxy"])
+                    / statistics.median(times["direct"]),
                 }
             latencies = [
                 await _disconnect_latency(session, proxy_url + "/chat/completions", upstream, body)
@@ -210,8 +254,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             ]
             results["disconnect_to_upstream_close"] = _stats(latencies)
     finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), 10)
+        for child in (process, relay):
+            child.terminate()
+            await asyncio.wait_for(child.wait(), 10)
         await runner.cleanup()
     return results
 
@@ -237,18 +282,23 @@ def _print(results: dict[str, Any], args: argparse.Namespace, seconds: float) ->
     print(f"{'upstream rhythm':<12} {'path':<7} {'p50 ms':>8} {'p90 ms':>8} {'mean ms':>8}"
           f" {'min ms':>8} {'max ms':>8}")
     for mode in ("burst", "per-token"):
-        for path in ("direct", "proxy"):
+        for path in ("direct", "relay", "proxy"):
             s = results[mode][path]
             print(f"{mode:<12} {path:<7} {s['p50_ms']:8.2f} {s['p90_ms']:8.2f} "
                   f"{s['mean_ms']:8.2f} {s['min_ms']:8.2f} {s['max_ms']:8.2f}")
-        print(f"{'':<12} added TTFT p50 {results[mode]['added_p50_ms']:.2f} ms, "
-              f"ratio proxy/direct {results[mode]['ratio_p50']:.2f}x")
+        print(f"{'':<12} added TTFT p50: tokenstream {results[mode]['added_p50_ms']:.2f} ms "
+              f"(ratio proxy/direct {results[mode]['ratio_p50']:.2f}x), bare relay "
+              f"{results[mode]['relay_added_p50_ms']:.2f} ms")
     s = results["disconnect_to_upstream_close"]
     print(f"\nclient disconnect -> upstream request closed: p50 {s['p50_ms']:.2f} ms, "
           f"max {s['max_ms']:.2f} ms ({args.disconnects} trials)")
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--relay-serve"]:
+        web.run_app(relay_app(sys.argv[3]), host="127.0.0.1", port=int(sys.argv[2]),
+                    handler_cancellation=True, print=None)
+        sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)

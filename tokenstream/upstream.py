@@ -265,7 +265,8 @@ def error_from_response(
 async def _read_limited(response: aiohttp.ClientResponse, limit: int, idle_s: float) -> bytes:
     data = b""
     while len(data) < limit:
-        chunk = await asyncio.wait_for(response.content.read(limit - len(data)), idle_s)
+        async with asyncio.timeout(idle_s):
+            chunk = await response.content.read(limit - len(data))
         if not chunk:
             break
         data += chunk
@@ -301,7 +302,8 @@ class UpstreamReply:
                     timeout = max(0.0, self._first_event_deadline - loop.time())
                     what = "first_byte_timeout_s"
                 try:
-                    data = await asyncio.wait_for(self._response.content.readany(), timeout)
+                    async with asyncio.timeout(timeout):
+                        data = await self._response.content.readany()
                 except TimeoutError:
                     raise UpstreamStreamError(
                         f"The upstream sent nothing for {timeout:g} s (upstream.{what}).",
@@ -426,19 +428,15 @@ class UpstreamClient:
         secrets = self._secrets(client_auth)
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
         timeout = self.config.first_byte_timeout_s
-        session = self._session
-
-        async def send() -> aiohttp.ClientResponse:
-            return await session.request(
-                "GET" if body is None else "POST",
-                url,
-                data=data,
-                headers=headers,
-                allow_redirects=False,
-            )
-
         try:
-            response = await asyncio.wait_for(send(), timeout)
+            async with asyncio.timeout(timeout):
+                response = await self._session.request(
+                    "GET" if body is None else "POST",
+                    url,
+                    data=data,
+                    headers=headers,
+                    allow_redirects=False,
+                )
         except aiohttp.ServerTimeoutError:
             raise UpstreamError(
                 f"Could not connect to the upstream within {self.config.connect_timeout_s:g} s "
@@ -536,7 +534,8 @@ class UpstreamClient:
         self, response: aiohttp.ClientResponse, secrets: tuple[str, ...]
     ) -> web.Response:
         try:
-            raw = await asyncio.wait_for(response.read(), self.config.idle_timeout_s)
+            async with asyncio.timeout(self.config.idle_timeout_s):
+                raw = await response.read()
         except TimeoutError:
             raise UpstreamError(
                 f"The upstream stopped sending its answer for {self.config.idle_timeout_s:g} s "
