@@ -688,3 +688,17 @@ async def test_upstream_stream_handler_is_cancelled_when_proxy_stops(
     await response.content.readuntil(b"\n\n")
     await client.close()
     await asyncio.wait_for(upstream.closed.wait(), 10)
+
+
+async def test_terminal_client_through_the_proxy(proxy: MakeProxy, upstream: FakeUpstream) -> None:
+    from tokenstream.client import stream_prompt
+
+    upstream.behaviour = streams(reply_stream([REPLY[:9], REPLY[9:]]))
+    client = await proxy()
+    written: list[str] = []
+    summary = await stream_prompt(
+        str(client.make_url("")), "hi", {"model": "m1"}, written.append, session=client.session
+    )
+    assert summary.error is None
+    assert "".join(written) == REPLY
+    assert upstream.seen[0].body["model"] == "m1"

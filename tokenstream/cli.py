@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--seed", type=int)
     stream.add_argument("--source", choices=["scripted", "echo", "upstream"])
     stream.add_argument("--max-tokens", type=int)
+    stream.add_argument("--model", help="model name (needed through an upstream without "
+                        "upstream.model)")
     return parser
 
 
@@ -143,6 +145,7 @@ def _stream(args: argparse.Namespace) -> int:
             ("seed", args.seed),
             ("source", args.source),
             ("max_tokens", args.max_tokens),
+            ("model", args.model),
         )
         if value is not None
     }
