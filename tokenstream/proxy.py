@@ -126,13 +126,13 @@ async def chat_completions(
     auth = client_auth(request, state)
     if not proxied.stream:
         return await client.forward(proxied.body, auth)
-    reply = await client.open(proxied.body, auth)
     wire = make_format(
         "openai",
         model=proxied.model,
         include_usage=proxied.include_usage,
         sentinel=config.server.sentinel,
     )
+    reply = await client.open(proxied.body, auth)  # from here on, stream_live closes it
     return await stream_live(request, state, reply=reply, wire=wire, profile=profile)
 
 
@@ -164,7 +164,6 @@ async def stream_query(
         body["max_tokens"] = query.max_tokens
     if query.include_usage:
         body["stream_options"] = {"include_usage": True}
-    reply = await client.open(body, client_auth(request, state))
     wire = make_format(
         query.format,
         model=model,
@@ -173,6 +172,7 @@ async def stream_query(
         with_ids=True,
         sentinel=config.server.sentinel,
     )
+    reply = await client.open(body, client_auth(request, state))
     return await stream_live(request, state, reply=reply, wire=wire, profile=profile)
 
 

@@ -281,11 +281,13 @@ class UpstreamReply:
         response: aiohttp.ClientResponse,
         *,
         first_event_deadline: float,
+        first_byte_timeout: float,
         idle_timeout: float,
         secrets: tuple[str, ...],
     ) -> None:
         self._response = response
         self._first_event_deadline = first_event_deadline
+        self._first_byte_timeout = first_byte_timeout
         self._idle_timeout = idle_timeout
         self._secrets = secrets
 
@@ -297,17 +299,20 @@ class UpstreamReply:
         try:
             while not decoder.done:
                 if decoder.events:
-                    timeout, what = self._idle_timeout, "idle_timeout_s"
+                    timeout = self._idle_timeout
+                    silence = f"sent nothing for {timeout:g} s (upstream.idle_timeout_s)"
                 else:
                     timeout = max(0.0, self._first_event_deadline - loop.time())
-                    what = "first_byte_timeout_s"
+                    silence = (
+                        f"sent no event within {self._first_byte_timeout:g} s of the request "
+                        "(upstream.first_byte_timeout_s)"
+                    )
                 try:
                     async with asyncio.timeout(timeout):
                         data = await self._response.content.readany()
                 except TimeoutError:
                     raise UpstreamStreamError(
-                        f"The upstream sent nothing for {timeout:g} s (upstream.{what}).",
-                        code="upstream_timeout",
+                        f"The upstream {silence}.", code="upstream_timeout"
                     ) from None
                 except aiohttp.ClientError as exc:
                     raise UpstreamStreamError(
@@ -516,6 +521,7 @@ class UpstreamClient:
         return UpstreamReply(
             response,
             first_event_deadline=deadline,
+            first_byte_timeout=self.config.first_byte_timeout_s,
             idle_timeout=self.config.idle_timeout_s,
             secrets=secrets,
         )
