@@ -150,7 +150,9 @@ function startStream(kind, request, view) {
 }
 
 function requestFor(kind, { prompt, messages, profile, overrides }) {
-  if (kind === "eventsource") return { prompt, profile, overrides, ...eventSourceOptions() };
+  if (kind === "eventsource") {
+    return { prompt, model: page.model, profile, overrides, ...eventSourceOptions() };
+  }
   return { model: page.model, messages, profile, overrides };
 }
 

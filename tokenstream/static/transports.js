@@ -23,10 +23,18 @@ function compact(object) {
 }
 
 /** The query string of GET /v1/stream for these settings. */
-export function streamQuery({ prompt, profile, overrides = {}, format = "json", eventName = "" }) {
+export function streamQuery({
+  prompt,
+  model = "",
+  profile,
+  overrides = {},
+  format = "json",
+  eventName = "",
+}) {
   return new URLSearchParams(
     compact({
       prompt,
+      model, // needed when the server proxies an upstream; the page's pick from /v1/models
       format,
       event: eventName,
       profile,
