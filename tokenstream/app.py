@@ -16,12 +16,15 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from tokenstream import proxy
 from tokenstream.chat import ChatMessage
-from tokenstream.clock import Clock, LoopClock
+from tokenstream.clock import Clock
 from tokenstream.config import Config
 from tokenstream.errors import InvalidRequest, NotFound, RequestError, error_body
+from tokenstream.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from tokenstream.metrics import DeadlineRecorder, LatenessHistogram, metrics_registry, render
 from tokenstream.pacer import PacingProfile
 from tokenstream.pipeline import ReplyProgress, count_prompt_tokens, reply_pieces
 from tokenstream.requests import (
@@ -30,6 +33,7 @@ from tokenstream.requests import (
     parse_stream_query,
     resolve_profile,
 )
+from tokenstream.scheduler import BucketClock
 from tokenstream.sources import EchoSource, ScriptedSource, Source
 from tokenstream.tokenizer import Tokenizer, load_encoding
 from tokenstream.transport import ClientGone, HeartbeatClock, SSEResponse
@@ -37,7 +41,7 @@ from tokenstream.ui import add_ui_routes
 from tokenstream.upstream import UPSTREAM, UpstreamClient
 from tokenstream.wire import WireFormat, make_format
 
-__all__ = ["CONFIG", "STATE", "AppState", "StreamStats", "create_app"]
+__all__ = ["CONFIG", "METRICS", "STATE", "AppState", "StreamStats", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ class StreamStats:
     completed: int = 0
     disconnected: int = 0
     failed: int = 0
+    events_sent: int = 0
 
 
 @dataclass(slots=True)
@@ -58,10 +63,12 @@ class AppState:
     sources: dict[str, Source]
     clock: Clock
     stats: StreamStats = field(default_factory=StreamStats)
+    lateness: LatenessHistogram = field(default_factory=LatenessHistogram)
 
 
 CONFIG = web.AppKey("config", Config)
 STATE = web.AppKey("state", AppState)
+METRICS = web.AppKey("metrics", CollectorRegistry)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -167,7 +174,11 @@ async def _stream_reply(
     stats = state.stats
     sse = SSEResponse(request, state.clock)
     progress = ReplyProgress(prompt_tokens=count_prompt_tokens(state.tokenizer, messages))
-    pacing_clock = HeartbeatClock(state.clock, sse, state.config.server.heartbeat_s)
+    # --- metrics: the recorder sits between the pacer and its clock to learn each deadline
+    deadlines = DeadlineRecorder(HeartbeatClock(state.clock, sse, state.config.server.heartbeat_s))
+    lateness = state.lateness if profile.tokens_per_second is not None else None
+    now = state.clock.now
+    # ---
     stats.active += 1
     stats.started += 1
     try:
@@ -177,13 +188,16 @@ async def _stream_reply(
             messages=messages,
             tokenizer=state.tokenizer,
             profile=profile,
-            clock=pacing_clock,
+            clock=deadlines,
             max_tokens=max_tokens,
             progress=progress,
         )
         try:
             async for piece in pieces:
                 await sse.send(wire.piece(piece))
+                stats.events_sent += 1
+                if lateness is not None:
+                    lateness.observe(now() - deadlines.deadline)
         finally:
             await pieces.aclose()
         await sse.send(wire.finish(progress.finish_reason, progress.usage))
@@ -370,6 +384,13 @@ async def profiles(request: web.Request) -> web.Response:
     )
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text format (pacing lateness, stream counters, process)."""
+    return web.Response(
+        body=render(request.app[METRICS]), headers={"Content-Type": METRICS_CONTENT_TYPE}
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     stats = request.app[STATE].stats
     return web.json_response(
@@ -399,18 +420,20 @@ def create_app(config: Config | None = None, *, clock: Clock | None = None) -> w
         config=config,
         tokenizer=Tokenizer(load_encoding(config.tokenizer.encoding)),
         sources=sources,
-        clock=clock or LoopClock(),
+        clock=clock or BucketClock(),
     )
     if config.upstream.base_url is not None:
         upstream = UpstreamClient.from_environment(config.upstream, os.environ)
         app[UPSTREAM] = upstream
         app.cleanup_ctx.append(upstream.cleanup_ctx)
+    app[METRICS] = metrics_registry(app[STATE].stats, app[STATE].lateness)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/stream", stream)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/v1/models/{model}", model)
     app.router.add_get("/v1/profiles", profiles)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     add_ui_routes(app)  # the demo page: GET / and GET /static/{name}
     return app
 

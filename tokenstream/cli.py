@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="INFO",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                       help="event loop (uvloop: pip install 'tokenstream[uvloop]')")
+    serve.add_argument("--clock", choices=["bucket", "loop"], default="bucket",
+                       help="pacing timers: one per millisecond shared by all streams "
+                       "(bucket, default) or one per sleeping stream (loop, for comparison)")
+    serve.add_argument("--backlog", type=int, default=1024,
+                       help="pending connections the listening socket queues (default 1024)")
 
     stream = commands.add_parser("stream", help="stream a reply to the terminal and measure it")
     stream.add_argument("prompt")
@@ -64,6 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from tokenstream.app import create_app
+    from tokenstream.clock import LoopClock
     from tokenstream.config import UpstreamConfig, load_config
     from tokenstream.errors import ConfigError, TokenstreamError
 
@@ -101,7 +109,8 @@ def _serve(args: argparse.Namespace) -> int:
             config = config.model_copy(
                 update={"default_profile": args.profile, "upstream": upstream}
             )
-        app = create_app(config)
+        loop = _new_loop(args.loop)
+        app = create_app(config, clock=LoopClock() if args.clock == "loop" else None)
     except TokenstreamError as exc:
         print(f"tokenstream: {exc}", file=sys.stderr)
         return 2
@@ -128,8 +137,24 @@ def _serve(args: argparse.Namespace) -> int:
         port=server.port,
         handler_cancellation=True,  # a client that leaves cancels its stream at once
         print=announce,
+        backlog=args.backlog,
+        loop=loop,
     )
     return 0
+
+
+def _new_loop(name: str) -> asyncio.AbstractEventLoop:
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            from tokenstream.errors import TokenstreamError
+
+            raise TokenstreamError(
+                "--loop uvloop needs the uvloop package: pip install 'tokenstream[uvloop]'"
+            ) from None
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def _stream(args: argparse.Namespace) -> int:
