@@ -177,6 +177,7 @@ async def _stream_reply(
     # --- metrics: the recorder sits between the pacer and its clock to learn each deadline
     deadlines = DeadlineRecorder(HeartbeatClock(state.clock, sse, state.config.server.heartbeat_s))
     lateness = state.lateness if profile.tokens_per_second is not None else None
+    hold = lateness is None and not source.live  # unpaced and all there: write in batches
     now = state.clock.now
     # ---
     stats.active += 1
@@ -194,7 +195,7 @@ async def _stream_reply(
         )
         try:
             async for piece in pieces:
-                await sse.send(wire.piece(piece))
+                await sse.send(wire.piece(piece), hold=hold)
                 stats.events_sent += 1
                 if lateness is not None:
                     lateness.observe(now() - deadlines.deadline)

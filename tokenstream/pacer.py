@@ -191,7 +191,8 @@ async def pace(
     text exists at the start, so its schedule stays anchored at the start.
     """
     schedule = Schedule(profile, clock.now())
-    async for piece in chunk_pieces(pieces, profile.chunk_tokens):
+    events = pieces if profile.chunk_tokens <= 1 else chunk_pieces(pieces, profile.chunk_tokens)
+    async for piece in events:
         deadline = schedule.next_deadline(piece, clock.now() if live else None)
         await clock.sleep_until(deadline)
         yield piece

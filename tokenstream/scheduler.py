@@ -30,13 +30,19 @@ class TimerLoop(Protocol):
 
     def time(self) -> float: ...
 
+    def is_running(self) -> bool: ...
+
     def call_at(self, when: float, callback: Any, *args: Any) -> _Cancellable: ...
 
     def create_future(self) -> asyncio.Future[Any]: ...
 
 
 class BucketClock:
-    """A ``Clock`` whose sleepers share one timer per ``resolution`` seconds of deadline."""
+    """A ``Clock`` whose sleepers share one timer per ``resolution`` seconds of deadline.
+
+    It serves one event loop at a time (as a server has): the loop it first runs on, and
+    after that loop stops, the next one.
+    """
 
     def __init__(self, resolution: float = 0.001, *, loop: TimerLoop | None = None) -> None:
         if not resolution > 0:
@@ -48,17 +54,28 @@ class BucketClock:
         self._buckets: dict[int, list[asyncio.Future[None]]] = {}
         self._timers: dict[int, _Cancellable] = {}
 
-    def _current_loop(self) -> TimerLoop:
+    def _adopt_loop(self) -> TimerLoop:
+        """The loop to schedule on: the running one, remembered while it runs.
+
+        ``asyncio.get_running_loop`` costs more than the rest of a wake-up, so it is asked
+        only when the remembered loop has stopped (a test's loop, a restarted server): the
+        timers of the old loop are gone with it.
+        """
         loop: TimerLoop = self._fixed_loop or asyncio.get_running_loop()
         if loop is not self._loop:
-            # A new loop (a test's, or a restarted server): the old loop's timers are gone.
             self._buckets.clear()
             self._timers.clear()
             self._loop = loop
         return loop
 
+    def _running_loop(self) -> TimerLoop:
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            return self._adopt_loop()
+        return loop
+
     def now(self) -> float:
-        return (self._fixed_loop or asyncio.get_running_loop()).time()
+        return self._running_loop().time()
 
     @property
     def pending_timers(self) -> int:
@@ -73,7 +90,7 @@ class BucketClock:
         return math.ceil(deadline / self.resolution - 1e-6)
 
     async def sleep_until(self, deadline: float) -> None:
-        loop = self._current_loop()
+        loop = self._running_loop()
         if deadline <= loop.time():
             return
         bucket = self.bucket_of(deadline)

@@ -28,6 +28,12 @@ def _check_single_line(name: str, value: str) -> None:
         raise ValueError(f"SSE field {name!r} cannot contain a line break: {value!r}")
 
 
+def _check_id(value: str) -> None:
+    _check_single_line("id", value)
+    if "\0" in value:
+        raise ValueError("SSE field 'id' cannot contain NUL: the client would ignore it")
+
+
 def encode_event(
     data: str | None = None,
     *,
@@ -39,14 +45,21 @@ def encode_event(
     """Encode one event, closed by a blank line, as UTF-8 bytes."""
     if (
         data is not None
-        and event is None
-        and id is None
         and retry is None
         and comment is None
         and "\n" not in data
         and "\r" not in data
-    ):
-        return ("data: " + data + "\n\n").encode("utf-8")  # the hot path: one data line
+    ):  # the hot path: one data line, perhaps after an event name and an id
+        if event is None and id is None:
+            return ("data: " + data + "\n\n").encode("utf-8")
+        head = ""
+        if event is not None:
+            _check_single_line("event", event)
+            head = "event: " + event + "\n"
+        if id is not None:
+            _check_id(id)
+            head += "id: " + id + "\n"
+        return (head + "data: " + data + "\n\n").encode("utf-8")
     lines: list[str] = []
     if comment is not None:
         lines.extend(": " + line if line else ":" for line in _LINE_BREAK.split(comment))
@@ -54,9 +67,7 @@ def encode_event(
         _check_single_line("event", event)
         lines.append("event: " + event)
     if id is not None:
-        _check_single_line("id", id)
-        if "\0" in id:
-            raise ValueError("SSE field 'id' cannot contain NUL: the client would ignore it")
+        _check_id(id)
         lines.append("id: " + id)
     if retry is not None:
         if retry < 0:

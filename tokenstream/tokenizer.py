@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.util
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -127,22 +127,22 @@ class Tokenizer:
         return len(self.encoding.encode_ordinary(text))
 
     def pieces(self, text: str) -> list[Piece]:
-        return list(self._pieces_of_tokens(self.encoding.encode_ordinary(text)))
-
-    def _pieces_of_tokens(self, tokens: Iterable[int]) -> Iterable[Piece]:
+        pieces: list[Piece] = []
         held = b""
         held_tokens = 0
-        for token in tokens:
-            held += self.encoding.decode_single_token_bytes(token)
-            held_tokens += 1
+        for token_bytes in self.encoding.decode_tokens_bytes(self.encoding.encode_ordinary(text)):
+            if held:
+                token_bytes = held + token_bytes
             try:
-                text = held.decode("utf-8")
-            except UnicodeDecodeError:
-                continue  # the token ends inside a character: wait for the rest of it
-            yield Piece(text, held_tokens)
+                pieces.append(Piece(token_bytes.decode("utf-8"), held_tokens + 1))
+            except UnicodeDecodeError:  # the token ends inside a character: wait for the rest
+                held = token_bytes
+                held_tokens += 1
+                continue
             held, held_tokens = b"", 0
         if held:  # cannot happen for tokens of valid text; kept lossless rather than silent
-            yield Piece(held.decode("utf-8", errors="replace"), held_tokens)
+            pieces.append(Piece(held.decode("utf-8", errors="replace"), held_tokens))
+        return pieces
 
     def incremental(self) -> IncrementalTokenizer:
         return IncrementalTokenizer(self)
