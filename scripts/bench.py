@@ -758,9 +758,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif scenario == "proxy":
             proxy(options, results)
         elif args.quick:
-            fidelity(options, results, [1, 5], tokens=20, rate=50.0, ramp=0.2)
-            throughput(options, results, 4, tokens=50, duration=0.5)
-            memory(options, results, [0, 10], ramp=0.2)
+            fidelity(options, results, [3], tokens=20, rate=50.0, ramp=0.2)
+            throughput(options, results, 3, tokens=50, duration=0.5)
+            memory(options, results, [10], ramp=0.2)
             proxy(options, results)
         else:
             fidelity(options, results, [1, 100, 1000, 2000, 5000], 200, 50.0, 1.0)

@@ -1,0 +1,42 @@
+"""A quick run of scripts/bench.py, so the harness cannot rot. It asserts no timing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+
+
+@pytest.mark.slow
+def test_quick_run_covers_every_scenario(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, str(BENCH), "all", "--quick", "--no-pin", "--out", str(tmp_path),
+         "--plot"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+
+    (fidelity,) = results["raw"]["fidelity"]["runs"]
+    for target in ("tokenstream", "baseline"):
+        assert fidelity[target]["streams_ok"] == 3, target
+        assert fidelity[target]["streams_failed"] == 0, target
+        assert fidelity[target]["events"] == 3 * 19, target  # 20 tokens: 19 gaps per stream
+    throughput = results["raw"]["throughput"]
+    for target in ("tokenstream", "baseline"):
+        assert throughput[target]["events"] > 0, target
+        assert throughput[target]["errors"] == 0, target
+    (memory,) = results["raw"]["memory"]["runs"]
+    assert memory["tokenstream"]["holding"] == memory["baseline"]["holding"] == 10
+    assert "upstream" in results["skipped"]["proxy"]
+
+    assert "| fidelity" in run.stdout and "proxy" in run.stdout
+    assert {row["scenario"] for row in results["rows"]} == {"fidelity", "throughput", "memory"}
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "bench.png").stat().st_size > 0
