@@ -83,7 +83,7 @@ class Reply:
 
 
 def make_reply(tokens: int) -> Reply:
-    """A prompt of exactly ``tokens`` tokens (the echo source replies with it)."""
+    """A reply of exactly ``tokens`` tokens (served by a scripted rule, see ``server``)."""
     sys.path.insert(0, str(ROOT))
     from tokenstream.tokenizer import Tokenizer, load_encoding
     from tokenstream.wire import OpenAIChunkFormat
@@ -103,8 +103,7 @@ def make_reply(tokens: int) -> Reply:
 
 def stream_path(reply: Reply, tokens_per_second: float) -> str:
     query = {
-        "prompt": reply.prompt,
-        "source": "echo",
+        "prompt": "bench",  # the scripted rule that replies with ``reply.prompt``
         "format": "openai",
         "tokens_per_second": f"{tokens_per_second:g}",
         "ttft_ms": "0",
@@ -173,8 +172,12 @@ class Server:
 def server(target: str, options: Options, reply: Reply, workdir: Path) -> Iterator[Server]:
     port = free_port()
     if target == "tokenstream":
+        config = workdir / f"config-{reply.tokens}.yaml"
+        rules = [{"match": "^bench$", "reply": reply.prompt}]
+        config.write_text(json.dumps({"responses": {"rules": rules}}), encoding="utf-8")
         argv = [sys.executable, "-m", "tokenstream", "serve", "--port", str(port),
-                "--loop", options.loop, "--clock", options.clock, "--log-level", "WARNING"]
+                "--config", str(config), "--loop", options.loop, "--clock", options.clock,
+                "--log-level", "WARNING"]
     else:
         writes = workdir / f"writes-{reply.tokens}.json"
         writes.write_text(json.dumps(reply.writes), encoding="utf-8")

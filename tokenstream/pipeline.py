@@ -78,7 +78,7 @@ async def reply_pieces(
     """Every reply piece, at its scheduled time."""
     async with (
         aclosing(source.reply(messages)) as deltas,
-        aclosing(tokenize_stream(tokenizer, deltas)) as pieces,
+        aclosing(tokenize_stream(tokenizer, deltas, live=source.live)) as pieces,
         aclosing(limit_tokens(pieces, max_tokens, progress)) as limited,
         aclosing(pace(limited, profile, clock, live=source.live)) as paced,
     ):

@@ -111,6 +111,10 @@ def load_encoding(name: str = "cl100k_base") -> tiktoken.Encoding:
         ) from exc
 
 
+_CACHE_ENTRIES = 64
+_CACHE_MAX_CHARS = 256 * 1024
+
+
 class Tokenizer:
     """Splits text into UTF-8 safe pieces of whole tokens."""
 
@@ -118,6 +122,9 @@ class Tokenizer:
         self.encoding = encoding
         # Encodings expose their pattern only privately; it is stable across tiktoken releases.
         self._pretokenizer = regex.compile(encoding._pat_str)
+        # Scripted replies are a handful of texts sent again and again: their pieces are
+        # kept (bounded; the oldest entry goes first) so a stream does not re-tokenize them.
+        self._cache: dict[str, tuple[Piece, ...]] = {}
 
     @property
     def name(self) -> str:
@@ -127,6 +134,16 @@ class Tokenizer:
         return len(self.encoding.encode_ordinary(text))
 
     def pieces(self, text: str) -> list[Piece]:
+        cached = self._cache.get(text)
+        if cached is None:
+            cached = tuple(self._split(text))
+            if len(text) <= _CACHE_MAX_CHARS:
+                if len(self._cache) >= _CACHE_ENTRIES:
+                    del self._cache[next(iter(self._cache))]
+                self._cache[text] = cached
+        return list(cached)
+
+    def _split(self, text: str) -> list[Piece]:
         pieces: list[Piece] = []
         held = b""
         held_tokens = 0
@@ -195,9 +212,17 @@ class IncrementalTokenizer:
 
 
 async def tokenize_stream(
-    tokenizer: Tokenizer, deltas: AsyncIterable[str]
+    tokenizer: Tokenizer, deltas: AsyncIterable[str], *, live: bool = True
 ) -> AsyncGenerator[Piece, None]:
-    """The tokenizer stage of the pipeline: text deltas in, pieces out as soon as settled."""
+    """The tokenizer stage of the pipeline: text deltas in, pieces out as soon as settled.
+
+    A source that is not ``live`` has all its text at the start: it is tokenized whole, in
+    one pass (the boundaries are the same, see ``IncrementalTokenizer``).
+    """
+    if not live:
+        for piece in tokenizer.pieces("".join([delta async for delta in deltas])):
+            yield piece
+        return
     incremental = tokenizer.incremental()
     async for delta in deltas:
         for piece in incremental.feed(delta):
