@@ -397,6 +397,9 @@ def fidelity(options: Options, results: Results, counts: list[int], tokens: int,
                 summary = analyse_fidelity(reply, interval, streams, 4000, rng)
                 wall = max(c["wall_s"] for c in clients)
                 summary["server_cpu_pct"] = cpu / wall * 100
+                delivered = sum(s["events"] for s in streams)
+                summary["server_cpu_ms_per_1000_events"] = (
+                    cpu / delivered * 1e6 if delivered else None)
                 summary["client_cpu_pct"] = _utilisation(clients)
                 if target == "tokenstream":
                     summary["server_lateness_ms"] = _server_lateness(
@@ -405,7 +408,8 @@ def fidelity(options: Options, results: Results, counts: list[int], tokens: int,
                 print(f"  fidelity N={n} {target}: p50 {summary['lateness_ms']['p50']:.2f} ms,"
                       f" p99 {summary['lateness_ms']['p99']:.2f} ms,"
                       f" failed {summary['streams_failed']},"
-                      f" server CPU {summary['server_cpu_pct']:.0f}%,"
+                      f" server CPU {summary['server_cpu_pct']:.0f}%"
+                      f" ({summary['server_cpu_ms_per_1000_events'] or 0:.1f} ms/1000 events),"
                       f" client CPU {summary['client_cpu_pct']:.0f}%", file=sys.stderr)
         raw["runs"].append({"streams": n, **per_target})
 
@@ -427,6 +431,8 @@ def fidelity(options: Options, results: Results, counts: list[int], tokens: int,
                                 values(lambda s: s["streams_failed"])))
         results.rows.append(Row("fidelity", label, "server CPU", "%",
                                 values(lambda s: s["server_cpu_pct"])))
+        results.rows.append(Row("fidelity", label, "server CPU per 1000 events", "ms",
+                                values(lambda s: s["server_cpu_ms_per_1000_events"])))
         results.rows.append(Row("fidelity", label, "load generator CPU", "%",
                                 values(lambda s: s["client_cpu_pct"])))
 
