@@ -332,13 +332,17 @@ async def stream(request: web.Request) -> web.StreamResponse:
         with_ids=True,
         sentinel=config.server.sentinel,
     )
+    source = _pick_source(state, query.overrides)
+    messages = [ChatMessage("user", query.prompt)]
+    max_tokens = query.max_tokens
+    del query  # an open stream keeps only what it uses (memory per idle stream)
     return await _stream_reply(
         request,
         wire=wire,
-        source=_pick_source(state, query.overrides),
-        messages=[ChatMessage("user", query.prompt)],
+        source=source,
+        messages=messages,
         profile=profile,
-        max_tokens=query.max_tokens,
+        max_tokens=max_tokens,
     )
 
 

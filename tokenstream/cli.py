@@ -145,6 +145,9 @@ def _serve(args: argparse.Namespace) -> int:
         print=announce,
         backlog=args.backlog,
         loop=loop,
+        # below INFO the access log is never written: then no per-connection logger either
+        access_log=logging.getLogger("aiohttp.access") if args.log_level in ("DEBUG", "INFO")
+        else None,
     )
     return 0
 

@@ -113,10 +113,12 @@ def catch_up_gap(
 class Schedule:
     """Computes absolute deadlines, one piece at a time; no I/O, no sleeping."""
 
+    __slots__ = ("_previous_deadline", "_previous_text", "_rng", "_sigma", "profile", "start")
+
     def __init__(self, profile: PacingProfile, start: float, rng: random.Random | None = None):
         self.profile = profile
         self.start = start
-        self._rng = rng if rng is not None else random.Random(profile.seed)
+        self._rng = rng  # made at the first jittered gap: a Random is 2.5 KiB per stream
         self._sigma = profile.jitter
         self._previous_text: str | None = None
         self._previous_deadline = start
@@ -124,6 +126,8 @@ class Schedule:
     def _gap_factor(self) -> float:
         if self._sigma == 0:
             return 1.0
+        if self._rng is None:
+            self._rng = random.Random(self.profile.seed)
         return self._rng.lognormvariate(-self._sigma * self._sigma / 2, self._sigma)
 
     def next_deadline(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -275,6 +276,13 @@ def resolve_profile(
     if not changes:
         return profile
     try:
-        return PacingProfile.model_validate({**profile.model_dump(), **changes})
+        return _overridden(profile, tuple(changes.items()))
     except ValidationError as exc:
         raise _invalid(exc, prefix) from None
+
+
+@lru_cache(maxsize=256)
+def _overridden(profile: PacingProfile, changes: tuple[tuple[str, Any], ...]) -> PacingProfile:
+    # Profiles are frozen: streams asking for the same overrides share one (a profile is
+    # about 1 KiB, kept for as long as its stream is open).
+    return PacingProfile.model_validate({**profile.model_dump(), **dict(changes)})

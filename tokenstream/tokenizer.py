@@ -134,6 +134,10 @@ class Tokenizer:
         return len(self.encoding.encode_ordinary(text))
 
     def pieces(self, text: str) -> list[Piece]:
+        return list(self.shared_pieces(text))
+
+    def shared_pieces(self, text: str) -> tuple[Piece, ...]:
+        """``pieces`` without the copy: the tuple may be shared with other streams."""
         cached = self._cache.get(text)
         if cached is None:
             cached = tuple(self._split(text))
@@ -141,7 +145,7 @@ class Tokenizer:
                 if len(self._cache) >= _CACHE_ENTRIES:
                     del self._cache[next(iter(self._cache))]
                 self._cache[text] = cached
-        return list(cached)
+        return cached
 
     def _split(self, text: str) -> list[Piece]:
         pieces: list[Piece] = []
@@ -220,7 +224,7 @@ async def tokenize_stream(
     one pass (the boundaries are the same, see ``IncrementalTokenizer``).
     """
     if not live:
-        for piece in tokenizer.pieces("".join([delta async for delta in deltas])):
+        for piece in tokenizer.shared_pieces("".join([delta async for delta in deltas])):
             yield piece
         return
     incremental = tokenizer.incremental()

@@ -34,6 +34,9 @@ class ClientGone(Exception):
 
 
 class SSEResponse:
+    __slots__ = ("_held", "_held_bytes", "bytes_sent", "clock", "last_write", "request",
+                 "response")
+
     def __init__(self, request: web.Request, clock: Clock) -> None:
         self.request = request
         self.clock = clock
@@ -95,6 +98,8 @@ class HeartbeatClock:
     Comment lines are ignored by EventSource and by the OpenAI SDKs' SSE parsers, and keep
     proxies from closing an idle connection during a long time to first token.
     """
+
+    __slots__ = ("_clock", "_interval", "_sse")
 
     def __init__(self, clock: Clock, sse: SSEResponse, interval: float | None) -> None:
         self._clock = clock

@@ -96,6 +96,9 @@ class WireFormat(Protocol):
 class _EventFraming:
     """Event name and ``id:`` numbering shared by the formats."""
 
+    # slots throughout: one format object lives as long as its stream
+    __slots__ = ("event", "events_sent", "sentinel", "with_ids")
+
     def __init__(self, *, event: str | None, with_ids: bool, sentinel: str) -> None:
         self.event = event
         self.with_ids = with_ids
@@ -119,6 +122,8 @@ class _EventFraming:
 
 
 class TextFormat(_EventFraming):
+    __slots__ = ()
+
     def piece(self, piece: Piece) -> bytes:
         return self.frame(piece.text)
 
@@ -127,6 +132,8 @@ class TextFormat(_EventFraming):
 
 
 class JsonFormat(_EventFraming):
+    __slots__ = ("_index",)
+
     def __init__(self, *, event: str | None, with_ids: bool, sentinel: str) -> None:
         super().__init__(event=event, with_ids=with_ids, sentinel=sentinel)
         self._index = 0
@@ -141,7 +148,13 @@ class JsonFormat(_EventFraming):
         return self.done()
 
 
+_CONTENT_OPEN = '{"index":0,"delta":{"content":'
+
+
 class OpenAIChunkFormat(_EventFraming):
+    __slots__ = ("_content_head", "_content_tail", "_role_sent", "_tail", "completion_id",
+                 "created", "include_usage", "model")
+
     def __init__(
         self,
         *,
@@ -164,12 +177,17 @@ class OpenAIChunkFormat(_EventFraming):
 
     def _set_model(self, model: str) -> None:
         self.model = model
-        self._head = (
+        head = (
             f'{{"id":{_dumps(self.completion_id)},"object":"chat.completion.chunk",'
             f'"created":{self.created},"model":{_dumps(model)},'
             f'"system_fingerprint":"fp_tokenstream","choices":['
         )
-        self._content_head = self._head + '{"index":0,"delta":{"content":'
+        # only the content head is kept (an open stream holds it); ``_head`` is cut from it
+        self._content_head = head + _CONTENT_OPEN
+
+    @property
+    def _head(self) -> str:
+        return self._content_head[: -len(_CONTENT_OPEN)]
 
     def _role_chunk(self) -> bytes:
         self._role_sent = True
