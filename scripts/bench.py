@@ -318,11 +318,14 @@ def analyse_fidelity(reply: Reply, interval: float, streams: list[dict[str, Any]
     duration_errors: list[float] = []
     points: list[tuple[float, float, float]] = []  # (arrival, lateness, gap) for the plot
     failed = 0
+    errors: dict[str, int] = {}
     ideal_duration = (len(index) - 1) * interval
     for stream in streams:
         times = stream["times"]
         if stream["error"] or len(times) != reply.events:
             failed += 1
+            reason = stream["error"] or f"{len(times)} of {reply.events} events"
+            errors[reason] = errors.get(reason, 0) + 1
             continue
         arrivals = [times[i] for i in index]
         t0 = arrivals[0]
@@ -342,6 +345,7 @@ def analyse_fidelity(reply: Reply, interval: float, streams: list[dict[str, Any]
     return {
         "streams_ok": len(streams) - failed,
         "streams_failed": failed,
+        "failures": errors,
         "events": len(lateness),
         "lateness_ms": {
             "p50": percentile(lateness, 50) * 1e3,
@@ -798,7 +802,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "skipped": results.skipped,
         "raw": results.raw,
     }
-    (out / "results.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
+    (out / "results.json").write_text(json.dumps(document, separators=(",", ":")) + "\n",
+                                      encoding="utf-8")
     print(table(results))
     print(f"bench: raw results in {out / 'results.json'}", file=sys.stderr)
     if args.plot:

@@ -6,10 +6,11 @@ one timer callback per token each. ``BucketClock`` rounds each deadline *up* to 
 (1 ms by default) and keeps one timer per bucket: the streams due in the same millisecond
 share that timer and are all woken in one pass.
 
-The contract is the ``Clock`` protocol's: ``sleep_until`` never returns before its
-deadline. Rounding up costs at most one bucket of lateness (half a bucket on average), and
-because every deadline of a stream is rounded the same way, the gaps between its events
-stay exact to the bucket.
+The contract is the ``Clock`` protocol's: ``sleep_until`` does not return before its
+deadline (to the loop's own timer precision: asyncio's is about a nanosecond, uvloop's a
+millisecond). Rounding up costs at most one bucket of lateness (half a bucket on average),
+and because every deadline of a stream is rounded the same way, the gaps between its
+events stay exact to the bucket.
 """
 
 from __future__ import annotations
