@@ -34,9 +34,11 @@ def test_quick_run_covers_every_scenario(tmp_path: Path) -> None:
         assert throughput[target]["errors"] == 0, target
     (memory,) = results["raw"]["memory"]["runs"]
     assert memory["tokenstream"]["holding"] == memory["baseline"]["holding"] == 10
-    assert "upstream" in results["skipped"]["proxy"]
+    assert results["raw"]["proxy"]["burst"]["proxy"]["p50_ms"] > 0
+    assert "one request at a time" in results["skipped"]["proxy 500"]
 
-    assert "| fidelity" in run.stdout and "proxy" in run.stdout
-    assert {row["scenario"] for row in results["rows"]} == {"fidelity", "throughput", "memory"}
+    assert "| fidelity" in run.stdout and "| proxy" in run.stdout
+    assert {row["scenario"] for row in results["rows"]} == {
+        "fidelity", "throughput", "memory", "proxy"}
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "bench.png").stat().st_size > 0

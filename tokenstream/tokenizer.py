@@ -148,10 +148,13 @@ class Tokenizer:
         return cached
 
     def _split(self, text: str) -> list[Piece]:
+        return self._pieces_of_tokens(self.encoding.encode_ordinary(text))
+
+    def _pieces_of_tokens(self, tokens: list[int]) -> list[Piece]:
         pieces: list[Piece] = []
         held = b""
         held_tokens = 0
-        for token_bytes in self.encoding.decode_tokens_bytes(self.encoding.encode_ordinary(text)):
+        for token_bytes in self.encoding.decode_tokens_bytes(tokens):  # one call for all
             if held:
                 token_bytes = held + token_bytes
             try:
