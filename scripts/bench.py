@@ -678,13 +678,16 @@ def plot(results: Results, path: Path) -> None:
     styles = {"tokenstream": "-", "baseline": "--"}
     fid = results.raw.get("fidelity", {}).get("runs", [])
     ax = axes[0][0]
-    for run in fid:
+    colours = plt.get_cmap("viridis")
+    for index, run in enumerate(fid):
+        colour = colours(index / max(1, len(fid) - 1))  # one colour per N, style per target
         for target in TARGETS:
             if target not in run or not run[target]["samples"]:
                 continue
             late = sorted(s[1] for s in run[target]["samples"])
             share = [100 * (i + 1) / len(late) for i in range(len(late))]
-            ax.plot(late, share, styles[target], label=f"{target} N={run['streams']}")
+            ax.plot(late, share, styles[target], color=colour,
+                    label=f"{target} N={run['streams']}")
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_xlabel("lateness at the client, ms (linear within +-0.1 ms, log beyond)")
     ax.set_ylabel("% of events at or below")
@@ -781,6 +784,10 @@ def _raise_fd_limit() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--replot"] and len(argv) == 3:  # --replot RESULTS.json OUT.png
+        replot(Path(argv[1]), Path(argv[2]))
+        return 0
     args = build_parser().parse_args(argv)
     loop = args.loop
     if loop == "auto":
@@ -826,7 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             proxy(options, results, requests=100)
     info["load_average_after"] = os.getloadavg()
     document = {
-        "command": " ".join(["python", "scripts/bench.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python", "scripts/bench.py", *argv]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": round(time.time() - started, 1),
         "machine": info,
@@ -844,6 +851,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plot:
         plot(results, out / "bench.png")
     return 0
+
+
+def replot(results_json: Path, png: Path) -> None:
+    """Draw the PNG again from a saved results.json (``python scripts/bench.py --replot``)."""
+    results = Results(raw=json.loads(results_json.read_text(encoding="utf-8"))["raw"])
+    plot(results, png)
 
 
 if __name__ == "__main__":
