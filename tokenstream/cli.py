@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="forward chat completions to this OpenAI-compatible API root, e.g. "
         "https://api.openai.com/v1 (key from $OPENAI_API_KEY, see upstream.api_key_env)",
     )
-    serve.add_argument("--log-level", default="INFO",
-                       choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                       help="default: server.log_level (INFO)")
 
     stream = commands.add_parser("stream", help="stream a reply to the terminal and measure it")
     stream.add_argument("prompt")
@@ -60,16 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
     from pydantic import ValidationError
 
-    from tokenstream.app import create_app
+    from tokenstream.app import STATE, create_app
+    from tokenstream.auth import public_bind_warning
     from tokenstream.config import UpstreamConfig, load_config
     from tokenstream.errors import ConfigError, TokenstreamError
+    from tokenstream.server import serve
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         config = load_config(args.config)
         server = config.server.model_copy(
@@ -106,9 +104,17 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"tokenstream: {exc}", file=sys.stderr)
         return 2
 
-    base = f"http://{server.host}:{server.port}"
+    logging.basicConfig(
+        level=args.log_level or server.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # an API key or a header is never logged: the access log writes its own fields only
+    warning = public_bind_warning(server.host, has_keys=bool(app[STATE].keys))
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
 
-    def announce(_: str) -> None:
+    def announce(urls: list[str]) -> None:
+        base = urls[0] if urls else f"http://{server.host}:{server.port}"
         query = "prompt=hello"
         if config.upstream.base_url is not None:
             what = f"proxying {config.upstream.base_url} (profile {config.upstream.profile})"
@@ -117,18 +123,13 @@ def _serve(args: argparse.Namespace) -> int:
         else:
             what = f"default profile {config.default_profile}"
         print(
-            f"tokenstream {__version__} serving on {base} ({what})\n  demo page: {base}/\n"
-            f"  try: curl -N '{base}/v1/stream?{query}'",
+            f"tokenstream {__version__} serving on {', '.join(urls)} ({what})\n"
+            f"  demo page: {base}/\n  try: curl -N '{base}/v1/stream?{query}'",
             flush=True,
         )
 
-    web.run_app(
-        app,
-        host=server.host,
-        port=server.port,
-        handler_cancellation=True,  # a client that leaves cancels its stream at once
-        print=announce,
-    )
+    # SIGTERM/SIGINT: stop accepting, let streams finish (server.shutdown_grace_s), exit 0
+    asyncio.run(serve(app, host=server.host, port=server.port, announce=announce))
     return 0
 
 
