@@ -207,10 +207,14 @@ async def _stream_reply(
     stats = state.stats
     record = current_record()
     record.stream = True
-    progress = ReplyProgress(prompt_tokens=count_prompt_tokens(state.tokenizer, messages))
-    check_prompt_tokens(server, progress.prompt_tokens, prompt_param)
-    max_tokens = reply_token_limit(server, max_tokens, "max_tokens")
-    control = state.streams.open()
+    control = state.streams.open()  # the cheap refusal (429) comes before any tokenizing
+    try:
+        progress = ReplyProgress(prompt_tokens=count_prompt_tokens(state.tokenizer, messages))
+        check_prompt_tokens(server, progress.prompt_tokens, prompt_param)
+        max_tokens = reply_token_limit(server, max_tokens, "max_tokens")
+    except BaseException:
+        state.streams.close(control)
+        raise
     sse = SSEResponse(
         request,
         state.clock,
@@ -340,12 +344,12 @@ async def _complete(
     """``stream: false``: the whole reply, returned when the paced reply would have ended."""
     state = request.app[STATE]
     server = state.config.server
-    progress = ReplyProgress(prompt_tokens=count_prompt_tokens(state.tokenizer, messages))
-    check_prompt_tokens(server, progress.prompt_tokens, "messages")
-    max_tokens = reply_token_limit(server, max_tokens, "max_tokens")
     control = state.streams.open()
     texts = []
     try:
+        progress = ReplyProgress(prompt_tokens=count_prompt_tokens(state.tokenizer, messages))
+        check_prompt_tokens(server, progress.prompt_tokens, "messages")
+        max_tokens = reply_token_limit(server, max_tokens, "max_tokens")
         with control.interruptible():
             async with aclosing(
                 reply_pieces(

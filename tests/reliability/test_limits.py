@@ -102,6 +102,19 @@ async def test_prompt_over_max_prompt_tokens_answers_400(aiohttp_client: Aiohttp
     await short.read()
 
 
+async def test_a_refused_request_releases_its_stream_slot(aiohttp_client: AiohttpClient) -> None:
+    client = await aiohttp_client(make_app({"max_concurrent_streams": 1, "max_prompt_tokens": 20,
+                                            "max_reply_tokens": 5}))
+    for _ in range(3):
+        refused = await client.get("/v1/stream", params={"prompt": "word " * 50})
+        assert refused.status == 400
+        too_many = await client.post("/v1/chat/completions", json=_chat(max_tokens=9))
+        assert too_many.status == 400
+    ok = await client.get("/v1/stream", params={"prompt": "hi"})
+    assert ok.status == 200
+    await ok.read()
+
+
 async def test_max_reply_tokens_refuses_larger_requests_and_truncates_replies(
     aiohttp_client: AiohttpClient,
 ) -> None:
