@@ -15,6 +15,7 @@ from test_limits import assert_openai_error
 from tokenstream import auth
 from tokenstream.auth import KeyChecker, load_api_keys, path_is_open, public_bind_warning
 from tokenstream.errors import ConfigError
+from tokenstream.ui import load_static_files
 
 KEY = "sk-test-0123456789abcdef"
 OTHER_KEY = "sk-other-9876543210"
@@ -66,9 +67,11 @@ async def test_healthz_and_static_page_stay_open_and_metrics_is_protected(
 ) -> None:
     client = await aiohttp_client(_with_metrics(make_app({"api_keys": [KEY]})))
     assert (await client.get("/healthz")).status == 200
-    # no page is served by this app, but the open path answers 404, not 401
-    assert (await client.get("/")).status == 404
-    assert (await client.get("/static/app.js")).status == 404
+    page = await client.get("/")
+    assert page.status == 200 and "text/html" in page.headers["Content-Type"]
+    for name in load_static_files():
+        assert (await client.get(f"/static/{name}")).status == 200, name
+    assert (await client.get("/static/missing.js")).status == 404  # open, so 404, not 401
     assert (await client.get("/metrics")).status == 401
     authorized = await client.get("/metrics", headers={"Authorization": f"Bearer {KEY}"})
     assert authorized.status == 200
