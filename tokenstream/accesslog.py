@@ -33,6 +33,7 @@ __all__ = ["ACCESS_LOGGER", "AccessRecord", "Outcome", "access_log_middleware", 
 ACCESS_LOGGER = "tokenstream.access"
 
 Outcome = Literal["", "completed", "disconnected", "stalled", "shutdown", "time_limit", "failed"]
+"""How a stream ended; a request that streamed nothing is logged as ``ok`` or ``error``."""
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -71,6 +72,13 @@ def _value(value: object) -> str:
     return json.dumps(text)
 
 
+def _plain_outcome(status: int | None) -> str:
+    """How a request that streamed nothing ended."""
+    if status is None:
+        return "disconnected"
+    return "ok" if status < 400 else "error"
+
+
 def format_line(fields: dict[str, object]) -> str:
     return " ".join(f"{key}={_value(value)}" for key, value in fields.items())
 
@@ -106,7 +114,7 @@ def access_log_middleware(
                     "duration_ms": round((now() - start) * 1000, 1),
                     "stream": record.stream,
                     "tokens": record.tokens,
-                    "outcome": record.outcome or ("completed" if status else "disconnected"),
+                    "outcome": record.outcome or _plain_outcome(status),
                     "disconnected": record.disconnected or status is None,
                     "remote": request.remote or "-",
                 }

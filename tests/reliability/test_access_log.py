@@ -51,7 +51,8 @@ async def test_one_line_per_request_with_the_stream_facts(
         "outcome": "completed", "disconnected": False, "remote": "127.0.0.1",
     }
     assert models["status"] == 200 and models["stream"] is False and models["tokens"] == 0
-    assert bad["status"] == 400 and bad["method"] == "POST"
+    assert models["outcome"] == "ok"
+    assert bad["status"] == 400 and bad["method"] == "POST" and bad["outcome"] == "error"
     message = next(r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER)
     assert message.startswith("access method=GET path=/v1/stream status=200 duration_ms=")
     assert "outcome=completed disconnected=false" in message
