@@ -48,6 +48,17 @@ def make_app(
     )
 
 
+def assert_openai_error(body: dict[str, object], code: str | None = None) -> dict[str, object]:
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert isinstance(error, dict)
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
 class GateSource:
     """A live source the test drives: yields ``first``, then one delta per ``release()``.
 

@@ -9,8 +9,7 @@ import openai
 import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient
-from relhelp import make_app, make_config
-from test_limits import assert_openai_error
+from relhelp import assert_openai_error, make_app, make_config
 
 from tokenstream import auth
 from tokenstream.auth import KeyChecker, load_api_keys, path_is_open, public_bind_warning

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from pytest_aiohttp import AiohttpClient
-from relhelp import make_app
-from test_limits import assert_openai_error
+from relhelp import assert_openai_error, make_app
 
 APP_ORIGIN = "http://localhost:5173"
 KEY = "sk-test-0123456789abcdef"

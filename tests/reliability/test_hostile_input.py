@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 from pytest_aiohttp import AiohttpClient
-from relhelp import make_app, parse_sse, raw_connect, read_to_end, running
-from test_limits import assert_openai_error
+from relhelp import assert_openai_error, make_app, parse_sse, raw_connect, read_to_end, running
 
 from tokenstream.app import STATE
 from tokenstream.defaults import DEFAULT_REPLY

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 from pytest_aiohttp import AiohttpClient
-from relhelp import FAST, GateSource, guarded, make_app, make_config, parse_sse, use_source
+from relhelp import (
+    FAST,
+    GateSource,
+    assert_openai_error,
+    guarded,
+    make_app,
+    make_config,
+    parse_sse,
+    use_source,
+)
 
 from tokenstream.app import STATE
 from tokenstream.clock import FakeClock
@@ -17,17 +26,6 @@ from tokenstream.errors import ConfigError
 
 def _chat(content: str = "hello", **extra: object) -> dict[str, object]:
     return {"model": "m", "messages": [{"role": "user", "content": content}], **extra}
-
-
-def assert_openai_error(body: dict[str, object], code: str | None = None) -> dict[str, object]:
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert isinstance(error, dict)
-    assert set(error) == {"message", "type", "param", "code"}
-    assert isinstance(error["message"], str) and error["message"]
-    if code is not None:
-        assert error["code"] == code
-    return error
 
 
 async def test_beyond_max_concurrent_streams_answers_429_with_retry_after(

@@ -7,8 +7,7 @@ import logging
 
 import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
-from relhelp import guarded, make_config
-from test_limits import assert_openai_error
+from relhelp import assert_openai_error, guarded, make_config
 
 from tokenstream.accesslog import ACCESS_LOGGER
 from tokenstream.app import STATE, create_app

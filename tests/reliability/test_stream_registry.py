@@ -7,8 +7,7 @@ import json
 
 import pytest
 from pytest_aiohttp import AiohttpClient
-from relhelp import GateSource, guarded, make_app, parse_sse, use_source
-from test_limits import assert_openai_error
+from relhelp import GateSource, assert_openai_error, guarded, make_app, parse_sse, use_source
 
 from tokenstream.app import STATE
 from tokenstream.clock import FakeClock
