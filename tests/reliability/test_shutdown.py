@@ -108,7 +108,7 @@ def _assert_clean_exit(code: int, stderr: list[str]) -> None:
     assert "was never awaited" not in text
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_streams_past_the_grace_period_end_with_a_final_event_and_the_sentinel(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
