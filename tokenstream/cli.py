@@ -129,7 +129,12 @@ def _serve(args: argparse.Namespace) -> int:
         )
 
     # SIGTERM/SIGINT: stop accepting, let streams finish (server.shutdown_grace_s), exit 0
-    asyncio.run(serve(app, host=server.host, port=server.port, announce=announce))
+    try:
+        asyncio.run(serve(app, host=server.host, port=server.port, announce=announce))
+    except OSError as exc:  # the address is taken or cannot be bound
+        print(f"tokenstream: cannot listen on {server.host}:{server.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

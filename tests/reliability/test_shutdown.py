@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -187,3 +188,18 @@ async def test_loopback_bind_prints_no_warning(tmp_path: Path) -> None:
         server.send(signal.SIGTERM)
         _assert_clean_exit(await server.exit_code(), server.stderr)
     assert not any("WARNING" in line for line in server.stderr)
+
+
+async def test_a_taken_port_is_a_one_line_error(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = str(taken.getsockname()[1])
+        async with serve(tmp_path, "--port", port) as server:
+            code = await server.exit_code()
+    finally:
+        taken.close()
+    assert code == 1
+    text = "".join(server.stderr)
+    assert f"cannot listen on 127.0.0.1:{port}" in text and "Traceback" not in text
