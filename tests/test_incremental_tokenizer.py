@@ -65,3 +65,12 @@ def test_only_the_last_match_is_held(tokenizer: Tokenizer) -> None:
     assert [p.text for p in incremental.feed(" world")] == ["Hello"]
     assert incremental.pending_text == " world"
     assert [p.text for p in incremental.flush()] == [" world"]
+
+
+def test_boundary_the_regex_engines_disagree_on_is_held() -> None:
+    """U+3D000 is a letter to Python's `regex` but not to tiktoken's engine (Unicode tables
+    of different versions): the split after it is not tiktoken's, so nothing is released
+    there. Found by hypothesis."""
+    tokenizer = Tokenizer(load_encoding("cl100k_base"))
+    deltas = ["\U0003d000", "'s"]
+    assert _incremental(tokenizer, deltas) == [p.text for p in tokenizer.pieces("".join(deltas))]

@@ -27,8 +27,22 @@ class RecordingResponse:
         self.eof = True
 
 
+class IdleTransport:
+    """A socket that takes every write at once: nothing is ever queued."""
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def is_closing(self) -> bool:
+        return False
+
+
 def _sse(clock: FakeClock) -> tuple[SSEResponse, RecordingResponse]:
-    sse = SSEResponse(make_mocked_request("GET", "/v1/stream"), clock)
+    request = make_mocked_request("GET", "/v1/stream", transport=IdleTransport())
+    sse = SSEResponse(request, clock)
     response = RecordingResponse(clock)
     sse.response = response  # type: ignore[assignment]
     return sse, response

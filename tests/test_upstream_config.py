@@ -98,13 +98,13 @@ def test_missing_key_is_a_warning_naming_the_variable(caplog: pytest.LogCaptureF
 def test_serve_upstream_flag_sets_base_url_and_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_run_app(app: Any, **kwargs: Any) -> None:
+    async def fake_serve(app: Any, **kwargs: Any) -> None:
         from tokenstream.app import CONFIG
 
         seen["config"] = app[CONFIG]
         seen["kwargs"] = kwargs
 
-    monkeypatch.setattr("aiohttp.web.run_app", fake_run_app)
+    monkeypatch.setattr("tokenstream.server.serve", fake_serve)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     code = cli.main(["serve", "--upstream", "http://127.0.0.1:8000/v1", "--profile", "steady"])
     assert code == 0
@@ -112,7 +112,7 @@ def test_serve_upstream_flag_sets_base_url_and_profile(monkeypatch: pytest.Monke
     assert config.upstream.base_url == "http://127.0.0.1:8000/v1"
     assert config.upstream.profile == "steady"
     assert config.default_source == "upstream"
-    assert seen["kwargs"]["handler_cancellation"] is True
+    assert seen["kwargs"]["host"] == "127.0.0.1"
 
 
 def test_serve_bad_upstream_url_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

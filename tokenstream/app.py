@@ -10,7 +10,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -19,10 +19,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from tokenstream import proxy
+from tokenstream.accesslog import ACCESS_LOGGER, access_log_middleware, current_record
+from tokenstream.auth import KeyChecker, auth_middleware, load_api_keys
 from tokenstream.chat import ChatMessage
 from tokenstream.clock import Clock
 from tokenstream.config import Config
-from tokenstream.errors import InvalidRequest, NotFound, RequestError, error_body
+from tokenstream.cors import CorsPolicy, cors_preflight_middleware
+from tokenstream.errors import InvalidRequest, NotFound, RequestError, Unavailable, error_body
+from tokenstream.limits import check_prompt_tokens, check_query_encoding, reply_token_limit
 from tokenstream.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tokenstream.metrics import DeadlineRecorder, LatenessHistogram, metrics_registry, render
 from tokenstream.pacer import PacingProfile
@@ -35,8 +39,15 @@ from tokenstream.requests import (
 )
 from tokenstream.scheduler import BucketClock
 from tokenstream.sources import EchoSource, ScriptedSource, Source
+from tokenstream.streams import (
+    SHUTTING_DOWN,
+    STREAM_TIME_LIMIT,
+    DeadlineClock,
+    StreamRegistry,
+    StreamTimeLimit,
+)
 from tokenstream.tokenizer import Tokenizer, load_encoding
-from tokenstream.transport import ClientGone, HeartbeatClock, SSEResponse
+from tokenstream.transport import ClientGone, ClientStalled, HeartbeatClock, SSEResponse
 from tokenstream.ui import add_ui_routes
 from tokenstream.upstream import UPSTREAM, UpstreamClient
 from tokenstream.wire import WireFormat, make_format
@@ -54,6 +65,7 @@ class StreamStats:
     disconnected: int = 0
     failed: int = 0
     events_sent: int = 0
+    stalled: int = 0  # disconnected by send_timeout_s (counted in disconnected too)
 
 
 @dataclass(slots=True)
@@ -64,6 +76,8 @@ class AppState:
     clock: Clock
     stats: StreamStats = field(default_factory=StreamStats)
     lateness: LatenessHistogram = field(default_factory=LatenessHistogram)
+    streams: StreamRegistry = field(default_factory=lambda: StreamRegistry(None, 1))
+    keys: KeyChecker = field(default_factory=lambda: KeyChecker(()))
 
 
 CONFIG = web.AppKey("config", Config)
@@ -86,7 +100,7 @@ _HTTP_ERROR_TYPES = {404: "not_found_error", 405: "invalid_request_error"}
 async def _openai_errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Every error leaves as ``{"error": {message, type, param, code}}``; no traceback leaks."""
     try:
-        return await handler(request)
+        response = await handler(request)
     except RequestError as error:
         return _json_error(error)
     except web.HTTPRequestEntityTooLarge as exc:
@@ -101,27 +115,51 @@ async def _openai_errors(request: web.Request, handler: _Handler) -> web.StreamR
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = {
-            404: f"Unknown path {request.path!r}. See GET /v1/models, POST "
-            "/v1/chat/completions, GET /v1/stream, GET /healthz.",
-            405: f"Method {request.method} is not allowed on {request.path}.",
-        }.get(exc.status, exc.reason)
-        http_error = RequestError(
-            message,
-            status=exc.status,
-            error_type=_HTTP_ERROR_TYPES.get(exc.status, "invalid_request_error"),
-            code=exc.reason.lower().replace(" ", "_"),
-        )
-        response = _json_error(http_error)
-        if "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
+        return _http_error(request, exc)
+    except asyncio.CancelledError:
+        raise
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
         return web.json_response(
             error_body("The server had an error while processing your request.", "server_error"),
             status=500,
         )
+    if response.status >= 400 and not response.prepared and response.content_type != (
+        "application/json"
+    ):
+        # a returned (not raised) error, such as the static file handler's 404
+        return _http_error(request, response)
+    return response
+
+
+def _http_error(request: web.Request, exc: web.StreamResponse) -> web.Response:
+    """An aiohttp HTTP error (raised or returned) in the OpenAI shape, same status."""
+    message = {
+        404: f"Unknown path {request.path!r}. See GET /v1/models, POST "
+        "/v1/chat/completions, GET /v1/stream, GET /healthz.",
+        405: f"Method {request.method} is not allowed on {request.path}.",
+    }.get(exc.status, exc.reason)
+    http_error = RequestError(
+        message,
+        status=exc.status,
+        error_type=_HTTP_ERROR_TYPES.get(exc.status, "invalid_request_error"),
+        code=exc.reason.lower().replace(" ", "_"),
+    )
+    response = _json_error(http_error)
+    if "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
+@web.middleware
+async def _valid_query(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    check_query_encoding(request.rel_url.raw_query_string)
+    return await handler(request)
+
+
+def _deadline(state: AppState) -> float | None:
+    limit = state.config.server.max_stream_duration_s
+    return None if limit is None else state.clock.now() + limit
 
 
 def _pick_source(state: AppState, overrides: PacingOverrides) -> Source:
@@ -169,13 +207,31 @@ async def _stream_reply(
     messages: list[ChatMessage],
     profile: PacingProfile,
     max_tokens: int | None,
+    prompt_param: str = "messages",
 ) -> web.StreamResponse:
     state = request.app[STATE]
+    server = state.config.server
     stats = state.stats
-    sse = SSEResponse(request, state.clock)
-    progress = ReplyProgress(prompt_tokens=count_prompt_tokens(state.tokenizer, messages))
+    record = current_record()
+    record.stream = True
+    control = state.streams.open()  # the cheap refusal (429) comes before any tokenizing
+    try:
+        progress = ReplyProgress(prompt_tokens=count_prompt_tokens(state.tokenizer, messages))
+        check_prompt_tokens(server, progress.prompt_tokens, prompt_param)
+        max_tokens = reply_token_limit(server, max_tokens, "max_tokens")
+    except BaseException:
+        state.streams.close(control)
+        raise
+    sse = SSEResponse(
+        request,
+        state.clock,
+        send_timeout=server.send_timeout_s,
+        max_buffered=server.max_buffered_bytes,
+    )
     # --- metrics: the recorder sits between the pacer and its clock to learn each deadline
-    deadlines = DeadlineRecorder(HeartbeatClock(state.clock, sse, state.config.server.heartbeat_s))
+    deadlines = DeadlineRecorder(
+        DeadlineClock(HeartbeatClock(state.clock, sse, server.heartbeat_s), _deadline(state))
+    )
     lateness = state.lateness if profile.tokens_per_second is not None else None
     hold = lateness is None and not source.live  # unpaced and all there: write in batches
     now = state.clock.now
@@ -184,6 +240,7 @@ async def _stream_reply(
     stats.started += 1
     try:
         await sse.prepare()
+        record.status = sse.response.status
         pieces = reply_pieces(
             source=source,
             messages=messages,
@@ -194,35 +251,63 @@ async def _stream_reply(
             progress=progress,
         )
         try:
-            async for piece in pieces:
-                await sse.send(wire.piece(piece), hold=hold)
-                stats.events_sent += 1
-                if lateness is not None:
-                    lateness.observe(now() - deadlines.deadline)
+            with control.interruptible():
+                async for piece in pieces:
+                    await sse.send(wire.piece(piece), hold=hold)
+                    record.tokens += piece.tokens
+                    stats.events_sent += 1
+                    if lateness is not None:
+                        lateness.observe(now() - deadlines.deadline)
+            ending = wire.finish(progress.finish_reason, progress.usage)
+            record.outcome = "completed"
+        except StreamTimeLimit:
+            limit = server.max_stream_duration_s or 0.0
+            ending = wire.error(
+                STREAM_TIME_LIMIT.format(limit=limit),
+                "invalid_request_error",
+                "stream_duration_exceeded",
+            )
+            record.outcome = "time_limit"
+        except asyncio.CancelledError:
+            if not control.consume_stop():
+                raise
+            ending = wire.error(SHUTTING_DOWN, "server_error", "server_shutting_down")
+            record.outcome = "shutdown"
         finally:
             await pieces.aclose()
-        await sse.send(wire.finish(progress.finish_reason, progress.usage))
+        await sse.send(ending)
         await sse.close()
         stats.completed += 1
+    except ClientStalled:
+        stats.disconnected += 1
+        stats.stalled += 1
+        record.outcome = "stalled"
+        record.peak_buffered = sse.peak_buffered
+        log.info("client stalled on %s: no write completed in %g s, %d bytes queued; "
+                 "connection aborted", request.path, server.send_timeout_s, sse.peak_buffered)
+        sse.abort()
     except ClientGone:
         stats.disconnected += 1
-        log.info("client left %s after %d completion tokens", request.path,
-                 progress.completion_tokens)
+        record.outcome = "disconnected"
+        log.info("client left %s after %d completion tokens", request.path, record.tokens)
     except asyncio.CancelledError:
         stats.disconnected += 1
+        record.outcome = "disconnected"
         log.info("client left %s after %d completion tokens (handler cancelled)",
-                 request.path, progress.completion_tokens)
+                 request.path, record.tokens)
         raise
     except Exception:
         stats.failed += 1
+        record.outcome = "failed"
         log.exception("stream failed on %s", request.path)
         try:
             await sse.send(wire.error("The stream failed on the server.", "server_error", None))
             await sse.close()
         except ClientGone:
-            pass
+            sse.abort()
     finally:
         stats.active -= 1
+        state.streams.close(control)
     return sse.response
 
 
@@ -273,21 +358,39 @@ async def _complete(
 ) -> web.Response:
     """``stream: false``: the whole reply, returned when the paced reply would have ended."""
     state = request.app[STATE]
-    progress = ReplyProgress(prompt_tokens=count_prompt_tokens(state.tokenizer, messages))
+    server = state.config.server
+    control = state.streams.open()
     texts = []
-    async with aclosing(
-        reply_pieces(
-            source=source,
-            messages=messages,
-            tokenizer=state.tokenizer,
-            profile=profile,
-            clock=state.clock,
-            max_tokens=max_tokens,
-            progress=progress,
-        )
-    ) as pieces:
-        async for piece in pieces:
-            texts.append(piece.text)
+    try:
+        progress = ReplyProgress(prompt_tokens=count_prompt_tokens(state.tokenizer, messages))
+        check_prompt_tokens(server, progress.prompt_tokens, "messages")
+        max_tokens = reply_token_limit(server, max_tokens, "max_tokens")
+        with control.interruptible():
+            async with aclosing(
+                reply_pieces(
+                    source=source,
+                    messages=messages,
+                    tokenizer=state.tokenizer,
+                    profile=profile,
+                    clock=DeadlineClock(state.clock, _deadline(state)),
+                    max_tokens=max_tokens,
+                    progress=progress,
+                )
+            ) as pieces:
+                async for piece in pieces:
+                    texts.append(piece.text)
+    except StreamTimeLimit:
+        raise InvalidRequest(
+            STREAM_TIME_LIMIT.format(limit=server.max_stream_duration_s or 0.0),
+            code="stream_duration_exceeded",
+        ) from None
+    except asyncio.CancelledError:
+        if not control.consume_stop():
+            raise
+        raise Unavailable(SHUTTING_DOWN, code="server_shutting_down") from None
+    finally:
+        state.streams.close(control)
+    current_record().tokens = progress.completion_tokens
     return web.json_response(
         {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -343,6 +446,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         messages=messages,
         profile=profile,
         max_tokens=max_tokens,
+        prompt_param="prompt",
     )
 
 
@@ -406,15 +510,47 @@ async def healthz(request: web.Request) -> web.Response:
             "streams_completed": stats.completed,
             "client_disconnects": stats.disconnected,
             "stream_errors": stats.failed,
+            "client_stalls": stats.stalled,
         }
     )
 
 
-def create_app(config: Config | None = None, *, clock: Clock | None = None) -> web.Application:
-    """Build the application. Loading the tokenizer is the slow part (about a second, once)."""
+def create_app(
+    config: Config | None = None,
+    *,
+    clock: Clock | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> web.Application:
+    """Build the application. Loading the tokenizer is the slow part (about a second, once).
+
+    ``environ`` (default ``os.environ``) is where ``TOKENSTREAM_API_KEYS`` is read.
+    """
     config = config if config is not None else Config()
+    server = config.server
+    clock = clock or BucketClock()
+    keys = KeyChecker(load_api_keys(config, os.environ if environ is None else environ))
+    cors = CorsPolicy(server.cors_origins)
+    access_level = (
+        None if server.access_log_level == "OFF" else logging.getLevelName(server.access_log_level)
+    )
+    middlewares = [
+        access_log_middleware(logging.getLogger(ACCESS_LOGGER), access_level, clock.now),
+        _openai_errors,
+        cors_preflight_middleware(cors),
+    ]
+    if keys:
+        middlewares.append(auth_middleware(keys, server.open_paths))
+    middlewares.append(_valid_query)
     app = web.Application(
-        middlewares=[_openai_errors], client_max_size=config.server.max_body_bytes
+        middlewares=middlewares,
+        client_max_size=server.max_body_bytes,
+        handler_args={
+            # a client that leaves cancels its handler at once, however the app is run
+            "handler_cancellation": True,
+            # tokenstream.access replaces aiohttp's access log, whose request line has the
+            # query string (prompts) in it
+            "access_log": None,
+        },
     )
     sources: dict[str, Source] = {
         "scripted": ScriptedSource(config.reply_rules(), config.responses.default_reply),
@@ -425,13 +561,17 @@ def create_app(config: Config | None = None, *, clock: Clock | None = None) -> w
         config=config,
         tokenizer=Tokenizer(load_encoding(config.tokenizer.encoding)),
         sources=sources,
-        clock=clock or BucketClock(),
+        clock=clock,
+        streams=StreamRegistry(server.max_concurrent_streams, server.retry_after_s),
+        keys=keys,
     )
     if config.upstream.base_url is not None:
         upstream = UpstreamClient.from_environment(config.upstream, os.environ)
         app[UPSTREAM] = upstream
         app.cleanup_ctx.append(upstream.cleanup_ctx)
     app[METRICS] = metrics_registry(app[STATE].stats, app[STATE].lateness)
+    app.on_response_prepare.append(cors.on_response_prepare)
+    app.on_shutdown.append(_end_streams)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/stream", stream)
     app.router.add_get("/v1/models", models)
@@ -442,3 +582,16 @@ def create_app(config: Config | None = None, *, clock: Clock | None = None) -> w
     add_ui_routes(app)  # the demo page: GET / and GET /static/{name}
     return app
 
+
+async def _end_streams(app: web.Application) -> None:
+    """On shutdown: let streams finish for ``shutdown_grace_s``, then end the rest."""
+    state = app[STATE]
+    server = state.config.server
+    running = len(state.streams)
+    if running:
+        log.info("shutting down: %d streams running, %g s to finish", running,
+                 server.shutdown_grace_s)
+    stopped = await state.streams.shutdown(server.shutdown_grace_s, server.send_timeout_s + 1)
+    if stopped:
+        log.warning("shutting down: ended %d streams still running after %g s", stopped,
+                    server.shutdown_grace_s)

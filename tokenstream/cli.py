@@ -7,7 +7,7 @@ import asyncio
 import gc
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tokenstream import __version__
 
@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="forward chat completions to this OpenAI-compatible API root, e.g. "
         "https://api.openai.com/v1 (key from $OPENAI_API_KEY, see upstream.api_key_env)",
     )
-    serve.add_argument("--log-level", default="INFO",
-                       choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                       help="default: server.log_level (INFO)")
     serve.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
                        help="event loop (uvloop: pip install 'tokenstream[uvloop]')")
     serve.add_argument("--clock", choices=["bucket", "loop"], default="bucket",
@@ -68,17 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
     from pydantic import ValidationError
 
-    from tokenstream.app import create_app
+    from tokenstream.app import STATE, create_app
+    from tokenstream.auth import public_bind_warning
     from tokenstream.clock import LoopClock
     from tokenstream.config import UpstreamConfig, load_config
     from tokenstream.errors import ConfigError, TokenstreamError
+    from tokenstream.server import serve
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         config = load_config(args.config)
         server = config.server.model_copy(
@@ -110,15 +108,23 @@ def _serve(args: argparse.Namespace) -> int:
             config = config.model_copy(
                 update={"default_profile": args.profile, "upstream": upstream}
             )
-        loop = _new_loop(args.loop)
+        loop_factory = _loop_factory(args.loop)
         app = create_app(config, clock=LoopClock() if args.clock == "loop" else None)
     except TokenstreamError as exc:
         print(f"tokenstream: {exc}", file=sys.stderr)
         return 2
 
-    base = f"http://{server.host}:{server.port}"
+    logging.basicConfig(
+        level=args.log_level or server.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # an API key or a header is never logged: the access log writes its own fields only
+    warning = public_bind_warning(server.host, has_keys=bool(app[STATE].keys))
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
 
-    def announce(_: str) -> None:
+    def announce(urls: list[str]) -> None:
+        base = urls[0] if urls else f"http://{server.host}:{server.port}"
         query = "prompt=hello"
         if config.upstream.base_url is not None:
             what = f"proxying {config.upstream.base_url} (profile {config.upstream.profile})"
@@ -127,8 +133,8 @@ def _serve(args: argparse.Namespace) -> int:
         else:
             what = f"default profile {config.default_profile}"
         print(
-            f"tokenstream {__version__} serving on {base} ({what})\n  demo page: {base}/\n"
-            f"  try: curl -N '{base}/v1/stream?{query}'",
+            f"tokenstream {__version__} serving on {', '.join(urls)} ({what})\n"
+            f"  demo page: {base}/\n  try: curl -N '{base}/v1/stream?{query}'",
             flush=True,
         )
 
@@ -137,22 +143,21 @@ def _serve(args: argparse.Namespace) -> int:
     # collections that otherwise stall every open stream at once.
     gc.collect()
     gc.freeze()
-    web.run_app(
-        app,
-        host=server.host,
-        port=server.port,
-        handler_cancellation=True,  # a client that leaves cancels its stream at once
-        print=announce,
-        backlog=args.backlog,
-        loop=loop,
-        # below INFO the access log is never written: then no per-connection logger either
-        access_log=logging.getLogger("aiohttp.access") if args.log_level in ("DEBUG", "INFO")
-        else None,
-    )
+    # SIGTERM/SIGINT: stop accepting, let streams finish (server.shutdown_grace_s), exit 0
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(
+                serve(app, host=server.host, port=server.port, announce=announce,
+                      backlog=args.backlog)
+            )
+    except OSError as exc:  # the address is taken or cannot be bound
+        print(f"tokenstream: cannot listen on {server.host}:{server.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 
-def _new_loop(name: str) -> asyncio.AbstractEventLoop:
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     if name == "uvloop":
         try:
             import uvloop
@@ -162,8 +167,9 @@ def _new_loop(name: str) -> asyncio.AbstractEventLoop:
             raise TokenstreamError(
                 "--loop uvloop needs the uvloop package: pip install 'tokenstream[uvloop]'"
             ) from None
-        return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
+    return asyncio.new_event_loop
 
 
 def _stream(args: argparse.Namespace) -> int:

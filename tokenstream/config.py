@@ -19,7 +19,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -36,9 +38,24 @@ __all__ = [
     "ServerConfig",
     "TokenizerConfig",
     "UpstreamConfig",
+    "api_key_problem",
     "embedded_defaults",
     "load_config",
 ]
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be an API key, or None. The message never contains the key."""
+    if len(key) < 8:
+        return "is shorter than 8 characters"
+    if any(char.isspace() or not char.isprintable() for char in key):
+        return "contains whitespace or a control character"
+    if not key.isascii():
+        return "contains non-ASCII characters (HTTP headers are ASCII)"
+    return None
 
 
 class _Strict(BaseModel):
@@ -53,13 +70,85 @@ class ServerConfig(_Strict):
     )
     sentinel: str = Field(default="[DONE]", min_length=1, description="data of the last event")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
+    # --- reliability and security (docs/RELIABILITY.md) ---
+    send_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600, description="a write that cannot finish in this time ends it"
+    )
+    max_buffered_bytes: int = Field(
+        default=65_536, ge=1024, le=67_108_864, description="output queued per stream, at most"
+    )
+    max_concurrent_streams: int | None = Field(
+        default=1000, ge=0, le=1_000_000, description="beyond it: 429; 0 or null = no limit"
+    )
+    retry_after_s: int = Field(default=1, ge=1, le=3600, description="Retry-After with a 429")
+    max_prompt_tokens: int | None = Field(default=128_000, ge=0, description="0/null = no limit")
+    max_reply_tokens: int | None = Field(default=16_384, ge=0, description="0/null = no limit")
+    max_stream_duration_s: float | None = Field(
+        default=600.0, ge=0, le=86_400, description="a longer reply is ended; 0/null = no limit"
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0, ge=0, le=3600, description="on SIGTERM/SIGINT, streams may finish this long"
+    )
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description="accepted Bearer keys; none = no authentication"
+    )
+    api_keys_file: str | None = Field(
+        default=None, description="file of keys, one per line, relative to the config file"
+    )
+    open_paths: list[str] = Field(
+        default_factory=lambda: ["/", "/healthz", "/static/*", "/favicon.ico"],
+        description="paths served without a key when keys are set; 'prefix*' matches a prefix",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins a browser may call the API from; '*' = any"
+    )
+    log_level: LogLevel = "INFO"
+    access_log_level: LogLevel | Literal["OFF"] = Field(
+        default="INFO", description="level of the one-line-per-request access log; OFF = none"
+    )
 
-    @field_validator("heartbeat_s")
+    @field_validator("heartbeat_s", "max_stream_duration_s", "send_timeout_s", "shutdown_grace_s")
     @classmethod
-    def _zero_means_off(cls, value: float | None) -> float | None:
+    def _zero_means_off(cls, value: float | None, info: ValidationInfo) -> float | None:
         if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number")
+        if info.field_name in ("send_timeout_s", "shutdown_grace_s"):
+            return value
         return value or None
+
+    @field_validator("max_concurrent_streams", "max_prompt_tokens", "max_reply_tokens")
+    @classmethod
+    def _zero_means_unlimited(cls, value: int | None) -> int | None:
+        return value or None
+
+    @field_validator("api_keys")
+    @classmethod
+    def _usable_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for index, key in enumerate(value):
+            problem = api_key_problem(key.get_secret_value())
+            if problem:
+                raise ValueError(f"key #{index + 1} {problem}")  # never echo the key itself
+        return value
+
+    @field_validator("open_paths")
+    @classmethod
+    def _absolute_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r}: a path starts with '/'")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not regex.fullmatch(r"https?://[^/\s?#]+", origin):
+                raise ValueError(
+                    f"{origin!r}: an origin is scheme://host[:port] with no path or trailing "
+                    "slash (e.g. 'http://localhost:5173'), or '*'"
+                )
+        return value
+    # --- end reliability and security ---
 
     @field_validator("sentinel")
     @classmethod

@@ -6,8 +6,11 @@
      ├── UpstreamStreamError   the upstream failed after the reply started: an error event
      └── RequestError       a client request cannot be served; rendered as an OpenAI-style error
           ├── InvalidRequest    400 invalid_request_error
+          ├── Unauthorized      401 (missing or wrong API key)
           ├── NotFound          404
           ├── PayloadTooLarge   413
+          ├── TooManyRequests   429 (with Retry-After)
+          ├── Unavailable       503 (shutting down, with Retry-After)
           └── UpstreamError     the upstream failed before the reply started: its own status,
                                 502 when it cannot be reached, 504 when it does not answer
 """
@@ -96,6 +99,18 @@ class UpstreamStreamError(TokenstreamError):
         self.message = message
         self.error_type = error_type
         self.code = code
+class Unauthorized(RequestError):
+    status = 401
+
+
+class TooManyRequests(RequestError):
+    status = 429
+    error_type = "requests"
+
+
+class Unavailable(RequestError):
+    status = 503
+    error_type = "server_error"
 
 
 def error_body(

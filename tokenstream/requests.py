@@ -47,7 +47,7 @@ _PACING_FIELDS = (
 class PacingOverrides(BaseModel):
     """Profile choice and per-field overrides, from a body's ``tokenstream`` object or a query."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     profile: str | None = Field(default=None, max_length=64)
     source: SourceName | None = None
@@ -139,7 +139,7 @@ class ChatCompletionRequest:
 
 
 class _StreamQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     prompt: str = Field(max_length=1_000_000)
     format: FormatName = "text"

@@ -181,10 +181,10 @@ class IncrementalTokenizer:
     stop inside it, and ``\\s++$`` only matches at the very end). So the last match is held
     back until more text comes or ``flush`` is called, and the others are released.
 
-    Their tokens are taken from encoding the whole buffer, not the released prefix alone:
-    alone, the prefix's trailing whitespace could pre-tokenize differently (``"\\t 1"`` is
-    ``"\\t", " ", "1"`` in context but ``"\\t "`` when it ends the text). Tokens never
-    cross a match, so the released matches' tokens are a prefix of the buffer's.
+    A prefix is released only where tokenizing it alone and the rest alone gives the tokens
+    of the whole buffer: alone, the prefix's trailing whitespace could pre-tokenize
+    differently (``"\\t 1"`` is ``"\\t", " ", "1"`` in context but ``"\\t "`` when it ends
+    the text), and the check also catches a boundary the two regex engines see differently.
     """
 
     _HELD_MATCHES = 1
@@ -203,15 +203,17 @@ class IncrementalTokenizer:
         if len(starts) <= self._HELD_MATCHES:
             return []
         cut = starts[-self._HELD_MATCHES]
-        settled_bytes = len(self._buffer[:cut].encode("utf-8"))
-        encoding = self._tokenizer.encoding
-        tokens = encoding.encode_ordinary(self._buffer)
-        taken = size = 0
-        while size < settled_bytes:
-            size += len(encoding.decode_single_token_bytes(tokens[taken]))
-            taken += 1
+        encode = self._tokenizer.encoding.encode_ordinary
+        tokens = encode(self._buffer)
+        settled = encode(self._buffer[:cut])
+        rest = tokens[len(settled) :]
+        if tokens[: len(settled)] != settled or encode(self._buffer[cut:]) != rest:
+            # Python's `regex` and tiktoken's own engine can disagree where a match ends when
+            # their Unicode tables differ (a code point assigned in one version and not the
+            # other). The split is then not tiktoken's: hold everything until it is.
+            return []
         self._buffer = self._buffer[cut:]
-        return list(self._tokenizer._pieces_of_tokens(tokens[:taken]))
+        return self._tokenizer._pieces_of_tokens(settled)
 
     def flush(self) -> list[Piece]:
         settled, self._buffer = self._buffer, ""

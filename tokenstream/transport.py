@@ -4,10 +4,17 @@ A client that disconnects surfaces in aiohttp 3.x as ``ConnectionResetError`` on
 write (or, when the server runs with ``handler_cancellation=True`` as ``tokenstream serve``
 does, as a cancellation of the handler at once). Both end the stream: ``ClientGone`` is
 raised from the write, and closing the pipeline's iterators stops the source.
+
+A client that stays connected but stops reading fills its socket buffers; then our own
+output queue grows. Two bounds keep that cheap: the queue of one stream is capped at
+``max_buffered`` bytes (the write waits for the client to drain it below that), and a write
+that cannot finish within ``send_timeout`` seconds raises ``ClientStalled`` and the
+connection is aborted, which frees the queue and the socket.
 """
 
 from __future__ import annotations
 
+from asyncio import timeout as _timeout
 from collections.abc import Coroutine
 from typing import Any
 
@@ -16,7 +23,7 @@ from aiohttp import web
 from tokenstream.clock import Clock
 from tokenstream.sse import encode_comment
 
-__all__ = ["SSE_HEADERS", "ClientGone", "HeartbeatClock", "SSEResponse"]
+__all__ = ["SSE_HEADERS", "ClientGone", "ClientStalled", "HeartbeatClock", "SSEResponse"]
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -33,11 +40,22 @@ class ClientGone(Exception):
     """The client closed the connection; nothing more can be sent."""
 
 
-class SSEResponse:
-    __slots__ = ("_held", "_held_bytes", "bytes_sent", "clock", "last_write", "request",
-                 "response")
+class ClientStalled(ClientGone):
+    """A write did not complete within the send timeout: the client stopped reading."""
 
-    def __init__(self, request: web.Request, clock: Clock) -> None:
+
+class SSEResponse:
+    __slots__ = ("_held", "_held_bytes", "_hold_limit", "bytes_sent", "clock", "last_write",
+                 "max_buffered", "peak_buffered", "request", "response", "send_timeout")
+
+    def __init__(
+        self,
+        request: web.Request,
+        clock: Clock,
+        *,
+        send_timeout: float | None = None,
+        max_buffered: int | None = None,
+    ) -> None:
         self.request = request
         self.clock = clock
         self.response = web.StreamResponse(headers=SSE_HEADERS)
@@ -45,6 +63,15 @@ class SSEResponse:
         self.bytes_sent = 0
         self._held: list[bytes] = []
         self._held_bytes = 0
+        self.send_timeout = send_timeout
+        self.max_buffered = max_buffered
+        # a batch of held events is one write; keep it small beside the queue cap, so a
+        # client that stops reading never has much more than the cap queued
+        self._hold_limit = (
+            HOLD_LIMIT if max_buffered is None else max(1, min(HOLD_LIMIT, max_buffered // 8))
+        )
+        self.peak_buffered = 0
+        """The largest output queue seen after a write, in bytes (for the access log)."""
 
     @property
     def holding(self) -> bool:
@@ -52,9 +79,16 @@ class SSEResponse:
 
     async def prepare(self) -> None:
         try:
-            await self.response.prepare(self.request)
+            async with _timeout(self.send_timeout):
+                await self.response.prepare(self.request)
         except ConnectionResetError as exc:
             raise ClientGone from exc
+        except TimeoutError as exc:
+            raise ClientStalled from exc
+        transport = self.request.transport
+        if self.max_buffered is not None and transport is not None:
+            # the protocol pauses (and our drain waits) once this much output is queued
+            transport.set_write_buffer_limits(high=self.max_buffered)
         self.last_write = self.clock.now()
 
     async def send(self, data: bytes, *, hold: bool = False) -> None:
@@ -68,15 +102,21 @@ class SSEResponse:
         if hold or self._held:
             self._held.append(data)
             self._held_bytes += len(data)
-            if hold and self._held_bytes < HOLD_LIMIT:
+            if hold and self._held_bytes < self._hold_limit:
                 return
             data = b"".join(self._held)
             self._held.clear()
             self._held_bytes = 0
         try:
-            await self.response.write(data)
+            async with _timeout(self.send_timeout):
+                await self.response.write(data)
+                self._note_buffered()
+                # aiohttp drains only every 64 KiB written; drain now so the queue stays capped
+                await self.request.writer.drain()
         except ConnectionResetError as exc:
             raise ClientGone from exc
+        except TimeoutError as exc:
+            raise ClientStalled from exc
         self.bytes_sent += len(data)
         self.last_write = self.clock.now()
 
@@ -87,9 +127,25 @@ class SSEResponse:
     async def close(self) -> None:
         await self.flush()
         try:
-            await self.response.write_eof()
+            async with _timeout(self.send_timeout):
+                await self.response.write_eof()
         except ConnectionResetError as exc:
             raise ClientGone from exc
+        except TimeoutError as exc:
+            raise ClientStalled from exc
+
+    def abort(self) -> None:
+        """Drop the connection and everything queued for it (after a stall)."""
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+
+    def _note_buffered(self) -> None:
+        transport = self.request.transport
+        if transport is not None:
+            queued = transport.get_write_buffer_size()
+            if queued > self.peak_buffered:
+                self.peak_buffered = queued
 
 
 class HeartbeatClock:

@@ -1,0 +1,204 @@
+"""Helpers for the reliability tests: apps with given server settings, raw sockets, waiting.
+
+Nothing here sleeps on the wall clock: waiting means yielding to the event loop
+(``asyncio.sleep(0)``) until a condition holds, with a bound on the number of turns, or
+awaiting an event with a generous guard that only fires when the code under test is broken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiohttp import web
+
+from tokenstream.app import STATE, create_app
+from tokenstream.chat import ChatMessage, last_user_text
+from tokenstream.clock import Clock, FakeClock
+from tokenstream.config import Config, validate_mapping
+from tokenstream.sse_parser import ServerSentEvent, SSEDecoder
+
+GUARD_S = 30.0
+"""Upper bound for awaiting an event that must happen; reached only when a test fails."""
+
+FAST = {"tokens_per_second": None, "ttft_ms": 0, "jitter": 0, "pause_ms": 0}
+
+
+def make_config(server: dict[str, Any] | None = None, **sections: Any) -> Config:
+    data: dict[str, Any] = {"server": {"heartbeat_s": 0, **(server or {})}, **sections}
+    return validate_mapping(data, "<test>")
+
+
+def make_app(
+    server: dict[str, Any] | None = None,
+    *,
+    clock: Clock | None = None,
+    environ: dict[str, str] | None = None,
+    **sections: Any,
+) -> web.Application:
+    return create_app(
+        make_config(server, **sections),
+        clock=clock if clock is not None else FakeClock(),
+        environ=environ or {},
+    )
+
+
+def assert_openai_error(body: dict[str, object], code: str | None = None) -> dict[str, object]:
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert isinstance(error, dict)
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+class GateSource:
+    """A live source the test drives: yields ``first``, then one delta per ``release()``.
+
+    The tokenizer holds back the last two words of what it has seen (a later delta could
+    still join them), so a client receives ``first`` up to about its last two words.
+    """
+
+    live = True
+
+    def __init__(
+        self,
+        first: str = "Hello from a source that waits for the test to release it. ",
+        then: Sequence[str] = ("Then more", " text."),
+    ) -> None:
+        self.first = first
+        self.then = list(then)
+        self._gate = asyncio.Semaphore(0)
+        self.started = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    def release(self) -> None:
+        self._gate.release()
+
+    async def _deltas(self) -> AsyncGenerator[str, None]:
+        try:
+            self.started.set()
+            yield self.first
+            for delta in self.then:
+                await self._gate.acquire()
+                yield delta
+        finally:
+            self.closed.set()
+
+    def reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+        last_user_text(messages)
+        return self._deltas()
+
+
+def use_source(app: web.Application, source: object) -> None:
+    """Make ``source`` answer every request of ``app`` (in place of the scripted rules)."""
+    app[STATE].sources["scripted"] = source  # type: ignore[assignment]
+
+
+def parse_sse(body: bytes) -> list[ServerSentEvent]:
+    decoder = SSEDecoder()
+    return decoder.feed(body) + decoder.close()
+
+
+async def spin_until(condition: Callable[[], bool], turns: int = 200_000) -> None:
+    """Yield to the loop until ``condition()`` holds; fail after ``turns`` turns."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"condition not reached in {turns} event-loop turns")
+
+
+async def guarded(awaitable: Any) -> Any:
+    return await asyncio.wait_for(awaitable, GUARD_S)
+
+
+def open_socket_count() -> int:
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+@asynccontextmanager
+async def running(
+    app: web.Application, *, sndbuf: int | None = None
+) -> AsyncIterator[tuple[str, int, web.AppRunner]]:
+    """Serve ``app`` on 127.0.0.1 (a free port); yields (host, port, runner).
+
+    ``sndbuf`` sets SO_SNDBUF on the listening socket; accepted sockets inherit it, so a
+    client that stops reading fills the kernel buffers after a few kilobytes.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if sndbuf is not None:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    site = web.SockSite(runner, listener)
+    await site.start()
+    try:
+        yield "127.0.0.1", port, runner
+    finally:
+        await runner.cleanup()
+
+
+async def raw_connect(port: int, *, rcvbuf: int | None = None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return sock
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with an RST instead of a FIN (SO_LINGER with a zero timeout)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def read_until(sock: socket.socket, marker: bytes, limit: int = 1 << 20) -> bytes:
+    loop = asyncio.get_running_loop()
+    data = b""
+    while marker not in data:
+        chunk = await guarded(loop.sock_recv(sock, 65536))
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > limit:
+            break
+    return data
+
+
+async def read_to_end(sock: socket.socket) -> bytes:
+    """Everything until EOF; a reset counts as the end too."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    while True:
+        try:
+            chunk = await guarded(loop.sock_recv(sock, 65536))
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def get_request(path: str, host: str = "127.0.0.1", headers: dict[str, str] | None = None) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

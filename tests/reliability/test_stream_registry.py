@@ -1,0 +1,105 @@
+"""The shutdown sequence in process: grace, then a final event; 503 for what comes later."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from pytest_aiohttp import AiohttpClient
+from relhelp import GateSource, assert_openai_error, guarded, make_app, parse_sse, use_source
+
+from tokenstream.app import STATE
+from tokenstream.clock import FakeClock
+from tokenstream.streams import DeadlineClock, StreamRegistry, StreamTimeLimit
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_streams_running_after_the_grace_get_a_final_event(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    app = make_app()
+    source = GateSource()
+    use_source(app, source)
+    client = await aiohttp_client(app)
+    streamed = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    await guarded(source.started.wait())
+
+    stopped = await guarded(app[STATE].streams.shutdown(grace_s=0, final_timeout_s=5))
+    assert stopped == 1
+    events = parse_sse(await streamed.read())
+    assert events[-1].data == "[DONE]"
+    assert_openai_error(json.loads(events[-2].data), "server_shutting_down")
+    assert source.closed.is_set()  # the source was closed, not left waiting
+
+    later = await client.get("/v1/stream", params={"prompt": "x"})
+    assert later.status == 503
+    assert later.headers["Retry-After"] == "1"
+    assert_openai_error(await later.json(), "server_shutting_down")
+
+
+async def test_a_waiting_completion_is_answered_503_at_shutdown(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    app = make_app()
+    source = GateSource()
+    use_source(app, source)
+    client = await aiohttp_client(app)
+    request = asyncio.ensure_future(client.post("/v1/chat/completions", json=CHAT))
+    await guarded(source.started.wait())
+    await guarded(app[STATE].streams.shutdown(grace_s=0, final_timeout_s=5))
+    response = await guarded(request)
+    assert response.status == 503
+    assert_openai_error(await response.json(), "server_shutting_down")
+
+
+async def test_streams_that_end_within_the_grace_are_not_stopped(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    app = make_app()
+    source = GateSource()
+    use_source(app, source)
+    client = await aiohttp_client(app)
+    streamed = await client.get("/v1/stream", params={"prompt": "x", "format": "json"})
+    await guarded(source.started.wait())
+    shutdown = asyncio.ensure_future(app[STATE].streams.shutdown(grace_s=3600, final_timeout_s=5))
+    await asyncio.sleep(0)
+    assert not shutdown.done()
+    source.release()
+    source.release()
+    assert await guarded(shutdown) == 0
+    events = parse_sse(await streamed.read())
+    assert events[-1].data == "[DONE]"
+    assert all("error" not in json.loads(e.data) for e in events[:-1])
+
+
+async def test_hurry_ends_the_grace_at_once() -> None:
+    registry = StreamRegistry(None, 1)
+    task = asyncio.ensure_future(asyncio.Event().wait())
+    control = registry.open()
+    control.task = task  # a stand-in stream task that waits forever
+    with control.interruptible():
+        shutdown = asyncio.ensure_future(registry.shutdown(grace_s=3600, final_timeout_s=0))
+        await asyncio.sleep(0)
+        registry.hurry()
+        await guarded(shutdown)
+    with pytest.raises(asyncio.CancelledError):
+        await guarded(task)
+    registry.close(control)
+    assert len(registry) == 0
+
+
+async def test_deadline_clock_sleeps_to_the_limit_and_not_past_it() -> None:
+    clock = FakeClock()
+    limited = DeadlineClock(clock, deadline=10.0)
+    await limited.sleep_until(4.0)
+    assert clock.now() == 4.0
+    try:
+        await limited.sleep_until(12.0)
+    except StreamTimeLimit:
+        pass
+    else:
+        raise AssertionError("sleeping past the deadline must end the stream")
+    assert clock.now() == 10.0
+    assert clock.sleeps == [4.0, 10.0]

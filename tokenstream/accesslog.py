@@ -1,0 +1,125 @@
+"""The access log: one structured line per request, written when the request ends.
+
+    access method=POST path=/v1/chat/completions status=200 duration_ms=2350.0 stream=true
+           tokens=117 outcome=completed disconnected=false remote=127.0.0.1
+
+Fields are ``key=value`` (logfmt); a value with spaces, quotes or control characters is
+JSON-quoted, so a crafted path cannot forge a second line. The same fields ride on the log
+record as ``record.access`` (a dict) for JSON log handlers.
+
+What it never contains: headers (so no ``Authorization``), query strings (prompts, and
+whatever a client put there), bodies. The duration is measured on the app's clock, so a test
+with a ``FakeClock`` sees the paced duration exactly.
+
+A handler reports what only it knows (tokens sent, how the stream ended) through
+``current_record()``, a context variable set for the request's task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Literal
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+__all__ = ["ACCESS_LOGGER", "AccessRecord", "Outcome", "access_log_middleware", "current_record"]
+
+ACCESS_LOGGER = "tokenstream.access"
+
+Outcome = Literal["", "completed", "disconnected", "stalled", "shutdown", "time_limit", "failed"]
+"""How a stream ended; a request that streamed nothing is logged as ``ok`` or ``error``."""
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class AccessRecord:
+    stream: bool = False
+    status: int | None = None
+    """Set by a streaming handler once its headers are sent."""
+    tokens: int = 0
+    """Completion tokens written to the client."""
+    outcome: Outcome = ""
+    peak_buffered: int = 0
+    """Largest output queue of the stream, in bytes (logged when a client stalled)."""
+
+    @property
+    def disconnected(self) -> bool:
+        return self.outcome in ("disconnected", "stalled")
+
+
+_CURRENT: ContextVar[AccessRecord | None] = ContextVar("tokenstream_access", default=None)
+
+
+def current_record() -> AccessRecord:
+    """The record of the request being handled (a detached one outside a request)."""
+    record = _CURRENT.get()
+    return record if record is not None else AccessRecord()
+
+
+def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if text and all(33 <= ord(char) < 127 and char not in '"=\\' for char in text):
+        return text
+    return json.dumps(text)
+
+
+def _plain_outcome(status: int | None) -> str:
+    """How a request that streamed nothing ended."""
+    if status is None:
+        return "disconnected"
+    return "ok" if status < 400 else "error"
+
+
+def format_line(fields: dict[str, object]) -> str:
+    return " ".join(f"{key}={_value(value)}" for key, value in fields.items())
+
+
+def access_log_middleware(
+    logger: logging.Logger, level: int | None, now: Callable[[], float]
+) -> Middleware:
+    """Log each request at ``level`` (None: not at all) when it ends, however it ends."""
+
+    @web.middleware
+    async def access_log(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        record = AccessRecord()
+        token = _CURRENT.set(record)
+        start = now()
+        status: int | None = None
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            record.outcome = record.outcome or "disconnected"
+            raise
+        finally:
+            _CURRENT.reset(token)
+            if level is not None and logger.isEnabledFor(level):
+                fields: dict[str, object] = {
+                    "method": request.method,
+                    "path": request.path,
+                    "status": record.status or status or 499,  # 499: client closed request
+                    "duration_ms": round((now() - start) * 1000, 1),
+                    "stream": record.stream,
+                    "tokens": record.tokens,
+                    "outcome": record.outcome or _plain_outcome(status),
+                    "disconnected": record.disconnected or status is None,
+                    "remote": request.remote or "-",
+                }
+                if record.outcome == "stalled":
+                    fields["buffered_bytes"] = record.peak_buffered
+                logger.log(level, "access %s", format_line(fields), extra={"access": fields})
+
+    return access_log

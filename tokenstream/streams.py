@@ -1,0 +1,188 @@
+"""Stream lifetimes: how many run at once, how long one may run, how they end at shutdown.
+
+    StreamRegistry.open()   429 beyond max_concurrent_streams; 503 once shutdown began
+          │
+    StreamControl           one per running reply: its task and whether it must stop
+          │   the pacer sleeps through DeadlineClock: a sleep past the stream's deadline
+          │   raises StreamTimeLimit (max_stream_duration_s)
+          │   StreamRegistry.shutdown(grace): streams may finish for ``grace`` seconds; then
+          │   each remaining one is stopped: its task is cancelled where it waits for the next
+          │   piece, and the handler turns that into a final event and the sentinel
+    StreamRegistry.close()
+
+Cancelling is the one way to interrupt every kind of wait (a pacing sleep, an upstream read),
+so ``stop()`` cancels, and ``consume_stop()`` tells the handler that the cancellation was ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tokenstream.clock import Clock
+from tokenstream.errors import TooManyRequests, Unavailable
+
+__all__ = [
+    "SHUTTING_DOWN",
+    "STREAM_TIME_LIMIT",
+    "DeadlineClock",
+    "StreamControl",
+    "StreamRegistry",
+    "StreamTimeLimit",
+]
+
+STREAM_TIME_LIMIT = (
+    "The reply reached this server's maximum duration of {limit:g} s "
+    "(server.max_stream_duration_s) and was ended. Ask for a faster pace or a shorter reply."
+)
+SHUTTING_DOWN = "The server is shutting down; this stream was ended before its reply was complete."
+
+
+class StreamTimeLimit(Exception):
+    """The stream reached ``server.max_stream_duration_s``."""
+
+
+class DeadlineClock:
+    """Wraps the pacer's clock: no sleep goes past ``deadline``; reaching it ends the stream."""
+
+    __slots__ = ("_clock", "deadline")
+
+    def __init__(self, clock: Clock, deadline: float | None) -> None:
+        self._clock = clock
+        self.deadline = deadline
+
+    def now(self) -> float:
+        return self._clock.now()
+
+    def sleep_until(self, deadline: float) -> Coroutine[Any, Any, None]:
+        # not a coroutine itself: within the limit it hands out the inner clock's sleep,
+        # saving a frame on every event
+        if self.deadline is not None and deadline > self.deadline:
+            return self._sleep_to_limit(self.deadline)
+        return self._clock.sleep_until(deadline)
+
+    async def _sleep_to_limit(self, limit: float) -> None:
+        await self._clock.sleep_until(limit)
+        raise StreamTimeLimit
+
+
+class StreamControl:
+    """The handle the registry keeps on one running reply."""
+
+    __slots__ = ("_interruptible", "_stop_cancelled", "stop_requested", "task")
+
+    def __init__(self, task: asyncio.Task[object] | None) -> None:
+        self.task = task
+        self.stop_requested = False
+        self._interruptible = False
+        self._stop_cancelled = False
+
+    def stop(self) -> None:
+        """Ask the stream to end now (shutdown). Safe to call more than once."""
+        if self.stop_requested:
+            return
+        self.stop_requested = True
+        if self._interruptible:
+            self._cancel()
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """While inside, ``stop()`` cancels the task; outside it only sets the flag."""
+        self._interruptible = True
+        if self.stop_requested:
+            self._cancel()
+        try:
+            yield
+        finally:
+            self._interruptible = False
+
+    def consume_stop(self) -> bool:
+        """True when the CancelledError being handled came from ``stop()`` alone."""
+        if not self._stop_cancelled:
+            return False
+        self._stop_cancelled = False
+        # a cancellation from elsewhere as well (the client left) still counts
+        return self.task is None or self.task.uncancel() == 0
+
+    def _cancel(self) -> None:
+        if self.task is not None and not self.task.done() and not self._stop_cancelled:
+            self._stop_cancelled = True
+            self.task.cancel()
+
+
+class StreamRegistry:
+    """Every running reply, the concurrency limit, and the shutdown sequence."""
+
+    def __init__(self, max_concurrent: int | None, retry_after_s: int) -> None:
+        self.max_concurrent = max_concurrent
+        self.retry_after_s = retry_after_s
+        self.closing = False
+        self._active: set[StreamControl] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._hurry = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    def open(self) -> StreamControl:
+        retry = {"Retry-After": str(self.retry_after_s)}
+        if self.closing:
+            raise Unavailable(
+                "The server is shutting down and accepts no new streams; retry on another "
+                "instance or after it restarts.",
+                code="server_shutting_down",
+                headers=retry,
+            )
+        if self.max_concurrent is not None and len(self._active) >= self.max_concurrent:
+            raise TooManyRequests(
+                f"Too many concurrent streams: this server runs at most {self.max_concurrent} "
+                f"at once (server.max_concurrent_streams). Retry after {self.retry_after_s} s.",
+                code="rate_limit_exceeded",
+                headers=retry,
+            )
+        control = StreamControl(asyncio.current_task())
+        self._active.add(control)
+        self._idle.clear()
+        return control
+
+    def close(self, control: StreamControl) -> None:
+        self._active.discard(control)
+        if not self._active:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    def hurry(self) -> None:
+        """End the grace period now (a second SIGINT/SIGTERM)."""
+        self._hurry.set()
+
+    async def shutdown(self, grace_s: float, final_timeout_s: float) -> int:
+        """Refuse new streams, let running ones finish for ``grace_s``, then stop the rest.
+
+        Returns how many streams had to be stopped. ``final_timeout_s`` bounds the wait for
+        the stopped streams to write their last event (a stalled client's write times out
+        sooner, at ``send_timeout_s``).
+        """
+        self.closing = True
+        if self._active and grace_s > 0:
+            await _first_of(self._idle.wait(), self._hurry.wait(), within=grace_s)
+        remaining = list(self._active)
+        for control in remaining:
+            control.stop()
+        if self._active:
+            await _first_of(self._idle.wait(), within=final_timeout_s)
+        return len(remaining)
+
+
+async def _first_of(*waits: Coroutine[Any, Any, Any], within: float) -> None:
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
