@@ -243,12 +243,14 @@ async def stream_live(
                 async for event in events:
                     if isinstance(event, Piece):
                         await sse.send(wire.piece(event))
+                        stats.events_sent += 1
                         tokens += event.tokens
                         record.tokens = tokens
                     elif isinstance(event, Passthrough):
                         data = wire.passthrough(event)
                         if data:
                             await sse.send(data)
+                            stats.events_sent += 1
             ending = wire.done()
             record.outcome = "completed"
         except StreamTimeLimit:
