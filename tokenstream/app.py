@@ -44,10 +44,12 @@ from tokenstream.streams import (
     STREAM_TIME_LIMIT,
     DeadlineClock,
     StreamRegistry,
+    StreamStats,
     StreamTimeLimit,
+    tracked_stream,
 )
 from tokenstream.tokenizer import Tokenizer, load_encoding
-from tokenstream.transport import ClientGone, ClientStalled, HeartbeatClock, SSEResponse
+from tokenstream.transport import HeartbeatClock, SSEResponse
 from tokenstream.ui import add_ui_routes
 from tokenstream.upstream import UPSTREAM, UpstreamClient
 from tokenstream.wire import WireFormat, make_format
@@ -55,17 +57,6 @@ from tokenstream.wire import WireFormat, make_format
 __all__ = ["CONFIG", "METRICS", "STATE", "AppState", "StreamStats", "create_app"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class StreamStats:
-    active: int = 0
-    started: int = 0
-    completed: int = 0
-    disconnected: int = 0
-    failed: int = 0
-    events_sent: int = 0
-    stalled: int = 0  # disconnected by send_timeout_s (counted in disconnected too)
 
 
 @dataclass(slots=True)
@@ -236,77 +227,49 @@ async def _stream_reply(
     hold = lateness is None and not source.live  # unpaced and all there: write in batches
     now = state.clock.now
     # ---
-    stats.active += 1
-    stats.started += 1
     try:
-        await sse.prepare()
-        record.status = sse.response.status
-        pieces = reply_pieces(
-            source=source,
-            messages=messages,
-            tokenizer=state.tokenizer,
-            profile=profile,
-            clock=deadlines,
-            max_tokens=max_tokens,
-            progress=progress,
-        )
-        try:
-            with control.interruptible():
-                async for piece in pieces:
-                    await sse.send(wire.piece(piece), hold=hold)
-                    record.tokens += piece.tokens
-                    stats.events_sent += 1
-                    if lateness is not None:
-                        lateness.observe(now() - deadlines.deadline)
-            ending = wire.finish(progress.finish_reason, progress.usage)
-            record.outcome = "completed"
-        except StreamTimeLimit:
-            limit = server.max_stream_duration_s or 0.0
-            ending = wire.error(
-                STREAM_TIME_LIMIT.format(limit=limit),
-                "invalid_request_error",
-                "stream_duration_exceeded",
+        async with tracked_stream(
+            stats, sse, wire, record, path=request.path, send_timeout=server.send_timeout_s
+        ):
+            await sse.prepare()
+            record.status = sse.response.status
+            pieces = reply_pieces(
+                source=source,
+                messages=messages,
+                tokenizer=state.tokenizer,
+                profile=profile,
+                clock=deadlines,
+                max_tokens=max_tokens,
+                progress=progress,
             )
-            record.outcome = "time_limit"
-        except asyncio.CancelledError:
-            if not control.consume_stop():
-                raise
-            ending = wire.error(SHUTTING_DOWN, "server_error", "server_shutting_down")
-            record.outcome = "shutdown"
-        finally:
-            await pieces.aclose()
-        await sse.send(ending)
-        await sse.close()
-        stats.completed += 1
-    except ClientStalled:
-        stats.disconnected += 1
-        stats.stalled += 1
-        record.outcome = "stalled"
-        record.peak_buffered = sse.peak_buffered
-        log.info("client stalled on %s: no write completed in %g s, %d bytes queued; "
-                 "connection aborted", request.path, server.send_timeout_s, sse.peak_buffered)
-        sse.abort()
-    except ClientGone:
-        stats.disconnected += 1
-        record.outcome = "disconnected"
-        log.info("client left %s after %d completion tokens", request.path, record.tokens)
-    except asyncio.CancelledError:
-        stats.disconnected += 1
-        record.outcome = "disconnected"
-        log.info("client left %s after %d completion tokens (handler cancelled)",
-                 request.path, record.tokens)
-        raise
-    except Exception:
-        stats.failed += 1
-        record.outcome = "failed"
-        log.exception("stream failed on %s", request.path)
-        try:
-            await sse.send(wire.error("The stream failed on the server.", "server_error", None))
+            try:
+                with control.interruptible():
+                    async for piece in pieces:
+                        await sse.send(wire.piece(piece), hold=hold)
+                        record.tokens += piece.tokens
+                        stats.events_sent += 1
+                        if lateness is not None:
+                            lateness.observe(now() - deadlines.deadline)
+                ending = wire.finish(progress.finish_reason, progress.usage)
+                record.outcome = "completed"
+            except StreamTimeLimit:
+                limit = server.max_stream_duration_s or 0.0
+                ending = wire.error(
+                    STREAM_TIME_LIMIT.format(limit=limit),
+                    "invalid_request_error",
+                    "stream_duration_exceeded",
+                )
+                record.outcome = "time_limit"
+            except asyncio.CancelledError:
+                if not control.consume_stop():
+                    raise
+                ending = wire.error(SHUTTING_DOWN, "server_error", "server_shutting_down")
+                record.outcome = "shutdown"
+            finally:
+                await pieces.aclose()
+            await sse.send(ending)
             await sse.close()
-        except ClientGone:
-            sse.abort()
     finally:
-        stats.active -= 1
         state.streams.close(control)
     return sse.response
 

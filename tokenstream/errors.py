@@ -99,6 +99,8 @@ class UpstreamStreamError(TokenstreamError):
         self.message = message
         self.error_type = error_type
         self.code = code
+
+
 class Unauthorized(RequestError):
     status = 401
 

@@ -21,7 +21,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from tokenstream.accesslog import current_record
-from tokenstream.errors import InvalidRequest, UpstreamStreamError
+from tokenstream.errors import InvalidRequest
 from tokenstream.events import Passthrough
 from tokenstream.live import pace_live
 from tokenstream.pacer import PacingProfile
@@ -32,9 +32,10 @@ from tokenstream.streams import (
     STREAM_TIME_LIMIT,
     DeadlineClock,
     StreamTimeLimit,
+    tracked_stream,
 )
 from tokenstream.tokenizer import Piece
-from tokenstream.transport import ClientGone, ClientStalled, SSEResponse
+from tokenstream.transport import ClientGone, SSEResponse
 from tokenstream.upstream import UpstreamClient, UpstreamReply
 from tokenstream.wire import WireFormat, make_format
 
@@ -225,89 +226,51 @@ async def stream_live(
     heartbeat = server.heartbeat_s
     keep_alive: asyncio.Task[None] | None = None
     tokens = 0
-    stats.active += 1
-    stats.started += 1
     try:
-        await sse.prepare()
-        record.status = sse.response.status
-        if heartbeat is not None:
-            keep_alive = asyncio.create_task(_keep_alive(sse, heartbeat))
-        deadline = None if server.max_stream_duration_s is None else (
-            state.clock.now() + server.max_stream_duration_s
-        )
-        events = pace_live(
-            reply.items(), state.tokenizer, profile, DeadlineClock(state.clock, deadline)
-        )
-        try:
-            with control.interruptible():
-                async for event in events:
-                    if isinstance(event, Piece):
-                        await sse.send(wire.piece(event))
-                        stats.events_sent += 1
-                        tokens += event.tokens
-                        record.tokens = tokens
-                    elif isinstance(event, Passthrough):
-                        data = wire.passthrough(event)
-                        if data:
-                            await sse.send(data)
-                            stats.events_sent += 1
-            ending = wire.done()
-            record.outcome = "completed"
-        except StreamTimeLimit:
-            ending = wire.error(
-                STREAM_TIME_LIMIT.format(limit=server.max_stream_duration_s or 0.0),
-                "invalid_request_error", "stream_duration_exceeded",
+        async with tracked_stream(
+            stats, sse, wire, record, path=request.path, send_timeout=server.send_timeout_s
+        ):
+            await sse.prepare()
+            record.status = sse.response.status
+            if heartbeat is not None:
+                keep_alive = asyncio.create_task(_keep_alive(sse, heartbeat))
+            deadline = None if server.max_stream_duration_s is None else (
+                state.clock.now() + server.max_stream_duration_s
             )
-            record.outcome = "time_limit"
-        except asyncio.CancelledError:
-            if not control.consume_stop():
-                raise
-            ending = wire.error(SHUTTING_DOWN, "server_error", "server_shutting_down")
-            record.outcome = "shutdown"
-        finally:
-            await events.aclose()
-        await sse.send(ending)
-        await sse.close()
-        stats.completed += 1
-    except UpstreamStreamError as exc:
-        stats.failed += 1
-        record.outcome = "failed"
-        log.warning("upstream failed after %d tokens on %s: %s", tokens, request.path,
-                    exc.message)
-        try:
-            await sse.send(wire.error(exc.message, exc.error_type, exc.code))
+            events = pace_live(
+                reply.items(), state.tokenizer, profile, DeadlineClock(state.clock, deadline)
+            )
+            try:
+                with control.interruptible():
+                    async for event in events:
+                        if isinstance(event, Piece):
+                            await sse.send(wire.piece(event))
+                            stats.events_sent += 1
+                            tokens += event.tokens
+                            record.tokens = tokens
+                        elif isinstance(event, Passthrough):
+                            data = wire.passthrough(event)
+                            if data:
+                                await sse.send(data)
+                                stats.events_sent += 1
+                ending = wire.done()
+                record.outcome = "completed"
+            except StreamTimeLimit:
+                ending = wire.error(
+                    STREAM_TIME_LIMIT.format(limit=server.max_stream_duration_s or 0.0),
+                    "invalid_request_error", "stream_duration_exceeded",
+                )
+                record.outcome = "time_limit"
+            except asyncio.CancelledError:
+                if not control.consume_stop():
+                    raise
+                ending = wire.error(SHUTTING_DOWN, "server_error", "server_shutting_down")
+                record.outcome = "shutdown"
+            finally:
+                await events.aclose()
+            await sse.send(ending)
             await sse.close()
-        except ClientGone:
-            sse.abort()
-    except ClientStalled:
-        stats.disconnected += 1
-        stats.stalled += 1
-        record.outcome = "stalled"
-        record.peak_buffered = sse.peak_buffered
-        log.info("client stalled on %s: no write completed in %g s; connection aborted",
-                 request.path, server.send_timeout_s)
-        sse.abort()
-    except ClientGone:
-        stats.disconnected += 1
-        record.outcome = "disconnected"
-        log.info("client left %s after %d proxied tokens", request.path, tokens)
-    except asyncio.CancelledError:
-        stats.disconnected += 1
-        record.outcome = "disconnected"
-        log.info("client left %s after %d proxied tokens (handler cancelled)", request.path,
-                 tokens)
-        raise
-    except Exception:
-        stats.failed += 1
-        record.outcome = "failed"
-        log.exception("proxied stream failed on %s", request.path)
-        try:
-            await sse.send(wire.error("The stream failed on the server.", "server_error", None))
-            await sse.close()
-        except ClientGone:
-            sse.abort()
     finally:
-        stats.active -= 1
         state.streams.close(control)
         reply.close()
         if keep_alive is not None:

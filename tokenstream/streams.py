@@ -17,12 +17,17 @@ so ``stop()`` cancels, and ``consume_stop()`` tells the handler that the cancell
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+import logging
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+from tokenstream.accesslog import AccessRecord
 from tokenstream.clock import Clock
-from tokenstream.errors import TooManyRequests, Unavailable
+from tokenstream.errors import TooManyRequests, Unavailable, UpstreamStreamError
+from tokenstream.transport import ClientGone, ClientStalled, SSEResponse
+from tokenstream.wire import WireFormat
 
 __all__ = [
     "SHUTTING_DOWN",
@@ -30,7 +35,9 @@ __all__ = [
     "DeadlineClock",
     "StreamControl",
     "StreamRegistry",
+    "StreamStats",
     "StreamTimeLimit",
+    "tracked_stream",
 ]
 
 STREAM_TIME_LIMIT = (
@@ -186,3 +193,81 @@ async def _first_of(*waits: Coroutine[Any, Any, Any], within: float) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+log = logging.getLogger("tokenstream.app")
+
+
+@dataclass(slots=True)
+class StreamStats:
+    active: int = 0
+    started: int = 0
+    completed: int = 0
+    disconnected: int = 0
+    failed: int = 0
+    events_sent: int = 0
+    stalled: int = 0  # disconnected by send_timeout_s (counted in disconnected too)
+
+
+@asynccontextmanager
+async def tracked_stream(
+    stats: StreamStats,
+    sse: SSEResponse,
+    wire: WireFormat,
+    record: AccessRecord,
+    *,
+    path: str,
+    send_timeout: float | None,
+) -> AsyncIterator[None]:
+    """How a started stream ends, counted and logged the same way for every source.
+
+    A client that left or stalled gets nothing more (a stalled one is aborted, which frees
+    its queue); any other error is reported to the client as an error event and the
+    sentinel. A cancellation (the handler's, when the client disconnects) propagates.
+    """
+    stats.active += 1
+    stats.started += 1
+    try:
+        yield
+        stats.completed += 1
+    except ClientStalled:
+        stats.disconnected += 1
+        stats.stalled += 1
+        record.outcome = "stalled"
+        record.peak_buffered = sse.peak_buffered
+        log.info("client stalled on %s: no write completed in %g s, %d bytes queued; "
+                 "connection aborted", path, send_timeout, sse.peak_buffered)
+        sse.abort()
+    except ClientGone:
+        stats.disconnected += 1
+        record.outcome = "disconnected"
+        log.info("client left %s after %d completion tokens", path, record.tokens)
+    except asyncio.CancelledError:
+        stats.disconnected += 1
+        record.outcome = "disconnected"
+        log.info("client left %s after %d completion tokens (handler cancelled)",
+                 path, record.tokens)
+        raise
+    except UpstreamStreamError as exc:
+        log.warning("upstream failed after %d tokens on %s: %s", record.tokens, path,
+                    exc.message)
+        await _report_failure(stats, sse, record, wire.error(exc.message, exc.error_type, exc.code))
+    except Exception:
+        log.exception("stream failed on %s", path)
+        await _report_failure(
+            stats, sse, record, wire.error("The stream failed on the server.", "server_error", None)
+        )
+    finally:
+        stats.active -= 1
+
+
+async def _report_failure(
+    stats: StreamStats, sse: SSEResponse, record: AccessRecord, error_event: bytes
+) -> None:
+    stats.failed += 1
+    record.outcome = "failed"
+    try:
+        await sse.send(error_event)
+        await sse.close()
+    except ClientGone:
+        sse.abort()
