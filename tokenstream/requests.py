@@ -138,8 +138,8 @@ class ChatCompletionRequest:
     overrides: PacingOverrides
 
 
-class _StreamQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class _StreamQuery(PacingOverrides):
+    """The query of ``GET /v1/stream``: the pacing overrides and the stream's own fields."""
 
     prompt: str = Field(max_length=1_000_000)
     format: FormatName = "text"
@@ -147,16 +147,6 @@ class _StreamQuery(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=256)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     include_usage: bool = False
-    profile: str | None = Field(default=None, max_length=64)
-    source: SourceName | None = None
-    tokens_per_second: float | None = None
-    ttft_ms: float | None = None
-    jitter: float | None = None
-    seed: int | None = None
-    chunk_tokens: int | None = None
-    pause_ms: float | None = None
-    newline_pause_ms: float | None = None
-    max_buffer_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
