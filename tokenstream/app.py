@@ -46,6 +46,7 @@ from tokenstream.streams import (
     StreamRegistry,
     StreamStats,
     StreamTimeLimit,
+    interruption_ending,
     tracked_stream,
 )
 from tokenstream.tokenizer import Tokenizer, load_encoding
@@ -252,19 +253,10 @@ async def _stream_reply(
                             lateness.observe(now() - deadlines.deadline)
                 ending = wire.finish(progress.finish_reason, progress.usage)
                 record.outcome = "completed"
-            except StreamTimeLimit:
-                limit = server.max_stream_duration_s or 0.0
-                ending = wire.error(
-                    STREAM_TIME_LIMIT.format(limit=limit),
-                    "invalid_request_error",
-                    "stream_duration_exceeded",
+            except (StreamTimeLimit, asyncio.CancelledError) as interruption:
+                ending = interruption_ending(
+                    interruption, control, wire, record, server.max_stream_duration_s
                 )
-                record.outcome = "time_limit"
-            except asyncio.CancelledError:
-                if not control.consume_stop():
-                    raise
-                ending = wire.error(SHUTTING_DOWN, "server_error", "server_shutting_down")
-                record.outcome = "shutdown"
             finally:
                 await pieces.aclose()
             await sse.send(ending)

@@ -28,10 +28,9 @@ from tokenstream.pacer import PacingProfile
 from tokenstream.requests import PacingOverrides, StreamRequest, resolve_profile
 from tokenstream.sse import encode_comment
 from tokenstream.streams import (
-    SHUTTING_DOWN,
-    STREAM_TIME_LIMIT,
     DeadlineClock,
     StreamTimeLimit,
+    interruption_ending,
     tracked_stream,
 )
 from tokenstream.tokenizer import Piece
@@ -255,17 +254,10 @@ async def stream_live(
                                 stats.events_sent += 1
                 ending = wire.done()
                 record.outcome = "completed"
-            except StreamTimeLimit:
-                ending = wire.error(
-                    STREAM_TIME_LIMIT.format(limit=server.max_stream_duration_s or 0.0),
-                    "invalid_request_error", "stream_duration_exceeded",
+            except (StreamTimeLimit, asyncio.CancelledError) as interruption:
+                ending = interruption_ending(
+                    interruption, control, wire, record, server.max_stream_duration_s
                 )
-                record.outcome = "time_limit"
-            except asyncio.CancelledError:
-                if not control.consume_stop():
-                    raise
-                ending = wire.error(SHUTTING_DOWN, "server_error", "server_shutting_down")
-                record.outcome = "shutdown"
             finally:
                 await events.aclose()
             await sse.send(ending)

@@ -37,6 +37,7 @@ __all__ = [
     "StreamRegistry",
     "StreamStats",
     "StreamTimeLimit",
+    "interruption_ending",
     "tracked_stream",
 ]
 
@@ -271,3 +272,28 @@ async def _report_failure(
         await sse.close()
     except ClientGone:
         sse.abort()
+
+
+def interruption_ending(
+    interruption: StreamTimeLimit | asyncio.CancelledError,
+    control: StreamControl,
+    wire: WireFormat,
+    record: AccessRecord,
+    limit_s: float | None,
+) -> bytes:
+    """The closing events of a stream cut short by its time limit or by shutdown.
+
+    A cancellation that is not the registry's shutdown request (the client left) is
+    re-raised: it must propagate.
+    """
+    if isinstance(interruption, StreamTimeLimit):
+        record.outcome = "time_limit"
+        return wire.error(
+            STREAM_TIME_LIMIT.format(limit=limit_s or 0.0),
+            "invalid_request_error",
+            "stream_duration_exceeded",
+        )
+    if not control.consume_stop():
+        raise interruption
+    record.outcome = "shutdown"
+    return wire.error(SHUTTING_DOWN, "server_error", "server_shutting_down")
