@@ -175,7 +175,12 @@ def server(target: str, options: Options, reply: Reply, workdir: Path) -> Iterat
     if target == "tokenstream":
         config = workdir / f"config-{reply.tokens}.yaml"
         rules = [{"match": "^bench$", "reply": reply.prompt}]
-        config.write_text(json.dumps({"responses": {"rules": rules}}), encoding="utf-8")
+        # the stream-count and duration limits (429 beyond 1000 streams by default) are off:
+        # the benchmark measures how the server copes, not where it refuses
+        limits = {"max_concurrent_streams": 0, "max_stream_duration_s": 0}
+        config.write_text(
+            json.dumps({"server": limits, "responses": {"rules": rules}}), encoding="utf-8"
+        )
         argv = [sys.executable, "-m", "tokenstream", "serve", "--port", str(port),
                 "--config", str(config), "--loop", options.loop, "--clock", options.clock,
                 "--log-level", "WARNING"]
