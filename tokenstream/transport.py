@@ -108,27 +108,23 @@ class SSEResponse:
             self._held.clear()
             self._held_bytes = 0
         transport = self.request.transport
-        if (
-            transport is not None
-            and transport.get_write_buffer_size() == 0
-            and len(data) < self._hold_limit
-        ):
-            # The hot path: nothing is queued, so the socket took everything so far and the
-            # protocol is not paused; a write smaller than the queue cap cannot wait, and
-            # needs neither a timeout (a timer per event) nor a drain.
-            try:
-                await self.response.write(data)
-            except ConnectionResetError as exc:
-                raise ClientGone from exc
-            self.bytes_sent += len(data)
-            self.last_write = self.clock.now()
-            return
         try:
-            async with _timeout(self.send_timeout):
+            if (
+                transport is not None
+                and transport.get_write_buffer_size() == 0
+                and len(data) < self._hold_limit
+            ):
+                # The hot path: nothing is queued, so the socket took everything so far and
+                # the protocol is not paused; a write smaller than the queue cap cannot
+                # wait, and needs neither a timeout (a timer per event) nor a drain.
                 await self.response.write(data)
-                self._note_buffered()
-                # aiohttp drains only every 64 KiB written; drain now so the queue stays capped
-                await self.request.writer.drain()
+            else:
+                async with _timeout(self.send_timeout):
+                    await self.response.write(data)
+                    self._note_buffered()
+                    # aiohttp drains only every 64 KiB written; drain now so the queue
+                    # stays capped
+                    await self.request.writer.drain()
         except ConnectionResetError as exc:
             raise ClientGone from exc
         except TimeoutError as exc:
