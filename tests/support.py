@@ -35,6 +35,16 @@ class ManualClock:
         self._waiters.append((deadline, waiter))
         await waiter
 
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> asyncio.Future[None]:
+        """A sleep that calls ``callback`` when it ends; cancel the returned future to drop it."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter.add_done_callback(lambda done: None if done.cancelled() else callback())
+        if deadline <= self._now:
+            waiter.set_result(None)
+        else:
+            self._waiters.append((deadline, waiter))
+        return waiter
+
     def advance(self, seconds: float) -> None:
         self._now += seconds
         due = [(d, w) for d, w in self._waiters if d <= self._now]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tokenstream.clock import FakeClock
+from tokenstream.clock import Cancellable, FakeClock
 from tokenstream.metrics import LATENESS_BUCKETS, LatenessHistogram
 
 from support import MakeClient
@@ -24,6 +26,9 @@ class LateClock(FakeClock):
         if deadline > self._now:
             self._now = deadline + self.late
         await super().sleep_until(deadline)
+
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> Cancellable:
+        return super().call_at(deadline + self.late, callback)
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -78,18 +78,19 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_sleepers_in_one_millisecond_share_one_timer() -> None:
+async def test_sleepers_in_one_millisecond_wake_together_from_one_timer() -> None:
     loop = FakeTimerLoop()
     clock = BucketClock(loop=loop)
     woke: list[tuple[float, float]] = []
     deadlines = [0.0101, 0.0104, 0.0109, 0.0110, 0.0111]
     tasks = [asyncio.ensure_future(_sleeper(clock, d, woke)) for d in deadlines]
     await _settle()
-    assert loop.armed == pytest.approx([0.011, 0.012])
+    assert loop.armed == pytest.approx([0.011])  # for the earliest bucket only
     assert clock.pending_timers == 2
     await loop.advance_to(0.0115)
     assert sorted(d for d, _ in woke) == deadlines[:4]
     assert all(t == pytest.approx(0.011) for _, t in woke)
+    assert loop.armed == pytest.approx([0.012])
     await loop.advance_to(0.02)
     assert [d for d, _ in woke][-1] == 0.0111
     assert clock.pending_timers == 0
@@ -107,6 +108,39 @@ async def test_never_wakes_before_the_deadline_nor_a_bucket_after(deadline: floa
     await task
     (_, at), = woke
     assert deadline - 1e-9 <= at <= deadline + 0.001
+
+
+async def test_thousands_of_sleepers_keep_one_loop_timer() -> None:
+    loop = FakeTimerLoop()
+    clock = BucketClock(loop=loop)
+    woke: list[tuple[float, float]] = []
+    deadlines = [0.5 - 0.0003 * i for i in range(1000)]  # 1000 buckets, latest first
+    tasks = [asyncio.ensure_future(_sleeper(clock, d, woke)) for d in deadlines]
+    await _settle()
+    assert len(loop.armed) == 1
+    await loop.advance_to(1.0)
+    await asyncio.gather(*tasks)
+    assert sorted(d for d, _ in woke) == sorted(deadlines)
+    assert all(d - 1e-9 <= at <= d + 0.001 for d, at in woke)
+    assert loop.armed == []
+
+
+async def test_cancelled_calls_leave_their_bucket_and_the_last_one_the_timer() -> None:
+    loop = FakeTimerLoop()
+    clock = BucketClock(loop=loop)
+    called: list[str] = []
+    first = clock.call_at(0.0101, lambda: called.append("first"))
+    second = clock.call_at(0.0205, lambda: called.append("second"))
+    assert clock.pending_timers == 2
+    first.cancel()
+    assert clock.pending_timers == 1
+    second.cancel()
+    assert clock.pending_timers == 0
+    assert loop.armed == []
+    kept = clock.call_at(0.0305, lambda: called.append("kept"))
+    await loop.advance_to(0.05)
+    assert called == ["kept"]
+    kept.cancel()  # after it ran: nothing to do
 
 
 async def test_a_whole_millisecond_deadline_stays_in_its_own_bucket() -> None:

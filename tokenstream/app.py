@@ -11,7 +11,6 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -22,15 +21,16 @@ from tokenstream import proxy
 from tokenstream.accesslog import ACCESS_LOGGER, access_log_middleware, current_record
 from tokenstream.auth import KeyChecker, auth_middleware, load_api_keys
 from tokenstream.chat import ChatMessage
-from tokenstream.clock import Clock
+from tokenstream.clock import TimerClock
 from tokenstream.config import Config
 from tokenstream.cors import CorsPolicy, cors_preflight_middleware
 from tokenstream.errors import InvalidRequest, NotFound, RequestError, Unavailable, error_body
 from tokenstream.limits import check_prompt_tokens, check_query_encoding, reply_token_limit
 from tokenstream.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from tokenstream.metrics import DeadlineRecorder, LatenessHistogram, metrics_registry, render
+from tokenstream.metrics import LatenessHistogram, metrics_registry, render
 from tokenstream.pacer import PacingProfile
-from tokenstream.pipeline import ReplyProgress, count_prompt_tokens, reply_pieces
+from tokenstream.pipeline import ReplyProgress, count_prompt_tokens, scheduled_reply, whole_reply
+from tokenstream.playout import Playout
 from tokenstream.requests import (
     PacingOverrides,
     parse_chat_completion,
@@ -50,7 +50,7 @@ from tokenstream.streams import (
     tracked_stream,
 )
 from tokenstream.tokenizer import Tokenizer, load_encoding
-from tokenstream.transport import HeartbeatClock, SSEResponse
+from tokenstream.transport import SSEResponse
 from tokenstream.ui import add_ui_routes
 from tokenstream.upstream import UPSTREAM, UpstreamClient
 from tokenstream.wire import WireFormat, make_format
@@ -65,7 +65,7 @@ class AppState:
     config: Config
     tokenizer: Tokenizer
     sources: dict[str, Source]
-    clock: Clock
+    clock: TimerClock
     stats: StreamStats = field(default_factory=StreamStats)
     lateness: LatenessHistogram = field(default_factory=LatenessHistogram)
     streams: StreamRegistry = field(default_factory=lambda: StreamRegistry(None, 1))
@@ -222,37 +222,34 @@ async def _stream_reply(
         send_timeout=server.send_timeout_s,
         max_buffered=server.max_buffered_bytes,
     )
-    # --- metrics: the recorder sits between the pacer and its clock to learn each deadline
-    deadlines = DeadlineRecorder(
-        DeadlineClock(HeartbeatClock(state.clock, sse, server.heartbeat_s), _deadline(state))
-    )
-    lateness = state.lateness if profile.tokens_per_second is not None else None
-    hold = lateness is None and not source.live  # unpaced and all there: write in batches
-    now = state.clock.now
-    # ---
+    limit = _deadline(state)
     try:
         async with tracked_stream(
             stats, sse, wire, record, path=request.path, send_timeout=server.send_timeout_s
         ):
             await sse.prepare()
             record.status = sse.response.status
-            pieces = reply_pieces(
-                source=source,
-                messages=messages,
-                tokenizer=state.tokenizer,
-                profile=profile,
-                clock=deadlines,
-                max_tokens=max_tokens,
-                progress=progress,
+            text = await whole_reply(source, messages)
+            playout = Playout(
+                sse,
+                state.clock,
+                scheduled_reply(
+                    text,
+                    tokenizer=state.tokenizer,
+                    profile=profile,
+                    start=state.clock.now(),
+                    max_tokens=max_tokens,
+                    progress=progress,
+                ),
+                wire,
+                stats,
+                heartbeat=server.heartbeat_s,
+                limit=limit,
+                lateness=state.lateness if profile.tokens_per_second is not None else None,
             )
             try:
                 with control.interruptible():
-                    async for piece in pieces:
-                        await sse.send(wire.piece(piece), hold=hold)
-                        record.tokens += piece.tokens
-                        stats.events_sent += 1
-                        if lateness is not None:
-                            lateness.observe(now() - deadlines.deadline)
+                    await playout.run()
                 ending = wire.finish(progress.finish_reason, progress.usage)
                 record.outcome = "completed"
             except (StreamTimeLimit, asyncio.CancelledError) as interruption:
@@ -260,7 +257,7 @@ async def _stream_reply(
                     interruption, control, wire, record, server.max_stream_duration_s
                 )
             finally:
-                await pieces.aclose()
+                record.tokens = playout.tokens
             await sse.send(ending)
             await sse.close()
     finally:
@@ -317,25 +314,24 @@ async def _complete(
     state = request.app[STATE]
     server = state.config.server
     control = state.streams.open()
-    texts = []
     try:
         progress = ReplyProgress(prompt_tokens=count_prompt_tokens(state.tokenizer, messages))
         check_prompt_tokens(server, progress.prompt_tokens, "messages")
         max_tokens = reply_token_limit(server, max_tokens, "max_tokens")
-        with control.interruptible():
-            async with aclosing(
-                reply_pieces(
-                    source=source,
-                    messages=messages,
-                    tokenizer=state.tokenizer,
-                    profile=profile,
-                    clock=DeadlineClock(state.clock, _deadline(state)),
-                    max_tokens=max_tokens,
-                    progress=progress,
-                )
-            ) as pieces:
-                async for piece in pieces:
-                    texts.append(piece.text)
+        events = list(
+            scheduled_reply(
+                await whole_reply(source, messages),
+                tokenizer=state.tokenizer,
+                profile=profile,
+                start=state.clock.now(),
+                max_tokens=max_tokens,
+                progress=progress,
+            )
+        )
+        texts = [piece.text for _, piece in events]
+        if events:  # the reply is returned when its last event would have been sent
+            with control.interruptible():
+                await DeadlineClock(state.clock, _deadline(state)).sleep_until(events[-1][0])
     except StreamTimeLimit:
         raise InvalidRequest(
             STREAM_TIME_LIMIT.format(limit=server.max_stream_duration_s or 0.0),
@@ -475,7 +471,7 @@ async def healthz(request: web.Request) -> web.Response:
 def create_app(
     config: Config | None = None,
     *,
-    clock: Clock | None = None,
+    clock: TimerClock | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> web.Application:
     """Build the application. Loading the tokenizer is the slow part (about a second, once).

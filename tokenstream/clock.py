@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Clock", "FakeClock", "LoopClock"]
+__all__ = ["Cancellable", "Clock", "FakeClock", "LoopClock", "TimerClock"]
 
 
 class Clock(Protocol):
@@ -14,6 +15,19 @@ class Clock(Protocol):
     def now(self) -> float: ...
 
     async def sleep_until(self, deadline: float) -> None: ...
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class TimerClock(Clock, Protocol):
+    """A clock that can also call a function at a deadline (what ``playout`` runs on)."""
+
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> Cancellable:
+        """Call ``callback`` from the event loop, not before ``deadline`` (and never from
+        within this call, even when the deadline has passed)."""
+        ...
 
 
 class LoopClock:
@@ -36,6 +50,9 @@ class LoopClock:
             await waiter
         finally:
             handle.cancel()
+
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> Cancellable:
+        return asyncio.get_running_loop().call_at(deadline, callback)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -61,3 +78,13 @@ class FakeClock:
         if deadline > self._now:
             self._now = deadline
         await asyncio.sleep(0)
+
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> Cancellable:
+        """Like a sleep: the clock jumps to ``deadline`` when the callback runs (next loop turn)."""
+        self.sleeps.append(deadline)
+        return asyncio.get_running_loop().call_soon(self._jump_and_call, deadline, callback)
+
+    def _jump_and_call(self, deadline: float, callback: Callable[[], None]) -> None:
+        if deadline > self._now:
+            self._now = deadline
+        callback()

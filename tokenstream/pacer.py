@@ -1,6 +1,9 @@
 """Pacer stage: token pieces -> the same pieces at scheduled times.
 
-The schedule is pure arithmetic (``Schedule``); ``pace`` applies it with an injected clock.
+The schedule is pure arithmetic (``Schedule``). ``timed`` lays it over a reply that exists
+whole at the start (scripted, echo), without waiting: ``tokenstream.playout`` writes its
+events at their deadlines. ``pace`` applies it to pieces as they come, sleeping on an
+injected clock.
 
 Deadlines are absolute: event *i* is due at ``start + ttft + sum(gaps before i)`` on a
 monotonic clock, so a late wake-up never shifts the events after it. A piece that carries
@@ -29,14 +32,14 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tokenstream.clock import Clock
 from tokenstream.tokenizer import Piece
 
-__all__ = ["PacingProfile", "Schedule", "catch_up_gap", "chunk_pieces", "pace"]
+__all__ = ["PacingProfile", "Schedule", "catch_up_gap", "chunk_pieces", "chunked", "pace", "timed"]
 
 _SENTENCE_END = frozenset(".!?")
 _FULLWIDTH_SENTENCE_END = frozenset("。！？")
@@ -113,13 +116,16 @@ def catch_up_gap(
 class Schedule:
     """Computes absolute deadlines, one piece at a time; no I/O, no sleeping."""
 
-    __slots__ = ("_previous_deadline", "_previous_text", "_rng", "_sigma", "profile", "start")
+    __slots__ = ("_interval", "_pauses", "_previous_deadline", "_previous_text", "_rng",
+                 "_sigma", "profile", "start")
 
     def __init__(self, profile: PacingProfile, start: float, rng: random.Random | None = None):
         self.profile = profile
         self.start = start
         self._rng = rng  # made at the first jittered gap: a Random is 2.5 KiB per stream
         self._sigma = profile.jitter
+        self._interval = profile.interval
+        self._pauses = profile.pause_ms > 0 or bool(profile.newline_pause_ms)
         self._previous_text: str | None = None
         self._previous_deadline = start
 
@@ -144,10 +150,11 @@ class Schedule:
         if self._previous_text is None:
             gap = self.profile.ttft_ms / 1000.0
         else:
-            gap = piece.tokens * self.profile.interval
+            gap = piece.tokens * self._interval
             if gap:
                 gap *= self._gap_factor()
-            gap += _pause_between(self.profile, self._previous_text, piece.text)
+            if self._pauses:
+                gap += _pause_between(self.profile, self._previous_text, piece.text)
         if backlog is not None and self.profile.max_buffer_ms is not None:
             limit = catch_up_gap(
                 piece.tokens, self._previous_deadline, backlog, self.profile.max_buffer_ms / 1000.0
@@ -161,24 +168,68 @@ class Schedule:
         return deadline
 
 
+class _Chunker:
+    """Joins consecutive pieces into events of at least ``chunk_tokens`` tokens."""
+
+    __slots__ = ("_texts", "_tokens", "chunk_tokens")
+
+    def __init__(self, chunk_tokens: int) -> None:
+        self.chunk_tokens = chunk_tokens
+        self._texts: list[str] = []
+        self._tokens = 0
+
+    def add(self, piece: Piece) -> Piece | None:
+        """The event this piece completes, if it completes one."""
+        self._texts.append(piece.text)
+        self._tokens += piece.tokens
+        return self.rest() if self._tokens >= self.chunk_tokens else None
+
+    def rest(self) -> Piece | None:
+        """The last, short event (at the end of the reply)."""
+        if not self._texts:
+            return None
+        event = Piece("".join(self._texts), self._tokens)
+        self._texts, self._tokens = [], 0
+        return event
+
+
+def chunked(pieces: Iterable[Piece], chunk_tokens: int) -> Iterator[Piece]:
+    """Merge consecutive pieces into events of at least ``chunk_tokens`` tokens."""
+    if chunk_tokens <= 1:
+        return iter(pieces)  # no generator: an open stream keeps one frame less
+    return _chunks(pieces, _Chunker(chunk_tokens))
+
+
+def _chunks(pieces: Iterable[Piece], chunker: _Chunker) -> Iterator[Piece]:
+    for piece in pieces:
+        if (event := chunker.add(piece)) is not None:
+            yield event
+    if (event := chunker.rest()) is not None:
+        yield event
+
+
 async def chunk_pieces(
     pieces: AsyncIterable[Piece], chunk_tokens: int
 ) -> AsyncGenerator[Piece, None]:
-    """Merge consecutive pieces into events of at least ``chunk_tokens`` tokens."""
-    if chunk_tokens <= 1:
-        async for piece in pieces:
-            yield piece
-        return
-    texts: list[str] = []
-    tokens = 0
+    """``chunked`` for pieces that arrive over time."""
+    chunker = _Chunker(chunk_tokens)
     async for piece in pieces:
-        texts.append(piece.text)
-        tokens += piece.tokens
-        if tokens >= chunk_tokens:
-            yield Piece("".join(texts), tokens)
-            texts, tokens = [], 0
-    if texts:
-        yield Piece("".join(texts), tokens)
+        if (event := chunker.add(piece)) is not None:
+            yield event
+    if (event := chunker.rest()) is not None:
+        yield event
+
+
+def timed(
+    pieces: Iterable[Piece], profile: PacingProfile, start: float
+) -> Iterator[tuple[float, Piece]]:
+    """The schedule of a reply that exists whole at ``start``: each event with its deadline.
+
+    The deadlines are those ``pace`` sleeps to for a source that is not live; nothing waits.
+    """
+    schedule = Schedule(profile, start)
+    for piece in chunked(pieces, profile.chunk_tokens):
+        yield schedule.next_deadline(piece), piece
 
 
 async def pace(

@@ -1,23 +1,29 @@
-"""The pipeline, assembled: source -> tokenizer -> token limit -> pacer.
+"""The pipeline of a reply that is all there: source -> tokenizer -> token limit -> pacer.
 
-Each stage is an async iterator over the previous one, so closing the last one (a client
-left) closes them all, down to the source's network request.
+A scripted or echo reply exists whole at the start, so its pieces and their deadlines are
+computed up front, lazily, by plain iterators (``scheduled_reply``); ``tokenstream.playout``
+writes them at their deadlines. An upstream model's reply arrives over time and takes the
+live path instead (``tokenstream.live``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable, Sequence
-from contextlib import aclosing
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from tokenstream.chat import ChatMessage
-from tokenstream.clock import Clock
-from tokenstream.pacer import PacingProfile, pace
+from tokenstream.pacer import PacingProfile, timed
 from tokenstream.sources import Source
-from tokenstream.tokenizer import Piece, Tokenizer, tokenize_stream
+from tokenstream.tokenizer import Piece, Tokenizer
 from tokenstream.wire import FinishReason, Usage
 
-__all__ = ["ReplyProgress", "count_prompt_tokens", "limit_tokens", "reply_pieces"]
+__all__ = [
+    "ReplyProgress",
+    "count_prompt_tokens",
+    "scheduled_reply",
+    "whole_reply",
+    "within_token_limit",
+]
 
 # OpenAI's published accounting for chat prompts: every message costs 3 tokens of framing
 # (plus 1 with a name), and 3 more prime the assistant's reply.
@@ -44,6 +50,14 @@ class ReplyProgress:
     completion_tokens: int = 0
     truncated: bool = False
 
+    def admit(self, piece: Piece, max_tokens: int | None) -> bool:
+        """Count ``piece`` if it fits in ``max_tokens``; else mark the reply truncated."""
+        if max_tokens is not None and self.completion_tokens + piece.tokens > max_tokens:
+            self.truncated = True
+            return False
+        self.completion_tokens += piece.tokens
+        return True
+
     @property
     def finish_reason(self) -> FinishReason:
         return "length" if self.truncated else "stop"
@@ -53,34 +67,30 @@ class ReplyProgress:
         return Usage(self.prompt_tokens, self.completion_tokens)
 
 
-async def limit_tokens(
-    pieces: AsyncIterable[Piece], max_tokens: int | None, progress: ReplyProgress
-) -> AsyncGenerator[Piece, None]:
+def within_token_limit(
+    pieces: Iterable[Piece], max_tokens: int | None, progress: ReplyProgress
+) -> Iterator[Piece]:
     """Pass pieces while they fit in ``max_tokens``; mark the reply truncated when one does not."""
-    async for piece in pieces:
-        if max_tokens is not None and progress.completion_tokens + piece.tokens > max_tokens:
-            progress.truncated = True
+    for piece in pieces:
+        if not progress.admit(piece, max_tokens):
             return
-        progress.completion_tokens += piece.tokens
         yield piece
 
 
-async def reply_pieces(
+async def whole_reply(source: Source, messages: Sequence[ChatMessage]) -> str:
+    """The text of a reply from a source that is not live (it has it all at the start)."""
+    return "".join([delta async for delta in source.reply(messages)])
+
+
+def scheduled_reply(
+    text: str,
     *,
-    source: Source,
-    messages: Sequence[ChatMessage],
     tokenizer: Tokenizer,
     profile: PacingProfile,
-    clock: Clock,
+    start: float,
     max_tokens: int | None,
     progress: ReplyProgress,
-) -> AsyncGenerator[Piece, None]:
-    """Every reply piece, at its scheduled time."""
-    async with (
-        aclosing(source.reply(messages)) as deltas,
-        aclosing(tokenize_stream(tokenizer, deltas, live=source.live)) as pieces,
-        aclosing(limit_tokens(pieces, max_tokens, progress)) as limited,
-        aclosing(pace(limited, profile, clock, live=source.live)) as paced,
-    ):
-        async for piece in paced:
-            yield piece
+) -> Iterator[tuple[float, Piece]]:
+    """Every event of a reply that is all there, with its deadline, computed as it is taken."""
+    pieces = tokenizer.shared_pieces(text)  # shared by every stream of the same reply
+    return timed(within_token_limit(pieces, max_tokens, progress), profile, start)

@@ -26,7 +26,6 @@ from tokenstream.events import Passthrough
 from tokenstream.live import pace_live
 from tokenstream.pacer import PacingProfile
 from tokenstream.requests import PacingOverrides, StreamRequest, resolve_profile
-from tokenstream.sse import encode_comment
 from tokenstream.streams import (
     DeadlineClock,
     StreamTimeLimit,
@@ -34,7 +33,7 @@ from tokenstream.streams import (
     tracked_stream,
 )
 from tokenstream.tokenizer import Piece
-from tokenstream.transport import ClientGone, SSEResponse
+from tokenstream.transport import PING, ClientGone, SSEResponse
 from tokenstream.upstream import UpstreamClient, UpstreamReply
 from tokenstream.wire import WireFormat, make_format
 
@@ -51,7 +50,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_PING = encode_comment("ping")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +192,7 @@ async def _keep_alive(sse: SSEResponse, interval: float) -> None:
         while True:
             await asyncio.sleep(interval / 2)
             if sse.bytes_sent == written:
-                await sse.send(_PING)
+                await sse.send(PING)
             written = sse.bytes_sent
     except ClientGone:
         return

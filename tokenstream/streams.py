@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,16 +94,21 @@ class StreamControl:
         if self._interruptible:
             self._cancel()
 
-    @contextmanager
-    def interruptible(self) -> Iterator[None]:
-        """While inside, ``stop()`` cancels the task; outside it only sets the flag."""
+    def interruptible(self) -> StreamControl:
+        """A context: while inside, ``stop()`` cancels the task; outside it only sets the flag.
+
+        (The control is its own context manager: no generator frame stays alive with every
+        open stream.)
+        """
+        return self
+
+    def __enter__(self) -> None:
         self._interruptible = True
         if self.stop_requested:
             self._cancel()
-        try:
-            yield
-        finally:
-            self._interruptible = False
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._interruptible = False
 
     def consume_stop(self) -> bool:
         """True when the CancelledError being handled came from ``stop()`` alone."""
@@ -210,56 +214,82 @@ class StreamStats:
     stalled: int = 0  # disconnected by send_timeout_s (counted in disconnected too)
 
 
-@asynccontextmanager
-async def tracked_stream(
-    stats: StreamStats,
-    sse: SSEResponse,
-    wire: WireFormat,
-    record: AccessRecord,
-    *,
-    path: str,
-    send_timeout: float | None,
-) -> AsyncIterator[None]:
+class tracked_stream:
     """How a started stream ends, counted and logged the same way for every source.
 
     A client that left or stalled gets nothing more (a stalled one is aborted, which frees
     its queue); any other error is reported to the client as an error event and the
     sentinel. A cancellation (the handler's, when the client disconnects) propagates.
+
+    A class rather than an ``asynccontextmanager``: it stays alive as long as the stream, and
+    a slotted object is a fraction of a suspended generator and its wrapper.
     """
-    stats.active += 1
-    stats.started += 1
-    try:
-        yield
-        stats.completed += 1
-    except ClientStalled:
-        stats.disconnected += 1
-        stats.stalled += 1
-        record.outcome = "stalled"
-        record.peak_buffered = sse.peak_buffered
-        log.info("client stalled on %s: no write completed in %g s, %d bytes queued; "
-                 "connection aborted", path, send_timeout, sse.peak_buffered)
-        sse.abort()
-    except ClientGone:
-        stats.disconnected += 1
-        record.outcome = "disconnected"
-        log.info("client left %s after %d completion tokens", path, record.tokens)
-    except asyncio.CancelledError:
-        stats.disconnected += 1
-        record.outcome = "disconnected"
-        log.info("client left %s after %d completion tokens (handler cancelled)",
-                 path, record.tokens)
-        raise
-    except UpstreamStreamError as exc:
-        log.warning("upstream failed after %d tokens on %s: %s", record.tokens, path,
-                    exc.message)
-        await _report_failure(stats, sse, record, wire.error(exc.message, exc.error_type, exc.code))
-    except Exception:
-        log.exception("stream failed on %s", path)
-        await _report_failure(
-            stats, sse, record, wire.error("The stream failed on the server.", "server_error", None)
-        )
-    finally:
-        stats.active -= 1
+
+    __slots__ = ("path", "record", "send_timeout", "sse", "stats", "wire")
+
+    def __init__(
+        self,
+        stats: StreamStats,
+        sse: SSEResponse,
+        wire: WireFormat,
+        record: AccessRecord,
+        *,
+        path: str,
+        send_timeout: float | None,
+    ) -> None:
+        self.stats = stats
+        self.sse = sse
+        self.wire = wire
+        self.record = record
+        self.path = path
+        self.send_timeout = send_timeout
+
+    async def __aenter__(self) -> None:
+        self.stats.active += 1
+        self.stats.started += 1
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        stats, sse, record, path = self.stats, self.sse, self.record, self.path
+        try:
+            if exc is None:
+                stats.completed += 1
+            elif isinstance(exc, ClientStalled):
+                stats.disconnected += 1
+                stats.stalled += 1
+                record.outcome = "stalled"
+                record.peak_buffered = sse.peak_buffered
+                log.info("client stalled on %s: no write completed in %g s, %d bytes queued; "
+                         "connection aborted", path, self.send_timeout, sse.peak_buffered)
+                sse.abort()
+            elif isinstance(exc, ClientGone):
+                stats.disconnected += 1
+                record.outcome = "disconnected"
+                log.info("client left %s after %d completion tokens", path, record.tokens)
+            elif isinstance(exc, asyncio.CancelledError):
+                stats.disconnected += 1
+                record.outcome = "disconnected"
+                log.info("client left %s after %d completion tokens (handler cancelled)",
+                         path, record.tokens)
+                return False
+            elif isinstance(exc, UpstreamStreamError):
+                log.warning("upstream failed after %d tokens on %s: %s", record.tokens, path,
+                            exc.message)
+                await _report_failure(
+                    stats, sse, record, self.wire.error(exc.message, exc.error_type, exc.code)
+                )
+            elif isinstance(exc, Exception):
+                log.error("stream failed on %s", path, exc_info=exc)
+                await _report_failure(
+                    stats, sse, record,
+                    self.wire.error("The stream failed on the server.", "server_error", None),
+                )
+            else:
+                return False  # KeyboardInterrupt, SystemExit, GeneratorExit: not ours
+            return True
+        finally:
+            stats.active -= 1
 
 
 async def _report_failure(

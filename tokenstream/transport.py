@@ -14,16 +14,16 @@ connection is aborted, which frees the queue and the socket.
 
 from __future__ import annotations
 
+import asyncio
 from asyncio import timeout as _timeout
-from collections.abc import Coroutine
-from typing import Any
 
 from aiohttp import web
+from aiohttp.http_writer import StreamWriter
 
 from tokenstream.clock import Clock
 from tokenstream.sse import encode_comment
 
-__all__ = ["SSE_HEADERS", "ClientGone", "ClientStalled", "HeartbeatClock", "SSEResponse"]
+__all__ = ["BATCH_BYTES", "PING", "SSE_HEADERS", "ClientGone", "ClientStalled", "SSEResponse"]
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -31,9 +31,13 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",  # tells nginx not to buffer the stream
 }
 
-_PING = encode_comment("ping")
-HOLD_LIMIT = 16 * 1024
-"""Held events are written together once they reach this many bytes."""
+PING = encode_comment("ping")
+"""A heartbeat: a comment line, ignored by EventSource and the OpenAI SDKs' SSE parsers, that
+keeps proxies from closing a silent connection."""
+
+
+BATCH_BYTES = 16 * 1024
+"""Events due at the same time are written together up to about this many bytes per write."""
 
 
 class ClientGone(Exception):
@@ -45,7 +49,7 @@ class ClientStalled(ClientGone):
 
 
 class SSEResponse:
-    __slots__ = ("_held", "_held_bytes", "_hold_limit", "bytes_sent", "clock", "last_write",
+    __slots__ = ("_chunked", "_direct", "batch_bytes", "bytes_sent", "clock", "last_write",
                  "max_buffered", "peak_buffered", "request", "response", "send_timeout")
 
     def __init__(
@@ -61,21 +65,18 @@ class SSEResponse:
         self.response = web.StreamResponse(headers=SSE_HEADERS)
         self.last_write = clock.now()
         self.bytes_sent = 0
-        self._held: list[bytes] = []
-        self._held_bytes = 0
         self.send_timeout = send_timeout
         self.max_buffered = max_buffered
-        # a batch of held events is one write; keep it small beside the queue cap, so a
-        # client that stops reading never has much more than the cap queued
-        self._hold_limit = (
-            HOLD_LIMIT if max_buffered is None else max(1, min(HOLD_LIMIT, max_buffered // 8))
+        self.batch_bytes = (
+            BATCH_BYTES if max_buffered is None else max(1, min(BATCH_BYTES, max_buffered // 8))
         )
+        """How much to write at once of events due together: small beside the queue cap, so
+        a client that stops reading never has much more than the cap queued."""
         self.peak_buffered = 0
         """The largest output queue seen after a write, in bytes (for the access log)."""
-
-    @property
-    def holding(self) -> bool:
-        return bool(self._held)
+        # the connection's transport once prepared, when write_nowait may write to it itself
+        self._direct: asyncio.Transport | None = None
+        self._chunked = False
 
     async def prepare(self) -> None:
         try:
@@ -89,42 +90,52 @@ class SSEResponse:
         if self.max_buffered is not None and transport is not None:
             # the protocol pauses (and our drain waits) once this much output is queued
             transport.set_write_buffer_limits(high=self.max_buffered)
+        writer = self.request.writer
+        if isinstance(writer, StreamWriter) and transport is not None:
+            # ``write_nowait`` writes to the socket itself: aiohttp's buffered status line and
+            # headers go first, and the body is framed as aiohttp framed it
+            writer.send_headers()
+            self._direct = transport
+            self._chunked = writer.chunked
         self.last_write = self.clock.now()
 
-    async def send(self, data: bytes, *, hold: bool = False) -> None:
-        """Write ``data``, after any held data.
+    def write_nowait(self, data: bytes) -> bool:
+        """Write ``data`` now if that cannot wait; False (nothing written) if it could.
 
-        ``hold`` keeps it back to go out with later events in one write (one system call
-        for many events): for unpaced replies whose text is all there, where nothing is
-        gained by writing each event alone. ``HeartbeatClock`` writes held events before
-        the pacer waits, so holding never delays an event past a pause.
+        Nothing queued means the socket took everything so far and the protocol is not
+        paused, so a write no bigger than the queue cap cannot wait: it needs neither a
+        timeout (a timer per event) nor a drain. This is the hot path of every stream, and
+        what ``tokenstream.playout`` writes with from a timer callback.
         """
-        if hold or self._held:
-            self._held.append(data)
-            self._held_bytes += len(data)
-            if hold and self._held_bytes < self._hold_limit:
-                return
-            data = b"".join(self._held)
-            self._held.clear()
-            self._held_bytes = 0
-        transport = self.request.transport
+        transport = self._direct
+        if transport is None:
+            return False
+        if transport.is_closing():
+            raise ClientGone
+        if transport.get_write_buffer_size() or (
+            self.max_buffered is not None and len(data) > self.max_buffered
+        ):
+            return False
+        if not data:
+            return True  # an empty chunk would end a chunked body
+        if self._chunked:
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            transport.write(data)
+        self.bytes_sent += len(data)
+        self.last_write = self.clock.now()
+        return True
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data``; wait (up to the send timeout) while the queue is over its cap."""
+        if self.write_nowait(data):
+            return
         try:
-            if (
-                transport is not None
-                and transport.get_write_buffer_size() == 0
-                and len(data) < self._hold_limit
-            ):
-                # The hot path: nothing is queued, so the socket took everything so far and
-                # the protocol is not paused; a write smaller than the queue cap cannot
-                # wait, and needs neither a timeout (a timer per event) nor a drain.
+            async with _timeout(self.send_timeout):
                 await self.response.write(data)
-            else:
-                async with _timeout(self.send_timeout):
-                    await self.response.write(data)
-                    self._note_buffered()
-                    # aiohttp drains only every 64 KiB written; drain now so the queue
-                    # stays capped
-                    await self.request.writer.drain()
+                self._note_buffered()
+                # aiohttp drains only every 64 KiB written; drain now so the queue stays capped
+                await self.request.writer.drain()
         except ConnectionResetError as exc:
             raise ClientGone from exc
         except TimeoutError as exc:
@@ -132,12 +143,7 @@ class SSEResponse:
         self.bytes_sent += len(data)
         self.last_write = self.clock.now()
 
-    async def flush(self) -> None:
-        if self._held:
-            await self.send(b"")
-
     async def close(self) -> None:
-        await self.flush()
         try:
             async with _timeout(self.send_timeout):
                 await self.response.write_eof()
@@ -158,43 +164,3 @@ class SSEResponse:
             queued = transport.get_write_buffer_size()
             if queued > self.peak_buffered:
                 self.peak_buffered = queued
-
-
-class HeartbeatClock:
-    """A clock for the pacer that sends a comment line through silences longer than ``interval``.
-
-    Comment lines are ignored by EventSource and by the OpenAI SDKs' SSE parsers, and keep
-    proxies from closing an idle connection during a long time to first token.
-    """
-
-    __slots__ = ("_clock", "_interval", "_sse")
-
-    def __init__(self, clock: Clock, sse: SSEResponse, interval: float | None) -> None:
-        self._clock = clock
-        self._sse = sse
-        self._interval = interval
-
-    def now(self) -> float:
-        return self._clock.now()
-
-    def sleep_until(self, deadline: float) -> Coroutine[Any, Any, None]:
-        # The common case, no ping due before the deadline, hands out the inner clock's
-        # sleep rather than wrapping it in one more coroutine (this runs for every event).
-        if self._sse.holding and deadline > self._clock.now():
-            return self._flush_then_sleep(deadline)
-        if self._interval is None or deadline <= self._sse.last_write + self._interval:
-            return self._clock.sleep_until(deadline)
-        return self._sleep_with_pings(deadline, self._interval)
-
-    async def _flush_then_sleep(self, deadline: float) -> None:
-        await self._sse.flush()
-        await self.sleep_until(deadline)
-
-    async def _sleep_with_pings(self, deadline: float, interval: float) -> None:
-        while True:
-            next_ping = self._sse.last_write + interval
-            if deadline <= next_ping:
-                await self._clock.sleep_until(deadline)
-                return
-            await self._clock.sleep_until(next_ping)
-            await self._sse.send(_PING)

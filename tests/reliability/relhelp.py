@@ -11,17 +11,18 @@ import asyncio
 import os
 import socket
 import struct
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
 
-from tokenstream.app import STATE, create_app
-from tokenstream.chat import ChatMessage, last_user_text
-from tokenstream.clock import Clock, FakeClock
+from tokenstream.app import create_app
+from tokenstream.clock import FakeClock, TimerClock
 from tokenstream.config import Config, validate_mapping
 from tokenstream.sse_parser import ServerSentEvent, SSEDecoder
+
+from support import ManualClock
 
 GUARD_S = 30.0
 """Upper bound for awaiting an event that must happen; reached only when a test fails."""
@@ -37,7 +38,7 @@ def make_config(server: dict[str, Any] | None = None, **sections: Any) -> Config
 def make_app(
     server: dict[str, Any] | None = None,
     *,
-    clock: Clock | None = None,
+    clock: TimerClock | None = None,
     environ: dict[str, str] | None = None,
     **sections: Any,
 ) -> web.Application:
@@ -59,47 +60,16 @@ def assert_openai_error(body: dict[str, object], code: str | None = None) -> dic
     return error
 
 
-class GateSource:
-    """A live source the test drives: yields ``first``, then one delta per ``release()``.
-
-    The tokenizer holds back the last two words of what it has seen (a later delta could
-    still join them), so a client receives ``first`` up to about its last two words.
-    """
-
-    live = True
-
-    def __init__(
-        self,
-        first: str = "Hello from a source that waits for the test to release it. ",
-        then: Sequence[str] = ("Then more", " text."),
-    ) -> None:
-        self.first = first
-        self.then = list(then)
-        self._gate = asyncio.Semaphore(0)
-        self.started = asyncio.Event()
-        self.closed = asyncio.Event()
-
-    def release(self) -> None:
-        self._gate.release()
-
-    async def _deltas(self) -> AsyncGenerator[str, None]:
-        try:
-            self.started.set()
-            yield self.first
-            for delta in self.then:
-                await self._gate.acquire()
-                yield delta
-        finally:
-            self.closed.set()
-
-    def reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
-        last_user_text(messages)
-        return self._deltas()
+HELD_PROFILE = {"tokens_per_second": 1, "ttft_ms": 0, "jitter": 0, "pause_ms": 0}
+"""One token a second: on a ``ManualClock`` a stream sends its first event at once and waits
+for the test to advance the clock before each of the others."""
 
 
-def use_source(app: web.Application, source: object) -> None:
-    """Make ``source`` answer every request of ``app`` (in place of the scripted rules)."""
-    app[STATE].sources["scripted"] = source  # type: ignore[assignment]
+def held_app(server: dict[str, Any] | None = None) -> tuple[web.Application, ManualClock]:
+    """An app whose streams stay open, mid-reply, until the test advances the clock."""
+    clock = ManualClock()
+    app = make_app(server, clock=clock, profiles={"held": HELD_PROFILE}, default_profile="held")
+    return app, clock
 
 
 def parse_sse(body: bytes) -> list[ServerSentEvent]:

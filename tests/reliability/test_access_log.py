@@ -8,11 +8,13 @@ import logging
 
 import pytest
 from pytest_aiohttp import AiohttpClient
-from relhelp import FAST, GateSource, guarded, make_app, parse_sse, use_source
+from relhelp import FAST, guarded, held_app, make_app, parse_sse
 
 from tokenstream.accesslog import ACCESS_LOGGER, format_line
 from tokenstream.app import STATE
 from tokenstream.clock import FakeClock
+
+from support import wait_for
 
 KEY = "sk-secret-key-0123456789"
 FILE_KEY = "sk-file-key-abcdefghij"
@@ -62,12 +64,10 @@ async def test_a_client_that_leaves_is_logged_as_disconnected(
     aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    app = make_app()
-    source = GateSource()
-    use_source(app, source)
+    app, clock = held_app()
     client = await aiohttp_client(app)
     response = await client.get("/v1/stream", params={"prompt": "x"})
-    await guarded(source.started.wait())
+    await wait_for(lambda: clock.sleepers == 1)
     await response.content.readuntil(b"\n\n")
     response.close()  # drop the connection mid-stream
     await guarded(app[STATE].streams.wait_idle())

@@ -7,21 +7,14 @@ from pathlib import Path
 
 import pytest
 from pytest_aiohttp import AiohttpClient
-from relhelp import (
-    FAST,
-    GateSource,
-    assert_openai_error,
-    guarded,
-    make_app,
-    make_config,
-    parse_sse,
-    use_source,
-)
+from relhelp import FAST, assert_openai_error, held_app, make_app, make_config, parse_sse
 
 from tokenstream.app import STATE
 from tokenstream.clock import FakeClock
 from tokenstream.config import load_config
 from tokenstream.errors import ConfigError
+
+from support import wait_for
 
 
 def _chat(content: str = "hello", **extra: object) -> dict[str, object]:
@@ -31,12 +24,10 @@ def _chat(content: str = "hello", **extra: object) -> dict[str, object]:
 async def test_beyond_max_concurrent_streams_answers_429_with_retry_after(
     aiohttp_client: AiohttpClient,
 ) -> None:
-    app = make_app({"max_concurrent_streams": 1, "retry_after_s": 7})
-    source = GateSource()
-    use_source(app, source)
+    app, clock = held_app({"max_concurrent_streams": 1, "retry_after_s": 7})
     client = await aiohttp_client(app)
     first = await client.get("/v1/stream", params={"prompt": "x"})
-    await guarded(source.started.wait())
+    await wait_for(lambda: clock.sleepers == 1)
     assert app[STATE].stats.active == 1
 
     for second in (
@@ -49,13 +40,12 @@ async def test_beyond_max_concurrent_streams_answers_429_with_retry_after(
         error = assert_openai_error(await second.json(), "rate_limit_exceeded")
         assert "server.max_concurrent_streams" in str(error["message"])
 
-    source.release()
-    source.release()
+    clock.advance(3600)
     assert (await first.read()).endswith(b"data: [DONE]\n\n")
-    source.release()
-    source.release()  # the same source answers the next request: let it through at once
     again = await client.get("/v1/stream", params={"prompt": "x"})
     assert again.status == 200
+    await wait_for(lambda: clock.sleepers == 1)
+    clock.advance(3600)
     assert (await again.read()).endswith(b"data: [DONE]\n\n")
 
 

@@ -8,7 +8,7 @@ import logging
 import pytest
 from relhelp import (
     FAST,
-    GateSource,
+    HELD_PROFILE,
     get_request,
     guarded,
     make_app,
@@ -19,11 +19,11 @@ from relhelp import (
     reset,
     running,
     spin_until,
-    use_source,
 )
 
 from tokenstream.app import STATE
 from tokenstream.clock import LoopClock
+from tokenstream.scheduler import BucketClock
 
 BIG_REPLY = "Streaming fills buffers when nobody reads them. " * 8000  # ~380 kB, ~70k tokens
 
@@ -66,7 +66,7 @@ async def test_client_that_never_reads_is_cut_off_after_send_timeout(
         await spin_until(lambda: open_socket_count() == sockets_before)
     stalled = [r for r in caplog.records if getattr(r, "access", {}).get("outcome") == "stalled"]
     assert len(stalled) == 1
-    # the queue never grew past the cap by more than one write (a batch of held events
+    # the queue never grew past the cap by more than one write (a batch of events due together
     # is at most max_buffered // 8 = 512 bytes here)
     assert 0 < stalled[0].access["buffered_bytes"] <= max_buffered + 512
 
@@ -95,25 +95,25 @@ async def test_client_that_reads_slowly_but_steadily_is_not_cut_off() -> None:
 
 
 @pytest.mark.parametrize("how", ["reset", "close"])
-async def test_client_that_leaves_mid_stream_stops_the_source(how: str) -> None:
-    app = make_app(clock=LoopClock())
-    source = GateSource()
-    use_source(app, source)
+async def test_client_that_leaves_mid_stream_stops_the_stream(how: str) -> None:
+    clock = BucketClock()
+    slow = {**HELD_PROFILE, "tokens_per_second": 0.01}  # the next event is 100 s away
+    app = make_app(clock=clock, profiles={"slow": slow}, default_profile="slow")
     state = app[STATE]
     async with running(app) as (_, port, runner):
         tasks_before = len(asyncio.all_tasks())
         client = await raw_connect(port)
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(client, get_request("/v1/stream?prompt=x"))
-        assert b"Hello" in await read_until(client, b"Hello")
+        assert b"data: " in await read_until(client, b"\n\n")  # the first event
         assert state.stats.active == 1
         if how == "reset":
             reset(client)
         else:
             client.close()
-        # the source is waiting for its gate: only the disconnect can end the stream
-        await guarded(source.closed.wait())
+        # the stream is waiting for its next event: only the disconnect can end it now
         await guarded(state.streams.wait_idle())
+        assert clock.pending_timers == 0  # its timer went with it
         assert state.stats.disconnected == 1
         await spin_until(lambda: _server_connections(runner) == 0)
         await spin_until(lambda: len(asyncio.all_tasks()) <= tasks_before)

@@ -7,11 +7,13 @@ import json
 
 import pytest
 from pytest_aiohttp import AiohttpClient
-from relhelp import GateSource, assert_openai_error, guarded, make_app, parse_sse, use_source
+from relhelp import assert_openai_error, guarded, held_app, parse_sse
 
 from tokenstream.app import STATE
 from tokenstream.clock import FakeClock
 from tokenstream.streams import DeadlineClock, StreamRegistry, StreamTimeLimit
+
+from support import wait_for
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -19,19 +21,17 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 async def test_streams_running_after_the_grace_get_a_final_event(
     aiohttp_client: AiohttpClient,
 ) -> None:
-    app = make_app()
-    source = GateSource()
-    use_source(app, source)
+    app, clock = held_app()
     client = await aiohttp_client(app)
     streamed = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
-    await guarded(source.started.wait())
+    await wait_for(lambda: clock.sleepers == 1)  # mid-reply, waiting for its next event
 
     stopped = await guarded(app[STATE].streams.shutdown(grace_s=0, final_timeout_s=5))
     assert stopped == 1
     events = parse_sse(await streamed.read())
     assert events[-1].data == "[DONE]"
     assert_openai_error(json.loads(events[-2].data), "server_shutting_down")
-    assert source.closed.is_set()  # the source was closed, not left waiting
+    assert clock.sleepers == 0  # its timer was cancelled, not left waiting
 
     later = await client.get("/v1/stream", params={"prompt": "x"})
     assert later.status == 503
@@ -42,12 +42,10 @@ async def test_streams_running_after_the_grace_get_a_final_event(
 async def test_a_waiting_completion_is_answered_503_at_shutdown(
     aiohttp_client: AiohttpClient,
 ) -> None:
-    app = make_app()
-    source = GateSource()
-    use_source(app, source)
+    app, clock = held_app()
     client = await aiohttp_client(app)
     request = asyncio.ensure_future(client.post("/v1/chat/completions", json=CHAT))
-    await guarded(source.started.wait())
+    await wait_for(lambda: clock.sleepers == 1)  # waiting for the reply's end
     await guarded(app[STATE].streams.shutdown(grace_s=0, final_timeout_s=5))
     response = await guarded(request)
     assert response.status == 503
@@ -57,17 +55,14 @@ async def test_a_waiting_completion_is_answered_503_at_shutdown(
 async def test_streams_that_end_within_the_grace_are_not_stopped(
     aiohttp_client: AiohttpClient,
 ) -> None:
-    app = make_app()
-    source = GateSource()
-    use_source(app, source)
+    app, clock = held_app()
     client = await aiohttp_client(app)
     streamed = await client.get("/v1/stream", params={"prompt": "x", "format": "json"})
-    await guarded(source.started.wait())
+    await wait_for(lambda: clock.sleepers == 1)
     shutdown = asyncio.ensure_future(app[STATE].streams.shutdown(grace_s=3600, final_timeout_s=5))
     await asyncio.sleep(0)
     assert not shutdown.done()
-    source.release()
-    source.release()
+    clock.advance(3600)  # the reply plays to its end within the grace
     assert await guarded(shutdown) == 0
     events = parse_sse(await streamed.read())
     assert events[-1].data == "[DONE]"
