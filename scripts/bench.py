@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -170,7 +171,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def server(target: str, options: Options, reply: Reply, workdir: Path) -> Iterator[Server]:
+def server(target: str, options: Options, reply: Reply, workdir: Path, *,
+           cpus: str | bool | None = True, upstream: str | None = None) -> Iterator[Server]:
+    """Start one server. ``cpus``: True for the server's CPU, else a taskset list (None: any).
+
+    ``upstream`` (tokenstream only) makes it a proxy in front of that base URL.
+    """
     port = free_port()
     if target == "tokenstream":
         config = workdir / f"config-{reply.tokens}.yaml"
@@ -184,13 +190,16 @@ def server(target: str, options: Options, reply: Reply, workdir: Path) -> Iterat
         argv = [sys.executable, "-m", "tokenstream", "serve", "--port", str(port),
                 "--config", str(config), "--loop", options.loop, "--clock", options.clock,
                 "--log-level", "WARNING"]
+        if upstream is not None:
+            argv += ["--upstream", upstream]
     else:
         writes = workdir / f"writes-{reply.tokens}.json"
         writes.write_text(json.dumps(reply.writes), encoding="utf-8")
         argv = [sys.executable, str(HERE / "bench_baseline.py"), "--port", str(port),
                 "--writes", str(writes), "--loop", options.loop]
+    placement = options.placement.server if cpus is True else cpus
     process = subprocess.Popen(
-        Placement.wrap(options.placement.server, argv),
+        Placement.wrap(placement if isinstance(placement, str) else None, argv),
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     running = Server(target, port, process)
@@ -561,8 +570,7 @@ def proxy(options: Options, results: Results, requests: int) -> None:
     """Delegates to scripts/proxy_overhead.py (one request at a time, in its own processes).
 
     Its baseline is the same request sent straight to the fake upstream; a bare aiohttp
-    relay is measured too. It drives one stream at a time, so the 500-stream figure is
-    not measured here.
+    relay is measured too. ``proxy_streams`` measures many streams at once.
     """
     script = HERE / "proxy_overhead.py"
     try:
@@ -600,8 +608,99 @@ def proxy(options: Options, results: Results, requests: int) -> None:
                                 target="<= 1 ms" if mode == "burst" else ""))
         print(f"  proxy {mode}: added TTFT p50 {paths['added_p50_ms']:.2f} ms "
               f"(bare relay {paths['relay_added_p50_ms']:.2f} ms)", file=sys.stderr)
-    results.skipped["proxy 500"] = ("not measured: scripts/proxy_overhead.py sends one "
-                                    "request at a time")
+
+
+def analyse_proxy(reply: Reply, streams: list[dict[str, Any]]) -> dict[str, Any]:
+    """Time to first token (from sending the request) and the gaps between content events."""
+    index = reply.token_event_index
+    ttfts: list[float] = []
+    gaps: list[float] = []
+    failed = 0
+    errors: dict[str, int] = {}
+    for stream in streams:
+        times = stream["times"]
+        if stream["error"] or len(times) != reply.events:
+            failed += 1
+            reason = stream["error"] or f"{len(times)} of {reply.events} events"
+            errors[reason] = errors.get(reason, 0) + 1
+            continue
+        arrivals = [times[i] for i in index]
+        ttfts.append(arrivals[0] - stream["opened_at"])
+        gaps.extend(b - a for a, b in itertools.pairwise(arrivals))
+    ttfts.sort()
+    gaps.sort()
+    return {
+        "streams_ok": len(streams) - failed,
+        "streams_failed": failed,
+        "failures": errors,
+        "ttft_ms": {q: percentile(ttfts, float(q[1:])) * 1e3 for q in ("p50", "p99")},
+        "gap_ms": {q: percentile(gaps, float(q[1:])) * 1e3 for q in ("p50", "p99")}
+        | {"max": gaps[-1] * 1e3 if gaps else float("nan")},
+    }
+
+
+def proxy_streams(options: Options, results: Results, counts: list[int], tokens: int,
+                  ramp: float) -> None:
+    """Proxy overhead at N concurrent streams, through tokenstream versus direct.
+
+    The upstream is the baseline server (one token per chunk at 50 tokens/s, the same bytes
+    as in the fidelity scenario) on the load generators' CPUs, as a model would be on
+    another machine. Direct: the load generator reads it straight. Through tokenstream:
+    ``GET /v1/stream?source=upstream&tokens_per_second=0``, so tokenstream passes each
+    piece on as soon as it is settled (no re-pacing): what is measured is the proxy's cost.
+    tokenstream settles a token when the next chunk shows where it ends, so its first token
+    is one upstream interval (20 ms) later by design; the figures say how much more.
+    """
+    rate = 50.0  # the baseline upstream's default pace for POST /v1/chat/completions
+    reply = make_reply(tokens)
+    direct_path = stream_path(reply, rate)
+    proxied_path = "/v1/stream?" + urlencode({
+        "prompt": "bench", "format": "openai", "source": "upstream", "tokens_per_second": "0",
+        "model": "bench-upstream",
+    })
+    raw = results.raw.setdefault("proxy_streams", {"tokens": tokens, "upstream_rate": rate,
+                                                   "runs": []})
+    for n in counts:
+        measured: dict[str, dict[str, Any]] = {}
+        with server("baseline", options, reply, options.workdir,
+                    cpus=options.placement.clients) as upstream:
+            runs = [("baseline", upstream.port, direct_path)]
+            base_url = f"http://127.0.0.1:{upstream.port}/v1"
+            with server("tokenstream", options, reply, options.workdir,
+                        upstream=base_url) as proxied:
+                runs.append(("tokenstream", proxied.port, proxied_path))
+                upstream.get(direct_path)  # warm-up: lazily imported code, the upstream pool
+                proxied.get(proxied_path)
+                for target, port, path in runs:
+                    job = {"mode": "fidelity", "host": "127.0.0.1", "port": port,
+                           "path": path, "ramp_s": ramp if n > 1 else 0.0,
+                           "timeout_s": ramp + tokens / rate + 60}
+                    run = LoadRun(options, job, n)
+                    streams = [s for c in run.results() for s in c["streams"]]
+                    measured[target] = analyse_proxy(reply, streams)
+                    summary = measured[target]
+                    how = "through tokenstream" if target == "tokenstream" else "direct"
+                    print(f"  proxy N={n} {how}: TTFT p50 {summary['ttft_ms']['p50']:.2f} ms, "
+                          f"gap p99 {summary['gap_ms']['p99']:.2f} ms, "
+                          f"failed {summary['streams_failed']}", file=sys.stderr)
+        raw["runs"].append({"streams": n, **measured})
+        label = str(n)
+        ours, direct = measured["tokenstream"], measured["baseline"]
+        interval_ms = 1000 / rate
+        for q in ("p50", "p99"):
+            results.rows.append(Row("proxy", label, f"TTFT {q} (baseline: direct)", "ms",
+                                    {"tokenstream": ours["ttft_ms"][q],
+                                     "baseline": direct["ttft_ms"][q]}))
+        added = ours["ttft_ms"]["p50"] - direct["ttft_ms"]["p50"]
+        results.rows.append(Row("proxy", label, "added TTFT p50 beyond one upstream interval",
+                                "ms", {"tokenstream": added - interval_ms}))
+        for q in ("p50", "p99", "max"):
+            results.rows.append(Row("proxy", label, f"gap between tokens {q} (baseline: direct)",
+                                    "ms", {"tokenstream": ours["gap_ms"][q],
+                                           "baseline": direct["gap_ms"][q]}))
+        results.rows.append(Row("proxy", label, "streams failed", "",
+                                {"tokenstream": ours["streams_failed"],
+                                 "baseline": direct["streams_failed"]}))
 
 
 # ---------------------------------------------------------------- output
@@ -776,6 +875,10 @@ def build_parser() -> argparse.ArgumentParser:
     px = commands.add_parser("proxy", parents=[common],
                              help="proxy overhead (runs scripts/proxy_overhead.py)")
     px.add_argument("--requests", type=int, default=100)
+    px.add_argument("--streams", type=_counts, default=[1, 500],
+                    help="concurrent streams through the proxy (0: skip)")
+    px.add_argument("--tokens", type=int, default=100)
+    px.add_argument("--ramp", type=float, default=1.0)
     every = commands.add_parser("all", parents=[common], help="every scenario, defaults")
     every.add_argument("--quick", action="store_true",
                        help="a smoke run: a few streams, about a second each")
@@ -826,16 +929,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             memory(options, results, args.streams, args.ramp)
         elif scenario == "proxy":
             proxy(options, results, args.requests)
+            proxy_streams(options, results, [n for n in args.streams if n], args.tokens,
+                          args.ramp)
         elif args.quick:
             fidelity(options, results, [3], tokens=20, rate=50.0, ramp=0.2)
             throughput(options, results, 3, tokens=50, duration=0.5)
             memory(options, results, [10], ramp=0.2)
             proxy(options, results, requests=3)
+            proxy_streams(options, results, [3], tokens=10, ramp=0.2)
         else:
             fidelity(options, results, [1, 100, 500, 1000, 2000, 5000], 200, 50.0, 1.0)
             throughput(options, results, 100, 500, 5.0)
             memory(options, results, [0, 1000, 5000, 10000], 2.0)
             proxy(options, results, requests=100)
+            proxy_streams(options, results, [1, 500], 100, 1.0)
     info["load_average_after"] = os.getloadavg()
     document = {
         "command": " ".join(["python", "scripts/bench.py", *argv]),

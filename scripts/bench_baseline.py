@@ -9,7 +9,8 @@ drift; what it lacks is only the shared scheduling and the pipeline.
     python scripts/bench_baseline.py --port 8090 --writes writes.json [--loop uvloop]
 
 Query parameters honoured (others are ignored): ``tokens_per_second`` (0 = unpaced) and
-``ttft_ms``.
+``ttft_ms``. ``POST /v1/chat/completions`` streams the same writes at 50 tokens/s (the body
+is not read): it is the fake upstream of the proxy scenario.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def main() -> None:
     app = web.Application()
     app[WRITES] = writes
     app.router.add_get("/v1/stream", stream)
+    app.router.add_post("/v1/chat/completions", stream)
     app.router.add_get("/healthz", healthz)
     if args.loop == "uvloop":
         import uvloop

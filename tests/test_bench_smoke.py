@@ -35,7 +35,10 @@ def test_quick_run_covers_every_scenario(tmp_path: Path) -> None:
     (memory,) = results["raw"]["memory"]["runs"]
     assert memory["tokenstream"]["holding"] == memory["baseline"]["holding"] == 10
     assert results["raw"]["proxy"]["burst"]["proxy"]["p50_ms"] > 0
-    assert "one request at a time" in results["skipped"]["proxy 500"]
+    (proxied,) = results["raw"]["proxy_streams"]["runs"]
+    for target in ("tokenstream", "baseline"):  # through the proxy, and straight
+        assert proxied[target]["streams_ok"] == 3, target
+        assert proxied[target]["ttft_ms"]["p50"] > 0, target
 
     assert "| fidelity" in run.stdout and "| proxy" in run.stdout
     assert {row["scenario"] for row in results["rows"]} == {
