@@ -42,7 +42,7 @@ class RecordingSink:
         self.batch_bytes = BATCH_BYTES
         self.gone = False
 
-    def write_nowait(self, data: bytes) -> bool:
+    def write_nowait(self, data: bytes, now: float | None = None) -> bool:
         if self.gone:
             raise ClientGone
         if self.room is not None:

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tokenstream.sse_parser import SSEDecoder
 from tokenstream.tokenizer import Piece
 from tokenstream.wire import JsonFormat, OpenAIChunkFormat, TextFormat, Usage
@@ -82,3 +85,24 @@ def test_error_event_in_openai_shape_then_sentinel() -> None:
         }
     }
     assert events[1][2] == "[DONE]"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(),
+    event=st.one_of(st.none(), st.sampled_from(["token", "message", "x y"])),
+    with_ids=st.booleans(),
+)
+def test_the_json_fast_path_frames_exactly_as_the_encoder(
+    text: str, event: str | None, with_ids: bool
+) -> None:
+    fast = OpenAIChunkFormat(model="m", include_usage=False, event=event, with_ids=with_ids,
+                             completion_id="chatcmpl-x", created=1)
+    slow = OpenAIChunkFormat(model="m", include_usage=False, event=event, with_ids=with_ids,
+                             completion_id="chatcmpl-x", created=1)
+    slow.piece(Piece("warm-up"))  # both past their role chunk
+    fast.piece(Piece("warm-up"))
+    head = fast._content_head.decode()
+    tail = fast._content_tail.decode()
+    expected = slow.frame(head + json.dumps(text, ensure_ascii=False) + tail)
+    assert fast.piece(Piece(text)) == expected

@@ -50,7 +50,7 @@ class EventSink(Protocol):
         """Events due together are written in batches of about this many bytes."""
         ...
 
-    def write_nowait(self, data: bytes) -> bool: ...
+    def write_nowait(self, data: bytes, now: float | None = None) -> bool: ...
 
     async def send(self, data: bytes) -> None: ...
 
@@ -71,6 +71,7 @@ class Playout:
         "_stats",
         "_timer",
         "_waiter",
+        "_wake",
         "_wake_at",
         "_wake_for",
         "_wire",
@@ -108,6 +109,7 @@ class Playout:
         self._failure: Exception | None = None
         self.tokens = 0
         """Completion tokens written so far."""
+        self._wake = self._on_timer  # bound once: it is handed to the clock for every event
 
     async def run(self) -> None:
         """Write every event at its deadline; return when the last one is written."""
@@ -167,13 +169,13 @@ class Playout:
         self.tokens += tokens
         self._stats.events_sent += len(writes)
         if writes:
-            self._write_then_arm(writes[0] if len(writes) == 1 else b"".join(writes))
+            self._write_then_arm(writes[0] if len(writes) == 1 else b"".join(writes), now)
         else:
             self._arm()
 
-    def _write_then_arm(self, data: bytes) -> None:
+    def _write_then_arm(self, data: bytes, now: float | None = None) -> None:
         try:
-            written = self._sse.write_nowait(data)
+            written = self._sse.write_nowait(data, now)
         except Exception as exc:  # ClientGone
             self._end(exc)
             return
@@ -198,7 +200,7 @@ class Playout:
                 wake_at, wake_for = ping_at, _PING
         self._wake_at = wake_at
         self._wake_for = wake_for
-        self._timer = self._clock.call_at(wake_at, self._on_timer)
+        self._timer = self._clock.call_at(wake_at, self._wake)
 
     def _end(self, error: BaseException | None) -> None:
         """Wake the task: done, blocked on a write (``_blocked``), or failed with ``error``."""

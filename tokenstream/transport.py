@@ -99,13 +99,14 @@ class SSEResponse:
             self._chunked = writer.chunked
         self.last_write = self.clock.now()
 
-    def write_nowait(self, data: bytes) -> bool:
+    def write_nowait(self, data: bytes, now: float | None = None) -> bool:
         """Write ``data`` now if that cannot wait; False (nothing written) if it could.
 
         Nothing queued means the socket took everything so far and the protocol is not
         paused, so a write no bigger than the queue cap cannot wait: it needs neither a
         timeout (a timer per event) nor a drain. This is the hot path of every stream, and
-        what ``tokenstream.playout`` writes with from a timer callback.
+        what ``tokenstream.playout`` writes with from a timer callback. ``now``: the clock's
+        time, when the caller has just read it.
         """
         transport = self._direct
         if transport is None:
@@ -123,7 +124,7 @@ class SSEResponse:
         else:
             transport.write(data)
         self.bytes_sent += len(data)
-        self.last_write = self.clock.now()
+        self.last_write = self.clock.now() if now is None else now
         return True
 
     async def send(self, data: bytes) -> None:
