@@ -14,7 +14,6 @@ from tokenstream.tokenizer import (
     Tokenizer,
     _read_ranks,
     load_encoding,
-    tokenize_stream,
 )
 
 SAMPLES = {
@@ -87,15 +86,6 @@ def test_incremental_matches_whole_for_any_deltas(deltas: list[str]) -> None:
         pieces += incremental.feed(delta)
     pieces += incremental.flush()
     assert pieces == tokenizer.pieces("".join(deltas))
-
-
-async def test_tokenize_stream_stage(tokenizer: Tokenizer) -> None:
-    async def deltas():  # type: ignore[no-untyped-def]
-        for delta in ["我懒", "得写", " hello", " wor", "ld\r", "\n"]:
-            yield delta
-
-    pieces = [p async for p in tokenize_stream(tokenizer, deltas())]
-    assert pieces == tokenizer.pieces("我懒得写 hello world\r\n")
 
 
 def test_hash_mismatch_is_refused(tmp_path: Path) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from tokenstream.tokenizer import Tokenizer, load_encoding, tokenize_stream
+from tokenstream.tokenizer import Piece, Tokenizer, load_encoding
 
 TEXTS = [
     "Hello, world! This is tokenstream.\n\nSecond paragraph   with  spaces ",
@@ -21,17 +19,14 @@ def tokenizer() -> Tokenizer:
     return Tokenizer(load_encoding("cl100k_base"))
 
 
-async def _deltas(text: str, size: int) -> AsyncIterator[str]:
-    for start in range(0, len(text), size):
-        yield text[start : start + size]
-
-
 @pytest.mark.parametrize("text", TEXTS)
-async def test_whole_text_gives_the_incremental_boundaries(
-    tokenizer: Tokenizer, text: str
-) -> None:
-    live = [p async for p in tokenize_stream(tokenizer, _deltas(text, 3), live=True)]
-    whole = [p async for p in tokenize_stream(tokenizer, _deltas(text, 3), live=False)]
+def test_whole_text_gives_the_incremental_boundaries(tokenizer: Tokenizer, text: str) -> None:
+    incremental = tokenizer.incremental()
+    live: list[Piece] = []
+    for start in range(0, len(text), 3):
+        live += incremental.feed(text[start : start + 3])
+    live += incremental.flush()
+    whole = list(tokenizer.shared_pieces(text))
     assert whole == live
     assert "".join(p.text for p in whole) == text
     assert "\ufffd" not in "".join(p.text for p in whole)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.util
-from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -34,7 +33,6 @@ __all__ = [
     "Piece",
     "Tokenizer",
     "load_encoding",
-    "tokenize_stream",
 ]
 
 CL100K_BASE_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
@@ -218,23 +216,3 @@ class IncrementalTokenizer:
     def flush(self) -> list[Piece]:
         settled, self._buffer = self._buffer, ""
         return self._tokenizer.pieces(settled) if settled else []
-
-
-async def tokenize_stream(
-    tokenizer: Tokenizer, deltas: AsyncIterable[str], *, live: bool = True
-) -> AsyncGenerator[Piece, None]:
-    """The tokenizer stage of the pipeline: text deltas in, pieces out as soon as settled.
-
-    A source that is not ``live`` has all its text at the start: it is tokenized whole, in
-    one pass (the boundaries are the same, see ``IncrementalTokenizer``).
-    """
-    if not live:
-        for piece in tokenizer.shared_pieces("".join([delta async for delta in deltas])):
-            yield piece
-        return
-    incremental = tokenizer.incremental()
-    async for delta in deltas:
-        for piece in incremental.feed(delta):
-            yield piece
-    for piece in incremental.flush():
-        yield piece
