@@ -324,24 +324,34 @@ def _utilisation(clients: list[dict[str, Any]]) -> float:
 # ---------------------------------------------------------------- scenario 1: paced fidelity
 
 
+def token_arrivals(
+    reply: Reply, streams: list[dict[str, Any]]
+) -> tuple[list[tuple[dict[str, Any], list[float]]], dict[str, int]]:
+    """The complete streams with the arrival time of each token event, and why the others
+    failed (an error, or not the expected number of events), counted by reason."""
+    index = reply.token_event_index
+    complete = []
+    errors: dict[str, int] = {}
+    for stream in streams:
+        times = stream["times"]
+        if stream["error"] or len(times) != reply.events:
+            reason = stream["error"] or f"{len(times)} of {reply.events} events"
+            errors[reason] = errors.get(reason, 0) + 1
+            continue
+        complete.append((stream, [times[i] for i in index]))
+    return complete, errors
+
+
 def analyse_fidelity(reply: Reply, interval: float, streams: list[dict[str, Any]],
                      sample: int, rng: random.Random) -> dict[str, Any]:
-    index = reply.token_event_index
     lateness: list[float] = []
     gaps: list[float] = []
     duration_errors: list[float] = []
     points: list[tuple[float, float, float]] = []  # (arrival, lateness, gap) for the plot
-    failed = 0
-    errors: dict[str, int] = {}
-    ideal_duration = (len(index) - 1) * interval
-    for stream in streams:
-        times = stream["times"]
-        if stream["error"] or len(times) != reply.events:
-            failed += 1
-            reason = stream["error"] or f"{len(times)} of {reply.events} events"
-            errors[reason] = errors.get(reason, 0) + 1
-            continue
-        arrivals = [times[i] for i in index]
+    complete, errors = token_arrivals(reply, streams)
+    failed = len(streams) - len(complete)
+    ideal_duration = (len(reply.token_event_index) - 1) * interval
+    for _, arrivals in complete:
         t0 = arrivals[0]
         for i in range(1, len(arrivals)):
             late = arrivals[i] - (t0 + i * interval)
@@ -612,19 +622,11 @@ def proxy(options: Options, results: Results, requests: int) -> None:
 
 def analyse_proxy(reply: Reply, streams: list[dict[str, Any]]) -> dict[str, Any]:
     """Time to first token (from sending the request) and the gaps between content events."""
-    index = reply.token_event_index
     ttfts: list[float] = []
     gaps: list[float] = []
-    failed = 0
-    errors: dict[str, int] = {}
-    for stream in streams:
-        times = stream["times"]
-        if stream["error"] or len(times) != reply.events:
-            failed += 1
-            reason = stream["error"] or f"{len(times)} of {reply.events} events"
-            errors[reason] = errors.get(reason, 0) + 1
-            continue
-        arrivals = [times[i] for i in index]
+    complete, errors = token_arrivals(reply, streams)
+    failed = len(streams) - len(complete)
+    for stream, arrivals in complete:
         ttfts.append(arrivals[0] - stream["opened_at"])
         gaps.extend(b - a for a, b in itertools.pairwise(arrivals))
     ttfts.sort()
