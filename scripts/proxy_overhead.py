@@ -229,7 +229,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stream": True}
         paths = {"direct": upstream_url, "relay": relay_url, "proxy": proxy_url}
         async with aiohttp.ClientSession() as session:
-            for mode in ("burst", "per-token"):
+            for mode in args.modes:
                 request = {**body, "metadata": {"mode": mode}}
                 times: dict[str, list[float]] = {path: [] for path in paths}
                 for i in range(args.warmup + args.requests):
@@ -252,7 +252,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 await _disconnect_latency(session, proxy_url + "/chat/completions", upstream, body)
                 for _ in range(args.disconnects)
             ]
-            results["disconnect_to_upstream_close"] = _stats(latencies)
+            if latencies:
+                results["disconnect_to_upstream_close"] = _stats(latencies)
     finally:
         for child in (process, relay):
             child.terminate()
@@ -281,7 +282,7 @@ def _print(results: dict[str, Any], args: argparse.Namespace, seconds: float) ->
           f"{args.warmup} warm-up, profile {args.profile}, took {seconds:.1f} s\n")
     print(f"{'upstream rhythm':<12} {'path':<7} {'p50 ms':>8} {'p90 ms':>8} {'mean ms':>8}"
           f" {'min ms':>8} {'max ms':>8}")
-    for mode in ("burst", "per-token"):
+    for mode in args.modes:
         for path in ("direct", "relay", "proxy"):
             s = results[mode][path]
             print(f"{mode:<12} {path:<7} {s['p50_ms']:8.2f} {s['p90_ms']:8.2f} "
@@ -289,6 +290,8 @@ def _print(results: dict[str, Any], args: argparse.Namespace, seconds: float) ->
         print(f"{'':<12} added TTFT p50: tokenstream {results[mode]['added_p50_ms']:.2f} ms "
               f"(ratio proxy/direct {results[mode]['ratio_p50']:.2f}x), bare relay "
               f"{results[mode]['relay_added_p50_ms']:.2f} ms")
+    if "disconnect_to_upstream_close" not in results:
+        return
     s = results["disconnect_to_upstream_close"]
     print(f"\nclient disconnect -> upstream request closed: p50 {s['p50_ms']:.2f} ms, "
           f"max {s['max_ms']:.2f} ms ({args.disconnects} trials)")
@@ -306,6 +309,8 @@ if __name__ == "__main__":
     parser.add_argument("--profile", default="smooth")
     parser.add_argument("--upstream-ttft-ms", type=float, default=0.0)
     parser.add_argument("--token-interval-ms", type=float, default=20.0)
+    parser.add_argument("--modes", nargs="+", choices=["burst", "per-token"],
+                        default=["burst", "per-token"], help="upstream rhythms to measure")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     arguments = parser.parse_args()
     began = time.monotonic()
