@@ -294,26 +294,16 @@ class UpstreamReply:
     async def items(self) -> AsyncGenerator[UpstreamItem, None]:
         """The reply as it arrives; raises ``UpstreamStreamError`` when it fails or stalls."""
         decoder = ChunkDecoder(self._secrets)
-        loop = asyncio.get_running_loop()
+        content = self._response.content
         complete = False
         try:
             while not decoder.done:
-                if decoder.events:
-                    timeout = self._idle_timeout
-                    silence = f"sent nothing for {timeout:g} s (upstream.idle_timeout_s)"
-                else:
-                    timeout = max(0.0, self._first_event_deadline - loop.time())
-                    silence = (
-                        f"sent no event within {self._first_byte_timeout:g} s of the request "
-                        "(upstream.first_byte_timeout_s)"
-                    )
                 try:
-                    async with asyncio.timeout(timeout):
-                        data = await self._response.content.readany()
-                except TimeoutError:
-                    raise UpstreamStreamError(
-                        f"The upstream {silence}.", code="upstream_timeout"
-                    ) from None
+                    # What has already arrived needs no timer: a burst of chunks, or the
+                    # first events that came in with the response's headers.
+                    data = content.read_nowait()
+                    if not data and not content.is_eof():
+                        data = await self._wait_for_data(content, decoder.events)
                 except aiohttp.ClientError as exc:
                     raise UpstreamStreamError(
                         "The upstream connection failed during the reply: "
@@ -333,6 +323,23 @@ class UpstreamReply:
                 self._response.release()  # back to the pool if the body was read to its end
             else:
                 self._response.close()  # the upstream sees its connection close at once
+
+    async def _wait_for_data(self, content: aiohttp.StreamReader, events: int) -> bytes:
+        """The next bytes of the reply, within the first-byte or the idle time limit."""
+        if events:
+            timeout = self._idle_timeout
+            silence = f"sent nothing for {timeout:g} s (upstream.idle_timeout_s)"
+        else:
+            timeout = max(0.0, self._first_event_deadline - asyncio.get_running_loop().time())
+            silence = (
+                f"sent no event within {self._first_byte_timeout:g} s of the request "
+                "(upstream.first_byte_timeout_s)"
+            )
+        try:
+            async with asyncio.timeout(timeout):
+                return await content.readany()
+        except TimeoutError:
+            raise UpstreamStreamError(f"The upstream {silence}.", code="upstream_timeout") from None
 
     def close(self) -> None:
         self._response.close()
