@@ -421,12 +421,15 @@ class UpstreamClient:
     async def _send(
         self,
         url: str,
-        body: Mapping[str, Any] | None,
+        body: Mapping[str, Any] | bytes | None,
         client_auth: str | None,
         *,
         stream: bool = False,
     ) -> tuple[aiohttp.ClientResponse, tuple[str, ...]]:
-        """POST ``body`` (GET without one); map every failure before an answer to a status."""
+        """POST ``body`` (GET without one); map every failure before an answer to a status.
+
+        ``body`` is JSON: a mapping, or bytes already encoded (the client's own, unchanged).
+        """
         if self._session is None:
             raise RuntimeError("the upstream session is not started (app.cleanup_ctx)")
         headers = {"Accept": "text/event-stream" if stream else "application/json"}
@@ -438,7 +441,10 @@ class UpstreamClient:
         elif self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key}"
         secrets = self._secrets(client_auth)
-        data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+        if body is None or isinstance(body, bytes):
+            data = body
+        else:
+            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         timeout = self.config.first_byte_timeout_s
         try:
             async with asyncio.timeout(timeout):
@@ -508,7 +514,9 @@ class UpstreamClient:
             raise error
         return response, secrets
 
-    async def open(self, body: Mapping[str, Any], client_auth: str | None) -> UpstreamReply:
+    async def open(
+        self, body: Mapping[str, Any] | bytes, client_auth: str | None
+    ) -> UpstreamReply:
         """Send a streaming request; return once the upstream answered 200 with a stream.
 
         ``client_auth`` (an ``Authorization`` value) replaces the configured key when given.
@@ -533,7 +541,9 @@ class UpstreamClient:
             secrets=secrets,
         )
 
-    async def forward(self, body: Mapping[str, Any], client_auth: str | None) -> web.Response:
+    async def forward(
+        self, body: Mapping[str, Any] | bytes, client_auth: str | None
+    ) -> web.Response:
         """A request that does not stream: the upstream's answer, passed on as it came."""
         response, secrets = await self._send(self.url, body, client_auth)
         return await self._pass_on(response, secrets)
