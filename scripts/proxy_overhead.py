@@ -6,16 +6,17 @@ tokenstream started as `tokenstream serve --upstream ...` in its own process, an
 in this process that sends the same streaming chat completion in turn to the upstream
 (direct), to a bare relay (a minimal aiohttp proxy that copies the upstream's bytes, in its
 own process: what any Python proxy hop costs) and to tokenstream (proxy), one request at a
-time, reading every reply to its end so every path reuses its keep-alive connections.
+time, reading every reply to its end so every path reuses its keep-alive connections. The
+order of the three is shuffled each round (with a fixed seed).
 
 Time to first token (TTFT) is measured at the client, from sending the request to the
 first event that carries `delta.content`. Two upstream rhythms:
 
 - burst:     the whole reply in one write (many tokens per chunk): the proxy's own cost.
 - per-token: one token per chunk every --token-interval-ms, as hosted models stream. The
-             proxy re-tokenizes and holds back the last two pre-tokenizer matches until more
+             proxy re-tokenizes and holds back the last pre-tokenizer match until more
              text arrives (so token boundaries match whole-text tokenization), so its first
-             token waits for the upstream's third chunk: about two intervals more.
+             token waits for the upstream's second chunk: about one interval more.
 
 It also measures how long after a client disconnects the upstream sees its request close.
 
@@ -29,6 +30,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import socket
 import statistics
 import sys
@@ -232,8 +234,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             for mode in args.modes:
                 request = {**body, "metadata": {"mode": mode}}
                 times: dict[str, list[float]] = {path: [] for path in paths}
+                order = list(paths.items())
+                shuffle = random.Random(0).shuffle
                 for i in range(args.warmup + args.requests):
-                    for path, url in paths.items():  # interleaved: drift hits all alike
+                    # Interleaved, so that drift hits all alike, in a new order each round:
+                    # a request sent right after tokenstream's paced reply (half a second
+                    # of 25 ms gaps) finds the machine colder than one sent right after a
+                    # reply that came in a millisecond, so no path may always follow the
+                    # same one (in a fixed order, direct always came after tokenstream).
+                    shuffle(order)
+                    for path, url in order:
                         ttft = await _ttft(session, url + "/chat/completions", request)
                         if i >= args.warmup:
                             times[path].append(ttft)
