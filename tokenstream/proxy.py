@@ -145,13 +145,14 @@ async def chat_completions(
     body = proxied.body if proxied.raw is None else proxied.raw
     if not proxied.stream:
         return await client.forward(body, auth)
+    reply = await client.open(body, auth)  # from here on, stream_live closes it
+    # made once the request is on its way, not before: it cannot fail
     wire = make_format(
         "openai",
         model=proxied.model,
         include_usage=proxied.include_usage,
         sentinel=config.server.sentinel,
     )
-    reply = await client.open(body, auth)  # from here on, stream_live closes it
     return await stream_live(request, state, reply=reply, wire=wire, profile=profile)
 
 
@@ -183,6 +184,7 @@ async def stream_query(
         body["max_tokens"] = query.max_tokens
     if query.include_usage:
         body["stream_options"] = {"include_usage": True}
+    reply = await client.open(body, client_auth(request, state))
     wire = make_format(
         query.format,
         model=model,
@@ -191,7 +193,6 @@ async def stream_query(
         with_ids=True,
         sentinel=config.server.sentinel,
     )
-    reply = await client.open(body, client_auth(request, state))
     return await stream_live(request, state, reply=reply, wire=wire, profile=profile)
 
 
