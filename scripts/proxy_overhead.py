@@ -64,6 +64,7 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
 class FakeUpstream:
     ttft: float
     interval: float
+    repeat: int = 1
     closed_at: list[float] = field(default_factory=list)
 
     def app(self) -> web.Application:
@@ -80,7 +81,7 @@ class FakeUpstream:
             await response.write(_chunk({"role": "assistant", "content": ""}))
             if self.ttft:
                 await asyncio.sleep(self.ttft)
-            words = [w if i == 0 else " " + w for i, w in enumerate(REPLY_WORDS)]
+            words = [w if i == 0 else " " + w for i, w in enumerate(REPLY_WORDS * self.repeat)]
             if mode == "burst":
                 await response.write(_chunk({"content": "".join(words)}))
             elif mode == "per-token":
@@ -203,7 +204,8 @@ async def _wait_ready(url: str, process: asyncio.subprocess.Process) -> None:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     upstream = FakeUpstream(
-        ttft=args.upstream_ttft_ms / 1000, interval=args.token_interval_ms / 1000
+        ttft=args.upstream_ttft_ms / 1000, interval=args.token_interval_ms / 1000,
+        repeat=args.reply_repeat,
     )
     runner = web.AppRunner(upstream.app(), handler_cancellation=True)
     await runner.setup()
@@ -288,7 +290,8 @@ def _print(results: dict[str, Any], args: argparse.Namespace, seconds: float) ->
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     print(f"machine: {_machine()}")
     print(f"upstream TTFT {args.upstream_ttft_ms:g} ms, per-token interval "
-          f"{args.token_interval_ms:g} ms, {args.requests} requests per path after "
+          f"{args.token_interval_ms:g} ms, reply {len(REPLY_WORDS) * args.reply_repeat} words, "
+          f"{args.requests} requests per path after "
           f"{args.warmup} warm-up, profile {args.profile}, took {seconds:.1f} s\n")
     print(f"{'upstream rhythm':<12} {'path':<7} {'p50 ms':>8} {'p90 ms':>8} {'mean ms':>8}"
           f" {'min ms':>8} {'max ms':>8}")
@@ -319,6 +322,8 @@ if __name__ == "__main__":
     parser.add_argument("--profile", default="smooth")
     parser.add_argument("--upstream-ttft-ms", type=float, default=0.0)
     parser.add_argument("--token-interval-ms", type=float, default=20.0)
+    parser.add_argument("--reply-repeat", type=int, default=1, metavar="K",
+                        help="the reply is its words K times over (a larger burst)")
     parser.add_argument("--modes", nargs="+", choices=["burst", "per-token"],
                         default=["burst", "per-token"], help="upstream rhythms to measure")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
