@@ -6,16 +6,17 @@ tokenstream started as `tokenstream serve --upstream ...` in its own process, an
 in this process that sends the same streaming chat completion in turn to the upstream
 (direct), to a bare relay (a minimal aiohttp proxy that copies the upstream's bytes, in its
 own process: what any Python proxy hop costs) and to tokenstream (proxy), one request at a
-time, reading every reply to its end so every path reuses its keep-alive connections.
+time, reading every reply to its end so every path reuses its keep-alive connections. The
+order of the three is shuffled each round (with a fixed seed).
 
 Time to first token (TTFT) is measured at the client, from sending the request to the
 first event that carries `delta.content`. Two upstream rhythms:
 
 - burst:     the whole reply in one write (many tokens per chunk): the proxy's own cost.
 - per-token: one token per chunk every --token-interval-ms, as hosted models stream. The
-             proxy re-tokenizes and holds back the last two pre-tokenizer matches until more
+             proxy re-tokenizes and holds back the last pre-tokenizer match until more
              text arrives (so token boundaries match whole-text tokenization), so its first
-             token waits for the upstream's third chunk: about two intervals more.
+             token waits for the upstream's second chunk: about one interval more.
 
 It also measures how long after a client disconnects the upstream sees its request close.
 
@@ -29,6 +30,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import socket
 import statistics
 import sys
@@ -62,6 +64,7 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
 class FakeUpstream:
     ttft: float
     interval: float
+    repeat: int = 1
     closed_at: list[float] = field(default_factory=list)
 
     def app(self) -> web.Application:
@@ -78,7 +81,7 @@ class FakeUpstream:
             await response.write(_chunk({"role": "assistant", "content": ""}))
             if self.ttft:
                 await asyncio.sleep(self.ttft)
-            words = [w if i == 0 else " " + w for i, w in enumerate(REPLY_WORDS)]
+            words = [w if i == 0 else " " + w for i, w in enumerate(REPLY_WORDS * self.repeat)]
             if mode == "burst":
                 await response.write(_chunk({"content": "".join(words)}))
             elif mode == "per-token":
@@ -201,7 +204,8 @@ async def _wait_ready(url: str, process: asyncio.subprocess.Process) -> None:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     upstream = FakeUpstream(
-        ttft=args.upstream_ttft_ms / 1000, interval=args.token_interval_ms / 1000
+        ttft=args.upstream_ttft_ms / 1000, interval=args.token_interval_ms / 1000,
+        repeat=args.reply_repeat,
     )
     runner = web.AppRunner(upstream.app(), handler_cancellation=True)
     await runner.setup()
@@ -229,11 +233,19 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stream": True}
         paths = {"direct": upstream_url, "relay": relay_url, "proxy": proxy_url}
         async with aiohttp.ClientSession() as session:
-            for mode in ("burst", "per-token"):
+            for mode in args.modes:
                 request = {**body, "metadata": {"mode": mode}}
                 times: dict[str, list[float]] = {path: [] for path in paths}
+                order = list(paths.items())
+                shuffle = random.Random(0).shuffle
                 for i in range(args.warmup + args.requests):
-                    for path, url in paths.items():  # interleaved: drift hits all alike
+                    # Interleaved, so that drift hits all alike, in a new order each round:
+                    # a request sent right after tokenstream's paced reply (half a second
+                    # of 25 ms gaps) finds the machine colder than one sent right after a
+                    # reply that came in a millisecond, so no path may always follow the
+                    # same one (in a fixed order, direct always came after tokenstream).
+                    shuffle(order)
+                    for path, url in order:
                         ttft = await _ttft(session, url + "/chat/completions", request)
                         if i >= args.warmup:
                             times[path].append(ttft)
@@ -252,7 +264,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 await _disconnect_latency(session, proxy_url + "/chat/completions", upstream, body)
                 for _ in range(args.disconnects)
             ]
-            results["disconnect_to_upstream_close"] = _stats(latencies)
+            if latencies:
+                results["disconnect_to_upstream_close"] = _stats(latencies)
     finally:
         for child in (process, relay):
             child.terminate()
@@ -277,11 +290,12 @@ def _print(results: dict[str, Any], args: argparse.Namespace, seconds: float) ->
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     print(f"machine: {_machine()}")
     print(f"upstream TTFT {args.upstream_ttft_ms:g} ms, per-token interval "
-          f"{args.token_interval_ms:g} ms, {args.requests} requests per path after "
+          f"{args.token_interval_ms:g} ms, reply {len(REPLY_WORDS) * args.reply_repeat} words, "
+          f"{args.requests} requests per path after "
           f"{args.warmup} warm-up, profile {args.profile}, took {seconds:.1f} s\n")
     print(f"{'upstream rhythm':<12} {'path':<7} {'p50 ms':>8} {'p90 ms':>8} {'mean ms':>8}"
           f" {'min ms':>8} {'max ms':>8}")
-    for mode in ("burst", "per-token"):
+    for mode in args.modes:
         for path in ("direct", "relay", "proxy"):
             s = results[mode][path]
             print(f"{mode:<12} {path:<7} {s['p50_ms']:8.2f} {s['p90_ms']:8.2f} "
@@ -289,6 +303,8 @@ def _print(results: dict[str, Any], args: argparse.Namespace, seconds: float) ->
         print(f"{'':<12} added TTFT p50: tokenstream {results[mode]['added_p50_ms']:.2f} ms "
               f"(ratio proxy/direct {results[mode]['ratio_p50']:.2f}x), bare relay "
               f"{results[mode]['relay_added_p50_ms']:.2f} ms")
+    if "disconnect_to_upstream_close" not in results:
+        return
     s = results["disconnect_to_upstream_close"]
     print(f"\nclient disconnect -> upstream request closed: p50 {s['p50_ms']:.2f} ms, "
           f"max {s['max_ms']:.2f} ms ({args.disconnects} trials)")
@@ -306,6 +322,10 @@ if __name__ == "__main__":
     parser.add_argument("--profile", default="smooth")
     parser.add_argument("--upstream-ttft-ms", type=float, default=0.0)
     parser.add_argument("--token-interval-ms", type=float, default=20.0)
+    parser.add_argument("--reply-repeat", type=int, default=1, metavar="K",
+                        help="the reply is its words K times over (a larger burst)")
+    parser.add_argument("--modes", nargs="+", choices=["burst", "per-token"],
+                        default=["burst", "per-token"], help="upstream rhythms to measure")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     arguments = parser.parse_args()
     began = time.monotonic()

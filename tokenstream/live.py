@@ -14,6 +14,11 @@ are, without a gap of its own.
 With ``chunk_tokens`` > 1, consecutive buffered pieces are merged, but a chunk never waits
 for text that has not arrived.
 
+When the first piece is due as soon as it is final (``ttft_ms`` 0, one token per event, as
+in the ``smooth`` and ``instant`` profiles), ``pace_live`` takes the source's first items
+itself, up to the first piece, and starts the reader task only then: the first token does
+not wait for a task to be created, scheduled and woken.
+
 Closing ``pace_live`` (a client left) cancels the reader, which closes the source.
 """
 
@@ -29,7 +34,7 @@ from itertools import islice
 from tokenstream.clock import Clock
 from tokenstream.events import Passthrough
 from tokenstream.pacer import PacingProfile, Schedule
-from tokenstream.tokenizer import Piece, Tokenizer
+from tokenstream.tokenizer import IncrementalTokenizer, Piece, Tokenizer
 
 __all__ = ["ArrivalBuffer", "LiveEvent", "LiveItem", "pace_live", "read_into"]
 
@@ -63,6 +68,10 @@ class ArrivalBuffer:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
 
     def put(self, item: LiveEvent, arrived: float) -> None:
         self._entries.append(_Entry(item, arrived))
@@ -129,33 +138,60 @@ class ArrivalBuffer:
             yield group.arrived, cumulative
 
 
+def _take(
+    buffer: ArrivalBuffer, incremental: IncrementalTokenizer, item: LiveItem, arrived: float
+) -> None:
+    """One item of the source into ``buffer``: text tokenized, anything else after the text."""
+    if isinstance(item, str):
+        for piece in incremental.feed(item):
+            buffer.put(piece, arrived)
+    else:
+        for piece in incremental.flush():
+            buffer.put(piece, arrived)
+        buffer.put(item, arrived)
+
+
+def _end(
+    buffer: ArrivalBuffer,
+    incremental: IncrementalTokenizer,
+    clock: Clock,
+    error: BaseException | None = None,
+) -> None:
+    for piece in incremental.flush():
+        buffer.put(piece, clock.now())
+    buffer.end(error)
+
+
 async def read_into(
     buffer: ArrivalBuffer,
     items: AsyncGenerator[LiveItem, None],
     tokenizer: Tokenizer,
     clock: Clock,
+    *,
+    incremental: IncrementalTokenizer | None = None,
+    pending: tuple[str, float] | None = None,
 ) -> None:
-    """The reader: the source's items, tokenized and stamped on arrival, into ``buffer``."""
-    incremental = tokenizer.incremental()
+    """The reader: the source's items, tokenized and stamped on arrival, into ``buffer``.
+
+    ``incremental`` carries on the tokenizer state of items taken before (by ``pace_live``),
+    and ``pending`` is the rest of the last text taken in part, with its arrival time.
+    """
+    if incremental is None:
+        incremental = tokenizer.incremental()
+    if pending is not None:
+        _take(buffer, incremental, *pending)
     try:
         async with aclosing(items) as arriving:
             async for item in arriving:
-                arrived = clock.now()
-                if isinstance(item, str):
-                    for piece in incremental.feed(item):
-                        buffer.put(piece, arrived)
-                else:
-                    for piece in incremental.flush():
-                        buffer.put(piece, arrived)
-                    buffer.put(item, arrived)
+                _take(buffer, incremental, item, clock.now())
     except Exception as exc:  # the consumer raises it after the text that came before it
-        for piece in incremental.flush():
-            buffer.put(piece, clock.now())
-        buffer.end(exc)
+        _end(buffer, incremental, clock, exc)
         return
-    for piece in incremental.flush():
-        buffer.put(piece, clock.now())
-    buffer.end()
+    _end(buffer, incremental, clock)
+
+
+_FIRST_SLICE = 32
+"""Characters of a long text the first piece is looked for in before the rest is tokenized."""
 
 
 async def pace_live(
@@ -166,11 +202,43 @@ async def pace_live(
 ) -> AsyncGenerator[LiveEvent, None]:
     """Each piece at its deadline, each passthrough item right after the pieces before it."""
     buffer = ArrivalBuffer()
-    reader = asyncio.create_task(read_into(buffer, items, tokenizer, clock))
+    incremental = tokenizer.incremental()
+    reader: asyncio.Task[None] | None = None
+    # Until the first piece, items are taken here (see the module's docstring), and a long
+    # text in slices: the first token is sent before the rest of a burst is tokenized.
+    inline = profile.ttft_ms == 0 and profile.chunk_tokens == 1
+    pending = ""  # the untokenized rest of the last text taken in part
+    pending_arrived = 0.0
+    if not inline:
+        reader = asyncio.create_task(
+            read_into(buffer, items, tokenizer, clock, incremental=incremental)
+        )
     try:
         schedule = Schedule(profile, clock.now())
         catch_up = profile.max_buffer_ms is not None
-        while await buffer.wait():
+        while True:
+            if inline and not buffer and not buffer.ended:
+                if pending:
+                    text, arrived = pending, pending_arrived
+                else:
+                    try:
+                        item = await anext(items)
+                    except StopAsyncIteration:
+                        _end(buffer, incremental, clock)
+                        continue
+                    except Exception as exc:  # raised after the text that came before it
+                        _end(buffer, incremental, clock, exc)
+                        continue
+                    arrived = clock.now()
+                    if not isinstance(item, str):
+                        _take(buffer, incremental, item, arrived)
+                        continue
+                    text = item
+                text, pending, pending_arrived = text[:_FIRST_SLICE], text[_FIRST_SLICE:], arrived
+                _take(buffer, incremental, text, arrived)
+                continue
+            if not await buffer.wait():
+                break
             head = buffer.head()
             if isinstance(head.item, Passthrough):
                 buffer.drop(1)
@@ -183,6 +251,18 @@ async def pace_live(
             buffer.drop(count)
             await clock.sleep_until(deadline)
             yield piece
+            if inline:  # the first piece is out: from here on, the reader takes what arrives
+                inline = False
+                if not buffer.ended:
+                    reader = asyncio.create_task(read_into(
+                        buffer, items, tokenizer, clock, incremental=incremental,
+                        pending=(pending, pending_arrived) if pending else None,
+                    ))
+                    # let it take what is already there before the next deadline is
+                    # computed, so that the catch-up rule sees the whole backlog
+                    await asyncio.sleep(0)
     finally:
-        reader.cancel()
-        await asyncio.wait([reader])
+        if reader is not None:
+            reader.cancel()
+            await asyncio.wait([reader])
+        await items.aclose()  # the reader's own, unless it never ran (or never existed)

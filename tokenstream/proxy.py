@@ -60,6 +60,9 @@ class ProxyRequest:
     stream: bool
     include_usage: bool
     overrides: PacingOverrides
+    raw: bytes | None = None
+    """The client's own bytes, when ``body`` is them unchanged: sent as they came, so a long
+    conversation is not encoded again on the way to the first token."""
 
 
 def _overrides(value: Any) -> PacingOverrides:
@@ -83,6 +86,13 @@ def parse_proxy_request(raw: bytes, model_override: str | None) -> ProxyRequest:
         ) from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    # The client's bytes go upstream unchanged unless something in them is replaced. Not
+    # with upstream.model: with a key given twice, another parser could take the other one.
+    unchanged = (
+        model_override is None
+        and "tokenstream" not in body
+        and raw.lstrip(b" \t\r\n")[:1] == b"{"  # UTF-8 without a byte order mark
+    )
     overrides = _overrides(body.pop("tokenstream", None))
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
@@ -106,6 +116,7 @@ def parse_proxy_request(raw: bytes, model_override: str | None) -> ProxyRequest:
         stream=bool(stream),
         include_usage=include_usage,
         overrides=overrides,
+        raw=raw if unchanged else None,
     )
 
 
@@ -129,15 +140,17 @@ async def chat_completions(
         default=config.upstream.profile,
     )
     auth = client_auth(request, state)
+    body = proxied.body if proxied.raw is None else proxied.raw
     if not proxied.stream:
-        return await client.forward(proxied.body, auth)
+        return await client.forward(body, auth)
+    reply = await client.open(body, auth)  # from here on, stream_live closes it
+    # made once the request is on its way, not before: it cannot fail
     wire = make_format(
         "openai",
         model=proxied.model,
         include_usage=proxied.include_usage,
         sentinel=config.server.sentinel,
     )
-    reply = await client.open(proxied.body, auth)  # from here on, stream_live closes it
     return await stream_live(request, state, reply=reply, wire=wire, profile=profile)
 
 
@@ -169,6 +182,7 @@ async def stream_query(
         body["max_tokens"] = query.max_tokens
     if query.include_usage:
         body["stream_options"] = {"include_usage": True}
+    reply = await client.open(body, client_auth(request, state))
     wire = make_format(
         query.format,
         model=model,
@@ -177,25 +191,54 @@ async def stream_query(
         with_ids=True,
         sentinel=config.server.sentinel,
     )
-    reply = await client.open(body, client_auth(request, state))
     return await stream_live(request, state, reply=reply, wire=wire, profile=profile)
 
 
-async def _keep_alive(sse: SSEResponse, interval: float) -> None:
+class _KeepAlive:
     """A comment line whenever nothing was written for about ``interval`` seconds.
 
     It covers the waits for the upstream as well as the pacer's, so it runs beside them, on
     the loop's clock: heartbeats are about real network silence, not the pacing schedule.
+    A loop timer looks every ``interval / 2``; a task exists only while a ping is written,
+    so starting a stream does not wait for one to be created and scheduled.
     """
-    written = -1
-    try:
-        while True:
-            await asyncio.sleep(interval / 2)
-            if sse.bytes_sent == written:
-                await sse.send(PING)
-            written = sse.bytes_sent
-    except ClientGone:
-        return
+
+    __slots__ = ("_half", "_loop", "_ping", "_sse", "_timer", "_written")
+
+    def __init__(self, sse: SSEResponse, interval: float) -> None:
+        self._sse = sse
+        self._half = interval / 2
+        self._loop = asyncio.get_running_loop()
+        self._written = -1
+        self._ping: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(self._half, self._look)
+
+    def _look(self) -> None:
+        self._timer = None
+        if self._sse.bytes_sent == self._written:
+            self._ping = self._loop.create_task(self._send_ping())
+            return  # the ping re-arms the timer once written
+        self._written = self._sse.bytes_sent
+        self._timer = self._loop.call_later(self._half, self._look)
+
+    async def _send_ping(self) -> None:
+        try:
+            await self._sse.send(PING)
+        except ClientGone:
+            return
+        finally:
+            self._ping = None
+        self._written = self._sse.bytes_sent
+        self._timer = self._loop.call_later(self._half, self._look)
+
+    async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        ping = self._ping
+        if ping is not None:
+            ping.cancel()
+            await asyncio.wait([ping])
 
 
 async def stream_live(
@@ -221,7 +264,7 @@ async def stream_live(
         max_buffered=server.max_buffered_bytes,
     )
     heartbeat = server.heartbeat_s
-    keep_alive: asyncio.Task[None] | None = None
+    keep_alive: _KeepAlive | None = None
     tokens = 0
     try:
         async with tracked_stream(
@@ -230,7 +273,7 @@ async def stream_live(
             await sse.prepare()
             record.status = sse.response.status
             if heartbeat is not None:
-                keep_alive = asyncio.create_task(_keep_alive(sse, heartbeat))
+                keep_alive = _KeepAlive(sse, heartbeat)
             deadline = None if server.max_stream_duration_s is None else (
                 state.clock.now() + server.max_stream_duration_s
             )
@@ -264,6 +307,5 @@ async def stream_live(
         state.streams.close(control)
         reply.close()
         if keep_alive is not None:
-            keep_alive.cancel()
-            await asyncio.wait([keep_alive])
+            await keep_alive.aclose()
     return sse.response

@@ -294,26 +294,16 @@ class UpstreamReply:
     async def items(self) -> AsyncGenerator[UpstreamItem, None]:
         """The reply as it arrives; raises ``UpstreamStreamError`` when it fails or stalls."""
         decoder = ChunkDecoder(self._secrets)
-        loop = asyncio.get_running_loop()
+        content = self._response.content
         complete = False
         try:
             while not decoder.done:
-                if decoder.events:
-                    timeout = self._idle_timeout
-                    silence = f"sent nothing for {timeout:g} s (upstream.idle_timeout_s)"
-                else:
-                    timeout = max(0.0, self._first_event_deadline - loop.time())
-                    silence = (
-                        f"sent no event within {self._first_byte_timeout:g} s of the request "
-                        "(upstream.first_byte_timeout_s)"
-                    )
                 try:
-                    async with asyncio.timeout(timeout):
-                        data = await self._response.content.readany()
-                except TimeoutError:
-                    raise UpstreamStreamError(
-                        f"The upstream {silence}.", code="upstream_timeout"
-                    ) from None
+                    # What has already arrived needs no timer: a burst of chunks, or the
+                    # first events that came in with the response's headers.
+                    data = content.read_nowait()
+                    if not data and not content.is_eof():
+                        data = await self._wait_for_data(content, decoder.events)
                 except aiohttp.ClientError as exc:
                     raise UpstreamStreamError(
                         "The upstream connection failed during the reply: "
@@ -333,6 +323,23 @@ class UpstreamReply:
                 self._response.release()  # back to the pool if the body was read to its end
             else:
                 self._response.close()  # the upstream sees its connection close at once
+
+    async def _wait_for_data(self, content: aiohttp.StreamReader, events: int) -> bytes:
+        """The next bytes of the reply, within the first-byte or the idle time limit."""
+        if events:
+            timeout = self._idle_timeout
+            silence = f"sent nothing for {timeout:g} s (upstream.idle_timeout_s)"
+        else:
+            timeout = max(0.0, self._first_event_deadline - asyncio.get_running_loop().time())
+            silence = (
+                f"sent no event within {self._first_byte_timeout:g} s of the request "
+                "(upstream.first_byte_timeout_s)"
+            )
+        try:
+            async with asyncio.timeout(timeout):
+                return await content.readany()
+        except TimeoutError:
+            raise UpstreamStreamError(f"The upstream {silence}.", code="upstream_timeout") from None
 
     def close(self) -> None:
         self._response.close()
@@ -414,12 +421,15 @@ class UpstreamClient:
     async def _send(
         self,
         url: str,
-        body: Mapping[str, Any] | None,
+        body: Mapping[str, Any] | bytes | None,
         client_auth: str | None,
         *,
         stream: bool = False,
     ) -> tuple[aiohttp.ClientResponse, tuple[str, ...]]:
-        """POST ``body`` (GET without one); map every failure before an answer to a status."""
+        """POST ``body`` (GET without one); map every failure before an answer to a status.
+
+        ``body`` is JSON: a mapping, or bytes already encoded (the client's own, unchanged).
+        """
         if self._session is None:
             raise RuntimeError("the upstream session is not started (app.cleanup_ctx)")
         headers = {"Accept": "text/event-stream" if stream else "application/json"}
@@ -431,7 +441,10 @@ class UpstreamClient:
         elif self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key}"
         secrets = self._secrets(client_auth)
-        data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+        if body is None or isinstance(body, bytes):
+            data = body
+        else:
+            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         timeout = self.config.first_byte_timeout_s
         try:
             async with asyncio.timeout(timeout):
@@ -501,7 +514,9 @@ class UpstreamClient:
             raise error
         return response, secrets
 
-    async def open(self, body: Mapping[str, Any], client_auth: str | None) -> UpstreamReply:
+    async def open(
+        self, body: Mapping[str, Any] | bytes, client_auth: str | None
+    ) -> UpstreamReply:
         """Send a streaming request; return once the upstream answered 200 with a stream.
 
         ``client_auth`` (an ``Authorization`` value) replaces the configured key when given.
@@ -526,7 +541,9 @@ class UpstreamClient:
             secrets=secrets,
         )
 
-    async def forward(self, body: Mapping[str, Any], client_auth: str | None) -> web.Response:
+    async def forward(
+        self, body: Mapping[str, Any] | bytes, client_auth: str | None
+    ) -> web.Response:
         """A request that does not stream: the upstream's answer, passed on as it came."""
         response, secrets = await self._send(self.url, body, client_auth)
         return await self._pass_on(response, secrets)
