@@ -213,6 +213,15 @@ def test_the_body_is_encoded_again_when_something_is_replaced(
         assert proxied.body["model"] == override
 
 
+def _proxy_app(base_url: str, *, heartbeat_s: float | None) -> web.Application:
+    """tokenstream in front of ``base_url`` with the ``instant`` profile, on a fake clock."""
+    config = Config(
+        server=ServerConfig(heartbeat_s=heartbeat_s),
+        upstream=UpstreamConfig(base_url=base_url, api_key_env=KEY_ENV, profile="instant"),
+    )
+    return create_app(config, clock=FakeClock())
+
+
 async def test_the_upstream_gets_the_clients_bytes_or_the_changed_body(
     aiohttp_client: AiohttpClient,
     aiohttp_server: AiohttpServer,
@@ -232,13 +241,7 @@ async def test_the_upstream_gets_the_clients_bytes_or_the_changed_body(
     upstream.behaviour = behaviour
     server = await aiohttp_server(upstream.app())
     monkeypatch.setenv(KEY_ENV, "sk-test")
-    config = Config(
-        server=ServerConfig(heartbeat_s=None),
-        upstream=UpstreamConfig(
-            base_url=str(server.make_url("/v1")), api_key_env=KEY_ENV, profile="instant"
-        ),
-    )
-    client = await aiohttp_client(create_app(config, clock=FakeClock()))
+    client = await aiohttp_client(_proxy_app(str(server.make_url("/v1")), heartbeat_s=None))
     raw = b'{"stream":true,  "model":"m","messages":[{"role":"user","content":"caf\\u00e9"}]}'
     for body in (raw, raw[:-1] + b',"tokenstream":{"profile":"instant"}}'):
         response = await client.post(
@@ -272,13 +275,7 @@ async def test_heartbeats_repeat_through_a_long_silence_and_stop_with_the_stream
     upstream.behaviour = behaviour
     server = await aiohttp_server(upstream.app())
     monkeypatch.setenv(KEY_ENV, "sk-test")
-    config = Config(
-        server=ServerConfig(heartbeat_s=0.02),
-        upstream=UpstreamConfig(
-            base_url=str(server.make_url("/v1")), api_key_env=KEY_ENV, profile="instant"
-        ),
-    )
-    client = await aiohttp_client(create_app(config, clock=FakeClock()))
+    client = await aiohttp_client(_proxy_app(str(server.make_url("/v1")), heartbeat_s=0.02))
     response = await client.post(
         "/v1/chat/completions",
         json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True},

@@ -2,8 +2,8 @@
 
 A scripted or echo reply exists whole at the start, so each event's bytes and deadline come
 from a plain iterator (``pipeline.scheduled_reply``), and the events can be written from a
-``TimerClock`` callback: no task wakes per event. With the shared ``BucketClock`` one loop
-timer per millisecond writes every stream due in it, each with one ``send(2)``; a stream
+``TimerClock`` callback: no task wakes per event. With the shared ``BucketClock`` one timer
+callback writes every stream due in the same millisecond, each with one ``send(2)``; a stream
 costs the loop a callback per event instead of a timer, a future and a task step.
 
 The stream's handler task awaits ``run()`` once, and is woken only when

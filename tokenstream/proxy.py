@@ -51,7 +51,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True, slots=True)
 class ProxyRequest:
     body: dict[str, Any]
