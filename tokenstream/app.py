@@ -9,7 +9,6 @@ import asyncio
 import logging
 import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -53,7 +52,7 @@ from tokenstream.tokenizer import Tokenizer, load_encoding
 from tokenstream.transport import SSEResponse
 from tokenstream.ui import add_ui_routes
 from tokenstream.upstream import UPSTREAM, UpstreamClient
-from tokenstream.wire import WireFormat, make_format
+from tokenstream.wire import WireFormat, make_format, new_completion_id
 
 __all__ = ["CONFIG", "METRICS", "STATE", "AppState", "StreamStats", "create_app"]
 
@@ -227,7 +226,7 @@ async def _stream_reply(
         async with tracked_stream(
             stats, sse, wire, record, path=request.path, send_timeout=server.send_timeout_s
         ):
-            await sse.prepare()
+            await sse.prepare(hold_headers=True)  # sent with the first event, or at once
             record.status = sse.response.status
             text = await whole_reply(source, messages)
             playout = Playout(
@@ -258,8 +257,7 @@ async def _stream_reply(
                 )
             finally:
                 record.tokens = playout.tokens
-            await sse.send(ending)
-            await sse.close()
+            await sse.close(ending)
     finally:
         state.streams.close(control)
     return sse.response
@@ -346,7 +344,7 @@ async def _complete(
     current_record().tokens = progress.completion_tokens
     return web.json_response(
         {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "id": new_completion_id(),
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,

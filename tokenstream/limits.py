@@ -7,7 +7,7 @@ middleware. These are the ones decided from the parsed request.
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 from tokenstream.config import ServerConfig
 from tokenstream.errors import InvalidRequest
@@ -47,10 +47,12 @@ def check_query_encoding(raw_query: str) -> None:
 
     aiohttp (yarl) would decode them to U+FFFD and the reply would silently change.
     """
-    if not raw_query:
-        return
+    if "%" not in raw_query:
+        return  # nothing is percent-decoded (aiohttp refuses raw bytes that are not ASCII)
     try:
-        parse_qsl(raw_query, keep_blank_values=True, encoding="utf-8", errors="strict")
+        # decoding the whole string at once is as strict as decoding each name and value:
+        # the separators are ASCII, so a sequence they cut is invalid either way
+        unquote_to_bytes(raw_query).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidRequest(
             f"The query string is not valid UTF-8 after percent-decoding ({exc.reason}). "

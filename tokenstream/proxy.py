@@ -300,8 +300,7 @@ async def stream_live(
                 )
             finally:
                 await events.aclose()
-            await sse.send(ending)
-            await sse.close()
+            await sse.close(ending)
     finally:
         state.streams.close(control)
         reply.close()

@@ -298,8 +298,7 @@ async def _report_failure(
     stats.failed += 1
     record.outcome = "failed"
     try:
-        await sse.send(error_event)
-        await sse.close()
+        await sse.close(error_event)
     except ClientGone:
         sse.abort()
 

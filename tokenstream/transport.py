@@ -49,8 +49,9 @@ class ClientStalled(ClientGone):
 
 
 class SSEResponse:
-    __slots__ = ("_chunked", "_direct", "batch_bytes", "bytes_sent", "clock", "last_write",
-                 "max_buffered", "peak_buffered", "request", "response", "send_timeout")
+    __slots__ = ("_chunked", "_direct", "_held_headers", "batch_bytes", "bytes_sent", "clock",
+                 "last_write", "max_buffered", "peak_buffered", "request", "response",
+                 "send_timeout")
 
     def __init__(
         self,
@@ -77,27 +78,44 @@ class SSEResponse:
         # the connection's transport once prepared, when write_nowait may write to it itself
         self._direct: asyncio.Transport | None = None
         self._chunked = False
+        self._held_headers: StreamWriter | None = None  # whose headers the first write sends
 
-    async def prepare(self) -> None:
+    async def prepare(self, *, hold_headers: bool = False) -> None:
+        """Start the response. Its status line and headers go to the socket now, or with
+        ``hold_headers`` together with the first event (one ``send(2)`` and one TCP segment
+        for both); the caller then calls ``flush_headers`` if it has nothing to send at once.
+
+        Preparing never waits for the client (the headers go into an empty socket buffer),
+        so it needs no send timeout.
+        """
+        response = self.response
+        if hold_headers:
+            _hold_headers(response)
         try:
-            async with _timeout(self.send_timeout):
-                await self.response.prepare(self.request)
+            await response.prepare(self.request)
         except ConnectionResetError as exc:
             raise ClientGone from exc
-        except TimeoutError as exc:
-            raise ClientStalled from exc
         transport = self.request.transport
         if self.max_buffered is not None and transport is not None:
             # the protocol pauses (and our drain waits) once this much output is queued
             transport.set_write_buffer_limits(high=self.max_buffered)
         writer = self.request.writer
         if isinstance(writer, StreamWriter) and transport is not None:
-            # ``write_nowait`` writes to the socket itself: aiohttp's buffered status line and
-            # headers go first, and the body is framed as aiohttp framed it
-            writer.send_headers()
+            # ``write_nowait`` writes to the socket itself, the body framed as aiohttp frames it
             self._direct = transport
             self._chunked = writer.chunked
+            if hold_headers and _held_headers(writer) is not None:
+                self._held_headers = writer
+            else:
+                writer.send_headers()
         self.last_write = self.clock.now()
+
+    def flush_headers(self) -> None:
+        """Send the status line and headers if ``prepare(hold_headers=True)`` still holds them."""
+        writer = self._held_headers
+        if writer is not None:
+            self._held_headers = None
+            writer.send_headers()
 
     def write_nowait(self, data: bytes, now: float | None = None) -> bool:
         """Write ``data`` now if that cannot wait; False (nothing written) if it could.
@@ -119,10 +137,11 @@ class SSEResponse:
             return False
         if not data:
             return True  # an empty chunk would end a chunked body
-        if self._chunked:
-            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            transport.write(data)
+        framed = b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data
+        if self._held_headers is not None:
+            framed = _take_held_headers(self._held_headers) + framed
+            self._held_headers = None
+        transport.write(framed)
         self.bytes_sent += len(data)
         self.last_write = self.clock.now() if now is None else now
         return True
@@ -131,6 +150,7 @@ class SSEResponse:
         """Write ``data``; wait (up to the send timeout) while the queue is over its cap."""
         if self.write_nowait(data):
             return
+        self._held_headers = None  # aiohttp writes them with the data
         try:
             async with _timeout(self.send_timeout):
                 await self.response.write(data)
@@ -144,14 +164,31 @@ class SSEResponse:
         self.bytes_sent += len(data)
         self.last_write = self.clock.now()
 
-    async def close(self) -> None:
+    async def close(self, ending: bytes = b"") -> None:
+        """Write ``ending`` (the last events) and end the body, in one write.
+
+        With nothing queued, the write cannot wait (as in ``write_nowait``) and needs no
+        timeout; otherwise it waits for the client up to the send timeout.
+        """
+        self._held_headers = None  # aiohttp writes them with the ending
+        transport = self._direct
         try:
-            async with _timeout(self.send_timeout):
-                await self.response.write_eof()
+            if (
+                transport is not None
+                and not transport.get_write_buffer_size()
+                and (self.max_buffered is None or len(ending) <= self.max_buffered)
+            ):
+                await self.response.write_eof(ending)
+            else:
+                async with _timeout(self.send_timeout):
+                    await self.response.write_eof(ending)
         except ConnectionResetError as exc:
             raise ClientGone from exc
         except TimeoutError as exc:
             raise ClientStalled from exc
+        if ending:
+            self.bytes_sent += len(ending)
+            self.last_write = self.clock.now()
 
     def abort(self) -> None:
         """Drop the connection and everything queued for it (after a stall)."""
@@ -165,3 +202,29 @@ class SSEResponse:
             queued = transport.get_write_buffer_size()
             if queued > self.peak_buffered:
                 self.peak_buffered = queued
+
+
+# aiohttp (>= 3.12) buffers a response's status line and headers in its ``StreamWriter`` and
+# sends them with the first body write, unless the response sends them at once, as
+# ``StreamResponse`` does. These three reach into that (private) state; when it is not
+# there, ``prepare`` sends the headers at once, as before.
+
+
+def _hold_headers(response: web.StreamResponse) -> None:
+    response._send_headers_immediately = False
+
+
+def _held_headers(writer: StreamWriter) -> bytes | None:
+    held = getattr(writer, "_headers_buf", None)
+    if isinstance(held, bytes) and held and getattr(writer, "_headers_written", None) is False:
+        return held
+    return None
+
+
+def _take_held_headers(writer: StreamWriter) -> bytes:
+    held = _held_headers(writer)
+    if held is None:
+        return b""  # aiohttp sent them meanwhile
+    writer._headers_buf = None
+    writer._headers_written = True
+    return held

@@ -23,8 +23,8 @@ value that changes (the piece text), instead of ``json.dumps`` of a whole dict p
 from __future__ import annotations
 
 import json
+import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring
@@ -44,6 +44,7 @@ __all__ = [
     "Usage",
     "WireFormat",
     "make_format",
+    "new_completion_id",
 ]
 
 FinishReason = Literal["stop", "length"]
@@ -159,6 +160,13 @@ class JsonFormat(_EventFraming):
         return self.done()
 
 
+def new_completion_id() -> str:
+    """A ``chatcmpl-`` id as OpenAI's look: 24 hex digits."""
+    # an identifier, not a secret: the random module is enough, and cheaper than ``uuid4``
+    # (a system call per stream)
+    return f"chatcmpl-{random.getrandbits(96):024x}"
+
+
 _CONTENT_OPEN = '{"index":0,"delta":{"content":'
 
 
@@ -179,7 +187,7 @@ class OpenAIChunkFormat(_EventFraming):
         created: int | None = None,
     ) -> None:
         super().__init__(event=event, with_ids=with_ids, sentinel=sentinel)
-        self.completion_id = completion_id or f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.completion_id = completion_id or new_completion_id()
         self.created = int(time.time()) if created is None else created
         self.include_usage = include_usage
         self._tail = ',"usage":null}' if include_usage else "}"
