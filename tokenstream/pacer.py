@@ -151,7 +151,7 @@ class Schedule:
             gap = self.profile.ttft_ms / 1000.0
         else:
             gap = piece.tokens * self._interval
-            if gap:
+            if gap and self._sigma:
                 gap *= self._gap_factor()
             if self._pauses:
                 gap += _pause_between(self.profile, self._previous_text, piece.text)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from tokenstream.chat import ChatMessage
-from tokenstream.pacer import PacingProfile, timed
+from tokenstream.pacer import PacingProfile, Schedule, timed
 from tokenstream.sources import Source
 from tokenstream.tokenizer import Piece, Tokenizer
 from tokenstream.wire import FinishReason, Usage
@@ -93,4 +93,17 @@ def scheduled_reply(
 ) -> Iterator[tuple[float, Piece]]:
     """Every event of a reply that is all there, with its deadline, computed as it is taken."""
     pieces = tokenizer.shared_pieces(text)  # shared by every stream of the same reply
+    if profile.chunk_tokens <= 1:
+        return _one_event_per_piece(pieces, Schedule(profile, start), max_tokens, progress)
     return timed(within_token_limit(pieces, max_tokens, progress), profile, start)
+
+
+def _one_event_per_piece(
+    pieces: Iterable[Piece], schedule: Schedule, max_tokens: int | None, progress: ReplyProgress
+) -> Iterator[tuple[float, Piece]]:
+    """``timed(within_token_limit(...))`` when every piece is an event: one generator step
+    per event instead of two (this runs once per event of every stream)."""
+    for piece in pieces:
+        if not progress.admit(piece, max_tokens):
+            return
+        yield schedule.next_deadline(piece), piece

@@ -78,6 +78,7 @@ class Playout:
         "_wake",
         "_wake_at",
         "_wake_for",
+        "_wake_to_play",
         "_wire",
         "tokens",
     )
@@ -113,7 +114,9 @@ class Playout:
         self._failure: Exception | None = None
         self.tokens = 0
         """Completion tokens written so far."""
-        self._wake = self._on_timer  # bound once: it is handed to the clock for every event
+        # bound once: handed to the clock for every event
+        self._wake = self._on_timer
+        self._wake_to_play = self._play
 
     async def run(self) -> None:
         """Write every event at its deadline; return when the last one is written."""
@@ -139,16 +142,16 @@ class Playout:
             self._waiter = None
 
     def _on_timer(self) -> None:
+        """A ping or the time limit is due (an event's timer calls ``_play`` itself)."""
         self._timer = None
-        if self._wake_for == _EVENT:
-            self._play()
-        elif self._wake_for == _PING:
+        if self._wake_for == _PING:
             self._write_then_arm(PING)
         else:
             self._end(StreamTimeLimit())
 
     def _play(self) -> None:
         """Write what is due (one batch at most), then set the timer for what comes next."""
+        self._timer = None
         now = self._clock.now()
         # the timer was set for this event: it is due even if the loop woke a hair early
         due_by = max(now, self._wake_at)
@@ -205,7 +208,9 @@ class Playout:
                 wake_at, wake_for = ping_at, _PING
         self._wake_at = wake_at
         self._wake_for = wake_for
-        self._timer = self._clock.call_at(wake_at, self._wake)
+        self._timer = self._clock.call_at(
+            wake_at, self._wake_to_play if wake_for == _EVENT else self._wake
+        )
 
     def _end(self, error: BaseException | None) -> None:
         """Wake the task: done, blocked on a write (``_blocked``), or failed with ``error``."""
