@@ -500,6 +500,11 @@ def throughput(options: Options, results: Results, streams: int, tokens: int,
                 "events_per_s": events / wall,
                 "mib_per_s": sum(c["bytes"] for c in clients) / wall / 2**20,
                 "server_cpu_s_per_1000_events": cpu / events * 1000 if events else None,
+                # what a stream costs beside its events: with --tokens 1, about a request's cost
+                "server_cpu_ms_per_stream": (
+                    cpu / completed * 1000 if (completed := sum(c["streams"] for c in clients))
+                    else None
+                ),
                 "server_cpu_pct": cpu / wall * 100,
                 "client_cpu_pct": _utilisation(clients),
             }
@@ -521,6 +526,8 @@ def throughput(options: Options, results: Results, streams: int, tokens: int,
                             values(lambda s: s["server_cpu_s_per_1000_events"])))
     results.rows.append(Row("throughput", label, "streams completed", "",
                             values(lambda s: s["streams_completed"]), better="higher"))
+    results.rows.append(Row("throughput", label, "server CPU per stream", "ms",
+                            values(lambda s: s["server_cpu_ms_per_stream"])))
     results.rows.append(Row("throughput", label, "server CPU", "%",
                             values(lambda s: s["server_cpu_pct"])))
     results.rows.append(Row("throughput", label, "load generator CPU", "%",
@@ -678,13 +685,22 @@ def proxy_streams(options: Options, results: Results, counts: list[int], tokens:
                            "path": path, "ramp_s": ramp if n > 1 else 0.0,
                            "timeout_s": ramp + tokens / rate + 60}
                     run = LoadRun(options, job, n)
-                    streams = [s for c in run.results() for s in c["streams"]]
+                    time.sleep(max(0.0, run.start_at - time.monotonic()))  # the clients' start
+                    cpu0 = proxied.cpu_seconds()
+                    clients = run.results()
+                    cpu = proxied.cpu_seconds() - cpu0
+                    streams = [s for c in clients for s in c["streams"]]
                     measured[target] = analyse_proxy(reply, streams)
                     summary = measured[target]
+                    wall = max(c["wall_s"] for c in clients)
+                    # tokenstream's CPU also in the direct run: it is idle then (a check)
+                    summary["tokenstream_cpu_pct"] = cpu / wall * 100 if wall else None
                     how = "through tokenstream" if target == "tokenstream" else "direct"
                     print(f"  proxy N={n} {how}: TTFT p50 {summary['ttft_ms']['p50']:.2f} ms, "
                           f"gap p99 {summary['gap_ms']['p99']:.2f} ms, "
-                          f"failed {summary['streams_failed']}", file=sys.stderr)
+                          f"failed {summary['streams_failed']}, "
+                          f"tokenstream CPU {summary['tokenstream_cpu_pct']:.0f}%",
+                          file=sys.stderr)
         raw["runs"].append({"streams": n, **measured})
         label = str(n)
         ours, direct = measured["tokenstream"], measured["baseline"]
@@ -703,6 +719,8 @@ def proxy_streams(options: Options, results: Results, counts: list[int], tokens:
         results.rows.append(Row("proxy", label, "streams failed", "",
                                 {"tokenstream": ours["streams_failed"],
                                  "baseline": direct["streams_failed"]}))
+        results.rows.append(Row("proxy", label, "tokenstream server CPU (proxying)", "%",
+                                {"tokenstream": ours["tokenstream_cpu_pct"]}))
 
 
 # ---------------------------------------------------------------- output
@@ -876,7 +894,8 @@ def build_parser() -> argparse.ArgumentParser:
     mem.add_argument("--ramp", type=float, default=2.0)
     px = commands.add_parser("proxy", parents=[common],
                              help="proxy overhead (runs scripts/proxy_overhead.py)")
-    px.add_argument("--requests", type=int, default=100)
+    px.add_argument("--requests", type=int, default=100,
+                    help="requests one at a time, per path (scripts/proxy_overhead.py; 0: skip)")
     px.add_argument("--streams", type=_counts, default=[1, 500],
                     help="concurrent streams through the proxy (0: skip)")
     px.add_argument("--tokens", type=int, default=100)
@@ -930,7 +949,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif scenario == "memory":
             memory(options, results, args.streams, args.ramp)
         elif scenario == "proxy":
-            proxy(options, results, args.requests)
+            if args.requests:
+                proxy(options, results, args.requests)
             proxy_streams(options, results, [n for n in args.streams if n], args.tokens,
                           args.ramp)
         elif args.quick:

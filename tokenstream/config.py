@@ -220,7 +220,7 @@ class UpstreamConfig(_Strict):
     idle_timeout_s: float = Field(
         default=60.0, gt=0, le=3600, description="longest silence while reading the reply"
     )
-    max_connections: int = Field(default=100, ge=1, le=100_000)
+    max_connections: int = Field(default=1000, ge=1, le=100_000)
     max_connections_per_host: int = Field(default=0, ge=0, le=100_000, description="0 = no limit")
 
     @field_validator("connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s")
