@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+BENCH = SCRIPTS / "bench.py"
 
 
 @pytest.mark.slow
@@ -39,9 +40,22 @@ def test_quick_run_covers_every_scenario(tmp_path: Path) -> None:
     for target in ("tokenstream", "baseline"):  # through the proxy, and straight
         assert proxied[target]["streams_ok"] == 3, target
         assert proxied[target]["ttft_ms"]["p50"] > 0, target
+        assert proxied[target]["tokenstream_cpu_pct"] is not None, target
+    assert throughput["tokenstream"]["server_cpu_ms_per_stream"] is not None
 
     assert "| fidelity" in run.stdout and "| proxy" in run.stdout
     assert {row["scenario"] for row in results["rows"]} == {
         "fidelity", "throughput", "memory", "proxy"}
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_the_playout_micro_benchmark_plays_every_event() -> None:
+    loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    run = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_playout.py"), "--streams", "3", "--tokens", "7",
+         "--rate", "1000", "--ramp", "0", "--loop", loop],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("3 streams, 21 events,"), run.stdout

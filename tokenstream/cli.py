@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -138,11 +137,6 @@ def _serve(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    # The objects made at start-up (the tokenizer's tables, config, app) live as long as the
-    # server: frozen, the cyclic GC never scans them again, which shortens the full
-    # collections that otherwise stall every open stream at once.
-    gc.collect()
-    gc.freeze()
     # SIGTERM/SIGINT: stop accepting, let streams finish (server.shutdown_grace_s), exit 0
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
