@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from typing import Any
@@ -59,6 +60,26 @@ async def test_stream_reassembles_exactly(
         text = _openai_text(body)
     assert text == reply
     assert "\ufffd" not in text
+
+
+async def test_head_answers_the_stream_headers_without_a_body(make_client: MakeClient) -> None:
+    client = await make_client()
+    head = await client.head("/v1/stream", params={"prompt": "hi"})
+    assert head.status == 200
+    assert head.headers["Content-Type"].startswith("text/event-stream")
+    bad = await client.head("/v1/stream", params={"prompt": "hi", "tokens_per_second": "-1"})
+    assert bad.status == 400
+    # on one keep-alive connection: the GET's answer follows the HEAD's headers at once
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"HEAD /v1/stream?prompt=hi HTTP/1.1\r\nHost: t\r\n\r\n"
+                 b"GET /v1/stream?prompt=hi&tokens_per_second=0 HTTP/1.1\r\nHost: t\r\n"
+                 b"Connection: close\r\n\r\n")
+    received = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head_part, _, rest = received.partition(b"\r\n\r\n")
+    assert head_part.startswith(b"HTTP/1.1 200 OK")
+    assert rest.startswith(b"HTTP/1.1 200 OK"), rest[:80]
+    assert b"data: [DONE]" in rest
 
 
 async def test_stream_named_event(make_client: MakeClient) -> None:

@@ -141,6 +141,18 @@ async def test_stream_endpoint_through_the_upstream(
     }
 
 
+async def test_head_on_the_stream_endpoint_sends_nothing_upstream(
+    proxy: MakeProxy, upstream: FakeUpstream
+) -> None:
+    upstream.behaviour = streams(reply_stream([REPLY]))
+    client = await proxy()
+    response = await client.head("/v1/stream", params={"prompt": "hi", "model": "m1"})
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert (await client.head("/v1/stream", params={"prompt": "hi"})).status == 400  # no model
+    assert upstream.seen == []
+
+
 async def test_stream_endpoint_needs_a_model(proxy: MakeProxy) -> None:
     client = await proxy()
     response = await client.get("/v1/stream", params={"prompt": "hi"})

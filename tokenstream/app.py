@@ -49,7 +49,7 @@ from tokenstream.streams import (
     tracked_stream,
 )
 from tokenstream.tokenizer import Tokenizer, load_encoding
-from tokenstream.transport import SSEResponse
+from tokenstream.transport import SSEResponse, head_response
 from tokenstream.ui import add_ui_routes
 from tokenstream.upstream import UPSTREAM, UpstreamClient
 from tokenstream.wire import WireFormat, make_format, new_completion_id
@@ -387,6 +387,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         sentinel=config.server.sentinel,
     )
     source = _pick_source(state, query.overrides)
+    if request.method == "HEAD":
+        return head_response()
     messages = [ChatMessage("user", query.prompt)]
     max_tokens = query.max_tokens
     del query  # an open stream keeps only what it uses (memory per idle stream)

@@ -33,7 +33,7 @@ from tokenstream.streams import (
     tracked_stream,
 )
 from tokenstream.tokenizer import Piece
-from tokenstream.transport import PING, ClientGone, SSEResponse
+from tokenstream.transport import PING, ClientGone, SSEResponse, head_response
 from tokenstream.upstream import UpstreamClient, UpstreamReply
 from tokenstream.wire import WireFormat, make_format
 
@@ -181,6 +181,8 @@ async def stream_query(
         body["max_tokens"] = query.max_tokens
     if query.include_usage:
         body["stream_options"] = {"include_usage": True}
+    if request.method == "HEAD":
+        return head_response()
     reply = await client.open(body, client_auth(request, state))
     wire = make_format(
         query.format,

@@ -23,7 +23,15 @@ from aiohttp.http_writer import StreamWriter
 from tokenstream.clock import Clock
 from tokenstream.sse import encode_comment
 
-__all__ = ["BATCH_BYTES", "PING", "SSE_HEADERS", "ClientGone", "ClientStalled", "SSEResponse"]
+__all__ = [
+    "BATCH_BYTES",
+    "PING",
+    "SSE_HEADERS",
+    "ClientGone",
+    "ClientStalled",
+    "SSEResponse",
+    "head_response",
+]
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -38,6 +46,12 @@ keeps proxies from closing a silent connection."""
 
 BATCH_BYTES = 16 * 1024
 """Events due at the same time are written together up to about this many bytes per write."""
+
+
+def head_response() -> web.Response:
+    """The answer to ``HEAD`` on a stream endpoint, once the query is valid: the headers a
+    ``GET`` gets, no body (HTTP forbids one), no stream started and nothing sent upstream."""
+    return web.Response(headers=SSE_HEADERS)
 
 
 class ClientGone(Exception):
