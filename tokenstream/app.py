@@ -252,9 +252,12 @@ async def _stream_reply(
                 ending = wire.finish(progress.finish_reason, progress.usage)
                 record.outcome = "completed"
             except (StreamTimeLimit, asyncio.CancelledError) as interruption:
-                ending = interruption_ending(
+                cut_short = interruption_ending(
                     interruption, control, wire, record, server.max_stream_duration_s
                 )
+                if cut_short is None:
+                    raise  # the client left
+                ending = cut_short
             finally:
                 record.tokens = playout.tokens
             await sse.close(ending)

@@ -24,7 +24,7 @@ seconds (a long time to first token, a slow pace) gets a ping comment.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from tokenstream.clock import Cancellable, TimerClock
@@ -37,6 +37,10 @@ from tokenstream.wire import WireFormat
 __all__ = ["EventSink", "Playout"]
 
 _EVENT, _PING, _LIMIT = 0, 1, 2  # what a timer was set for
+
+
+def _idle() -> None:
+    """What the timer callbacks are when the playout is not running."""
 
 
 class EventSink(Protocol):
@@ -114,13 +118,17 @@ class Playout:
         self._failure: Exception | None = None
         self.tokens = 0
         """Completion tokens written so far."""
-        # bound once: handed to the clock for every event
-        self._wake = self._on_timer
-        self._wake_to_play = self._play
+        self._wake: Callable[[], None] = _idle
+        self._wake_to_play: Callable[[], None] = _idle
 
     async def run(self) -> None:
         """Write every event at its deadline; return when the last one is written."""
         loop = asyncio.get_running_loop()
+        # bound once, handed to the clock for every event; a bound method kept on its own
+        # object is a reference cycle, so only while playing: after it, the stream's objects
+        # are freed as soon as the handler lets go of them, not by the cyclic collector
+        self._wake = self._on_timer
+        self._wake_to_play = self._play
         try:
             self._waiter = loop.create_future()
             self._next = next(self._events, None)
@@ -140,6 +148,7 @@ class Playout:
                 self._timer.cancel()
                 self._timer = None
             self._waiter = None
+            self._wake = self._wake_to_play = _idle
 
     def _on_timer(self) -> None:
         """A ping or the time limit is due (an event's timer calls ``_play`` itself)."""

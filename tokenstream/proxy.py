@@ -297,9 +297,12 @@ async def stream_live(
                 ending = wire.done()
                 record.outcome = "completed"
             except (StreamTimeLimit, asyncio.CancelledError) as interruption:
-                ending = interruption_ending(
+                cut_short = interruption_ending(
                     interruption, control, wire, record, server.max_stream_duration_s
                 )
+                if cut_short is None:
+                    raise  # the client left
+                ending = cut_short
             finally:
                 await events.aclose()
             await sse.close(ending)

@@ -309,11 +309,13 @@ def interruption_ending(
     wire: WireFormat,
     record: AccessRecord,
     limit_s: float | None,
-) -> bytes:
+) -> bytes | None:
     """The closing events of a stream cut short by its time limit or by shutdown.
 
-    A cancellation that is not the registry's shutdown request (the client left) is
-    re-raised: it must propagate.
+    None for a cancellation that is not the registry's shutdown request (the client left):
+    the caller re-raises it with a bare ``raise``. (Raising it here would keep this frame,
+    which holds the exception, in the exception's own traceback: a reference cycle that
+    leaves the whole stream to the cyclic garbage collector.)
     """
     if isinstance(interruption, StreamTimeLimit):
         record.outcome = "time_limit"
@@ -323,6 +325,6 @@ def interruption_ending(
             "stream_duration_exceeded",
         )
     if not control.consume_stop():
-        raise interruption
+        return None
     record.outcome = "shutdown"
     return wire.error(SHUTTING_DOWN, "server_error", "server_shutting_down")

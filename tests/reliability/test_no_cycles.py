@@ -1,0 +1,83 @@
+"""A finished stream's objects are freed by reference counting, not left to the cyclic GC.
+
+When a stream's objects end up in a reference cycle, each of them waits for a collection of
+the oldest generation, and those grow with the streams served since the last one: with 1000
+streams coming and going, the server stalled every stream for 95-170 ms at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+
+from tokenstream.playout import Playout
+from tokenstream.scheduler import BucketClock
+from tokenstream.transport import SSEResponse
+from tokenstream.wire import JsonFormat, OpenAIChunkFormat, TextFormat
+
+from support import MakeClient
+
+STREAM_TYPES = (Playout, SSEResponse, OpenAIChunkFormat, JsonFormat, TextFormat)
+
+
+def _cyclic_stream_objects() -> list[str]:
+    """Collect with the collector's findings kept, and name the stream objects among them."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return [type(o).__name__ for o in gc.garbage if isinstance(o, STREAM_TYPES)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+@pytest.mark.parametrize("clock", ["fake", "bucket"])
+async def test_a_finished_stream_leaves_no_reference_cycle(
+    make_client: MakeClient, clock: str
+) -> None:
+    client = await make_client(clock=BucketClock() if clock == "bucket" else None)
+    queries = [
+        {"prompt": "hello", "format": "openai", "tokens_per_second": "0"},
+        {"prompt": "hello", "format": "json", "tokens_per_second": "2000"},  # paced: timers
+        {"prompt": "hello", "format": "text", "max_tokens": "3", "tokens_per_second": "0"},
+    ]
+    gc.collect()
+    gc.disable()
+    try:
+        for query in queries:
+            response = await client.get("/v1/stream", params=query)
+            assert response.status == 200
+            await response.read()
+        await asyncio.sleep(0.05)  # the handlers finish after the last byte
+        cyclic = _cyclic_stream_objects()
+    finally:
+        gc.enable()
+    assert cyclic == []
+
+
+async def test_a_client_that_leaves_and_the_chat_endpoint_leave_no_reference_cycle(
+    make_client: MakeClient,
+) -> None:
+    client = await make_client(clock=BucketClock())
+    chat = {"model": "tokenstream-1", "messages": [{"role": "user", "content": "hello"}],
+            "tokenstream": {"tokens_per_second": 0}}
+    gc.collect()
+    gc.disable()
+    try:
+        # a client that leaves mid-stream: its handler is cancelled
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(b"GET /v1/stream?prompt=hello&tokens_per_second=20 HTTP/1.1\r\n"
+                     b"Host: t\r\n\r\n")
+        await reader.readuntil(b"data:")
+        writer.transport.abort()
+        for body in ({**chat, "stream": True}, chat):
+            response = await client.post("/v1/chat/completions", json=body)
+            assert response.status == 200
+            await response.read()
+        await asyncio.sleep(0.1)
+        cyclic = _cyclic_stream_objects()
+    finally:
+        gc.enable()
+    assert cyclic == []
