@@ -59,3 +59,16 @@ def test_the_playout_micro_benchmark_plays_every_event() -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("3 streams, 21 events,"), run.stdout
+
+
+@pytest.mark.slow
+def test_the_gc_pause_script_counts_the_collections_of_a_short_run() -> None:
+    run = subprocess.run(
+        [sys.executable, str(SCRIPTS / "gc_pauses.py"), "--streams", "5", "--duration", "1",
+         "--tokens", "5", "--rate", "1000"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "0 failed" in run.stdout
+    rows = [line.split() for line in run.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [row[0] for row in rows[-3:]] == ["0", "1", "2"], run.stdout
