@@ -12,14 +12,24 @@ import gc
 
 import pytest
 
+from tokenstream.app import STATE
 from tokenstream.playout import Playout
 from tokenstream.scheduler import BucketClock
+from tokenstream.streams import StreamStats
 from tokenstream.transport import SSEResponse
 from tokenstream.wire import JsonFormat, OpenAIChunkFormat, TextFormat
 
-from support import MakeClient
+from support import MakeClient, wait_for
 
 STREAM_TYPES = (Playout, SSEResponse, OpenAIChunkFormat, JsonFormat, TextFormat)
+
+
+async def _handlers_done(stats: StreamStats, ended: int) -> None:
+    """Until ``ended`` streams have ended, and a few loop turns more for the handlers to
+    return and aiohttp to finish their responses (then nothing holds their objects)."""
+    await wait_for(lambda: stats.active == 0 and stats.completed + stats.disconnected >= ended)
+    for _ in range(20):
+        await asyncio.sleep(0)
 
 
 def _cyclic_stream_objects() -> list[str]:
@@ -50,7 +60,7 @@ async def test_a_finished_stream_leaves_no_reference_cycle(
             response = await client.get("/v1/stream", params=query)
             assert response.status == 200
             await response.read()
-        await asyncio.sleep(0.05)  # the handlers finish after the last byte
+        await _handlers_done(client.app[STATE].stats, len(queries))
         cyclic = _cyclic_stream_objects()
     finally:
         gc.enable()
@@ -76,7 +86,9 @@ async def test_a_client_that_leaves_and_the_chat_endpoint_leave_no_reference_cyc
             response = await client.post("/v1/chat/completions", json=body)
             assert response.status == 200
             await response.read()
-        await asyncio.sleep(0.1)
+        stats = client.app[STATE].stats
+        await wait_for(lambda: stats.disconnected == 1)
+        await _handlers_done(stats, 2)  # and the streamed chat completion
         cyclic = _cyclic_stream_objects()
     finally:
         gc.enable()
