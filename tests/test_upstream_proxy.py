@@ -516,6 +516,22 @@ async def test_failure_after_start_ends_with_an_error_event_and_done(
     assert client.app[STATE].stats.failed == 1
 
 
+async def test_headers_reach_the_client_while_the_upstream_is_silent(
+    proxy: MakeProxy, upstream: FakeUpstream
+) -> None:
+    # held for the first event only briefly (proxy.HEADERS_HOLD_S): a slow upstream (a
+    # reasoning model) does not keep the response's status from the client, with or without
+    # heartbeats
+    gate = asyncio.Event()
+    upstream.behaviour = streams(gate=gate)  # 200 and headers, then nothing until the gate
+    client = await proxy(heartbeat_s=None)
+    response = await asyncio.wait_for(_chat(client), 10)
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    gate.set()
+    await response.read()
+
+
 async def test_no_first_event_within_first_byte_timeout_after_headers(
     proxy: MakeProxy, upstream: FakeUpstream
 ) -> None:
