@@ -11,17 +11,18 @@ every stream of the process for as long as it takes.
 
     python scripts/gc_pauses.py --streams 1000 --duration 30
 
-The server runs as ``tokenstream serve --loop uvloop`` with a ``gc.callbacks`` hook that
-times each collection, pinned to CPU 0 and the clients to the others when the machine has
-two or more CPUs (as in scripts/bench.py). Collections at start-up (``serve`` collects
-and freezes what it loaded) are left out: only those between the first client's start and
-the last one's end count.
+The server runs as ``tokenstream serve`` (on uvloop when it is installed, ``--loop``) with
+a ``gc.callbacks`` hook that times each collection, pinned to CPU 0 and the clients to the
+others when the machine has two or more CPUs (as in scripts/bench.py). Collections at
+start-up (``serve`` collects and freezes what it loaded) are left out: only those between
+the first client's start and the last one's end count.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import random
@@ -93,7 +94,12 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds")
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--rate", type=float, default=50.0, help="tokens per second")
+    parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                        help="the server's and the clients' event loop (auto: uvloop if installed)")
     args = parser.parse_args()
+    loop = args.loop
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
 
     cpus = sorted(os.sched_getaffinity(0))
     pin = len(cpus) >= 2 and shutil.which("taskset") is not None
@@ -107,31 +113,39 @@ def main() -> int:
     port = _free_port()
     log_path = workdir / "collections.json"
     argv = [sys.executable, "-c", _SERVER, "serve", "--port", str(port), "--config", str(config),
-            "--loop", "uvloop", "--log-level", "WARNING", str(log_path)]
+            "--loop", loop, "--log-level", "WARNING", str(log_path)]
     if pin:
         argv = ["taskset", "-c", str(cpus[0]), *argv]
         os.sched_setaffinity(0, cpus[1:])
-    server = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         for _ in range(300):
+            if server.poll() is not None:
+                errors = server.stderr.read().decode() if server.stderr else ""
+                raise SystemExit(f"gc_pauses: the server exited at start-up:\n{errors}")
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
                 break
             except OSError:
                 time.sleep(0.1)
+        else:
+            raise SystemExit("gc_pauses: the server did not answer /healthz within 30 s")
         path = "/v1/stream?" + urlencode({"prompt": "gc", "format": "openai",
                                           "tokens_per_second": f"{args.rate:g}", "jitter": "0"})
+        clients = _clients(port, args.streams, args.duration, path)
         started = time.monotonic()
-        try:
+        if loop == "uvloop":
             import uvloop
 
-            done, failed = uvloop.run(_clients(port, args.streams, args.duration, path))
-        except ImportError:
-            done, failed = asyncio.run(_clients(port, args.streams, args.duration, path))
+            done, failed = uvloop.run(clients)
+        else:
+            done, failed = asyncio.run(clients)
         ended = time.monotonic()
     finally:
         server.terminate()
         server.wait(timeout=30)
+        if server.stderr:
+            server.stderr.close()
     collections = [(gen, pause) for at, gen, pause in json.loads(log_path.read_text())
                    if started <= at <= ended]
     print(f"{args.streams} clients for {args.duration:g} s: {done} streams of {args.tokens} "
