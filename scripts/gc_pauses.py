@@ -117,11 +117,13 @@ def main() -> int:
     if pin:
         argv = ["taskset", "-c", str(cpus[0]), *argv]
         os.sched_setaffinity(0, cpus[1:])
-    server = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server_log = workdir / "server.log"  # a file, not a pipe: a full pipe would stall it
+    with server_log.open("wb") as log_file:
+        server = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file)
     try:
         for _ in range(300):
             if server.poll() is not None:
-                errors = server.stderr.read().decode() if server.stderr else ""
+                errors = server_log.read_text(errors="replace")
                 raise SystemExit(f"gc_pauses: the server exited at start-up:\n{errors}")
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
@@ -144,8 +146,6 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
-        if server.stderr:
-            server.stderr.close()
     collections = [(gen, pause) for at, gen, pause in json.loads(log_path.read_text())
                    if started <= at <= ended]
     print(f"{args.streams} clients for {args.duration:g} s: {done} streams of {args.tokens} "
