@@ -137,14 +137,9 @@ class BucketClock:
         loop = self._running_loop()
         if deadline <= loop.time():
             return loop.call_soon(callback)
-        # ``bucket_of`` and ``_enter``, inlined: this runs once per event of every stream
-        bucket = math.ceil(deadline / self.resolution - 1e-6)
+        bucket = self.bucket_of(deadline)
         call = _Call(callback, self, bucket)
-        waiting = self._buckets.get(bucket)
-        if waiting is None:
-            self._enter(loop, bucket, call)
-        else:
-            waiting.append(call)
+        self._enter(loop, bucket, call)
         return call
 
     def _drop(self, bucket: int, call: _Call) -> None:

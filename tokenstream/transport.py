@@ -145,9 +145,7 @@ class SSEResponse:
             return False
         if transport.is_closing():
             raise ClientGone
-        if transport.get_write_buffer_size() or (
-            self.max_buffered is not None and len(data) > self.max_buffered
-        ):
+        if not self._cannot_wait(transport, len(data)):
             return False
         if not data:
             return True  # an empty chunk would end a chunked body
@@ -187,11 +185,7 @@ class SSEResponse:
         self._held_headers = None  # aiohttp writes them with the ending
         transport = self._direct
         try:
-            if (
-                transport is not None
-                and not transport.get_write_buffer_size()
-                and (self.max_buffered is None or len(ending) <= self.max_buffered)
-            ):
+            if transport is not None and self._cannot_wait(transport, len(ending)):
                 await self.response.write_eof(ending)
             else:
                 async with _timeout(self.send_timeout):
@@ -203,6 +197,13 @@ class SSEResponse:
         if ending:
             self.bytes_sent += len(ending)
             self.last_write = self.clock.now()
+
+    def _cannot_wait(self, transport: asyncio.Transport, size: int) -> bool:
+        """Whether a write of ``size`` bytes goes to the socket at once: nothing is queued
+        (so the protocol is not paused) and it is no bigger than the queue cap."""
+        return not transport.get_write_buffer_size() and (
+            self.max_buffered is None or size <= self.max_buffered
+        )
 
     def abort(self) -> None:
         """Drop the connection and everything queued for it (after a stall)."""
