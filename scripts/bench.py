@@ -604,7 +604,7 @@ def proxy(options: Options, results: Results, requests: int) -> None:
     run = subprocess.run(
         [sys.executable, str(script), "--requests", str(requests),
          "--warmup", str(min(5, requests)), "--disconnects", str(min(20, requests)),
-         "--json", str(out)],
+         "--loop", options.loop, "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     if run.returncode != 0:

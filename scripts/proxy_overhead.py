@@ -20,7 +20,10 @@ first event that carries `delta.content`. Two upstream rhythms:
 
 It also measures how long after a client disconnects the upstream sees its request close.
 
-    python scripts/proxy_overhead.py [--requests 100] [--profile smooth]
+    python scripts/proxy_overhead.py [--requests 100] [--profile smooth] [--loop uvloop]
+
+Times are taken with ``time.perf_counter`` (uvloop's ``loop.time()`` counts whole
+milliseconds).
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ class FakeUpstream:
             return response
         finally:
             if mode == "hang":
-                self.closed_at.append(asyncio.get_running_loop().time())
+                self.closed_at.append(time.perf_counter())
 
 
 def relay_app(upstream_url: str) -> web.Application:
@@ -139,8 +142,7 @@ def _free_port() -> int:
 
 
 async def _ttft(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> float:
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = time.perf_counter()
     first: float | None = None
     decoder = SSEDecoder()
     async with session.post(url, json=body) as response:
@@ -150,7 +152,7 @@ async def _ttft(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) 
                 if first is None and event.data != "[DONE]":
                     choices = json.loads(event.data).get("choices") or [{}]
                     if choices[0].get("delta", {}).get("content"):
-                        first = loop.time()
+                        first = time.perf_counter()
     if first is None:
         raise RuntimeError(f"no content from {url}")
     return first - started
@@ -158,7 +160,6 @@ async def _ttft(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) 
 
 async def _disconnect_latency(session: aiohttp.ClientSession, url: str,
                               upstream: FakeUpstream, body: dict[str, Any]) -> float:
-    loop = asyncio.get_running_loop()
     before = len(upstream.closed_at)
     decoder = SSEDecoder()
     response = await session.post(url, json={**body, "metadata": {"mode": "hang"}})
@@ -167,11 +168,11 @@ async def _disconnect_latency(session: aiohttp.ClientSession, url: str,
         for event in decoder.feed(await response.content.readany()):
             choices = json.loads(event.data).get("choices") or [{}]
             got = got or bool(choices[0].get("delta", {}).get("content"))
-    left = loop.time()
+    left = time.perf_counter()
     response.close()
     while len(upstream.closed_at) == before:
         await asyncio.sleep(0.0005)
-        if loop.time() - left > 5:
+        if time.perf_counter() - left > 5:
             raise RuntimeError("the upstream request stayed open 5 s after the client left")
     return upstream.closed_at[-1] - left
 
@@ -216,12 +217,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     relay_port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     command = [sys.executable, "-m", "tokenstream", "serve", "--port", str(proxy_port),
-               "--upstream", upstream_url, "--profile", args.profile, "--log-level", "ERROR"]
+               "--upstream", upstream_url, "--profile", args.profile, "--log-level", "ERROR",
+               "--loop", args.loop]
     process = await asyncio.create_subprocess_exec(
         *command, env=env, stdout=asyncio.subprocess.DEVNULL
     )
     relay = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--relay-serve", str(relay_port), upstream_url,
+        sys.executable, __file__, "--relay-serve", str(relay_port), upstream_url, args.loop,
         stdout=asyncio.subprocess.DEVNULL,
     )
     results: dict[str, Any] = {}
@@ -274,6 +276,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def _new_loop(name: str) -> asyncio.AbstractEventLoop:
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def _machine() -> str:
     cpu = platform.processor() or "?"
     try:
@@ -288,7 +298,7 @@ def _machine() -> str:
 
 def _print(results: dict[str, Any], args: argparse.Namespace, seconds: float) -> None:
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
-    print(f"machine: {_machine()}")
+    print(f"machine: {_machine()}, loop {args.loop}")
     print(f"upstream TTFT {args.upstream_ttft_ms:g} ms, per-token interval "
           f"{args.token_interval_ms:g} ms, reply {len(REPLY_WORDS) * args.reply_repeat} words, "
           f"{args.requests} requests per path after "
@@ -313,7 +323,7 @@ def _print(results: dict[str, Any], args: argparse.Namespace, seconds: float) ->
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--relay-serve"]:
         web.run_app(relay_app(sys.argv[3]), host="127.0.0.1", port=int(sys.argv[2]),
-                    handler_cancellation=True, print=None)
+                    handler_cancellation=True, print=None, loop=_new_loop(sys.argv[4]))
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=100)
@@ -326,10 +336,14 @@ if __name__ == "__main__":
                         help="the reply is its words K times over (a larger burst)")
     parser.add_argument("--modes", nargs="+", choices=["burst", "per-token"],
                         default=["burst", "per-token"], help="upstream rhythms to measure")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                        help="event loop of every process: tokenstream, the relay, and this one "
+                        "(the fake upstream and the client)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     arguments = parser.parse_args()
     began = time.monotonic()
-    outcome = asyncio.run(main(arguments))
+    with asyncio.Runner(loop_factory=lambda: _new_loop(arguments.loop)) as runner:
+        outcome = runner.run(main(arguments))
     _print(outcome, arguments, time.monotonic() - began)
     if arguments.json:
         with open(arguments.json, "w", encoding="utf-8") as out:

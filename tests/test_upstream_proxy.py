@@ -689,7 +689,7 @@ async def test_openai_sdk_assembles_text_and_tool_calls_through_the_proxy(
     assert models == {UPSTREAM_MODEL}
 
 
-async def test_upstream_session_is_one_for_the_app_and_closed_with_it(
+async def test_upstream_pool_is_one_for_the_app_reused_and_closed_with_it(
     aiohttp_client: AiohttpClient, upstream_url: str, upstream: FakeUpstream
 ) -> None:
     from tokenstream.upstream import UPSTREAM
@@ -697,13 +697,15 @@ async def test_upstream_session_is_one_for_the_app_and_closed_with_it(
     upstream.behaviour = streams(reply_stream(["ok"]))
     app = create_app(_config(upstream_url), clock=FakeClock())
     client = await aiohttp_client(app)
-    session = app[UPSTREAM]._session
-    assert session is not None
+    pool = app[UPSTREAM]._pool
+    assert pool is not None
     for _ in range(3):
         await (await _chat(client)).read()
-    assert app[UPSTREAM]._session is session
+    assert app[UPSTREAM]._pool is pool
+    assert pool.open_connections == 1  # one keep-alive connection carried all three
     await client.close()
-    assert session.closed
+    assert pool.closed
+    assert pool.open_connections == 0
 
 
 async def test_upstream_stream_handler_is_cancelled_when_proxy_stops(

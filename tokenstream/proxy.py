@@ -25,7 +25,7 @@ from tokenstream.errors import InvalidRequest
 from tokenstream.events import Passthrough
 from tokenstream.live import pace_live
 from tokenstream.pacer import PacingProfile
-from tokenstream.requests import PacingOverrides, StreamRequest, resolve_profile
+from tokenstream.requests import NO_OVERRIDES, PacingOverrides, StreamRequest, resolve_profile
 from tokenstream.streams import (
     DeadlineClock,
     StreamTimeLimit,
@@ -34,7 +34,7 @@ from tokenstream.streams import (
 )
 from tokenstream.tokenizer import Piece
 from tokenstream.transport import PING, ClientGone, SSEResponse, head_response
-from tokenstream.upstream import UpstreamClient, UpstreamReply
+from tokenstream.upstream import PendingAnswer, UpstreamClient
 from tokenstream.wire import WireFormat, make_format
 
 if TYPE_CHECKING:
@@ -65,6 +65,8 @@ class ProxyRequest:
 
 
 def _overrides(value: Any) -> PacingOverrides:
+    if value is None:
+        return NO_OVERRIDES
     try:
         return PacingOverrides.model_validate(value or {})
     except ValidationError as exc:
@@ -142,15 +144,15 @@ async def chat_completions(
     body = proxied.body if proxied.raw is None else proxied.raw
     if not proxied.stream:
         return await client.forward(body, auth)
-    reply = await client.open(body, auth)  # from here on, stream_live closes it
-    # made once the request is on its way, not before: it cannot fail
+    pending = await client.begin(body, auth)  # from here on, stream_live closes it
+    # made while the upstream prepares its answer (it cannot fail)
     wire = make_format(
         "openai",
         model=proxied.model,
         include_usage=proxied.include_usage,
         sentinel=config.server.sentinel,
     )
-    return await stream_live(request, state, reply=reply, wire=wire, profile=profile)
+    return await stream_live(request, state, pending=pending, wire=wire, profile=profile)
 
 
 async def stream_query(
@@ -183,7 +185,7 @@ async def stream_query(
         body["stream_options"] = {"include_usage": True}
     if request.method == "HEAD":
         return head_response()
-    reply = await client.open(body, client_auth(request, state))
+    pending = await client.begin(body, client_auth(request, state))
     wire = make_format(
         query.format,
         model=model,
@@ -192,7 +194,7 @@ async def stream_query(
         with_ids=True,
         sentinel=config.server.sentinel,
     )
-    return await stream_live(request, state, reply=reply, wire=wire, profile=profile)
+    return await stream_live(request, state, pending=pending, wire=wire, profile=profile)
 
 
 HEADERS_HOLD_S = 0.05
@@ -251,13 +253,22 @@ async def stream_live(
     request: web.Request,
     state: AppState,
     *,
-    reply: UpstreamReply,
+    pending: PendingAnswer,
     wire: WireFormat,
     profile: PacingProfile,
 ) -> web.StreamResponse:
-    """Stream a proxied reply; the reply is closed however this ends."""
+    """Stream a proxied reply once it comes; the request is closed however this ends."""
     stats = state.stats
     server = state.config.server
+    try:
+        sse = SSEResponse(
+            request, state.clock, send_timeout=server.send_timeout_s,
+            max_buffered=server.max_buffered_bytes,
+        )
+        reply = await pending.reply()
+    except BaseException:
+        pending.close()
+        raise
     try:
         control = state.streams.open()  # 429 beyond server.max_concurrent_streams
     except BaseException:
@@ -265,10 +276,6 @@ async def stream_live(
         raise
     record = current_record()
     record.stream = True
-    sse = SSEResponse(
-        request, state.clock, send_timeout=server.send_timeout_s,
-        max_buffered=server.max_buffered_bytes,
-    )
     heartbeat = server.heartbeat_s
     keep_alive: _KeepAlive | None = None
     headers_due: asyncio.TimerHandle | None = None

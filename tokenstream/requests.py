@@ -22,6 +22,7 @@ from tokenstream.pacer import PacingProfile
 from tokenstream.wire import FormatName
 
 __all__ = [
+    "NO_OVERRIDES",
     "ChatCompletionRequest",
     "PacingOverrides",
     "StreamRequest",
@@ -47,7 +48,7 @@ _PACING_FIELDS = (
 class PacingOverrides(BaseModel):
     """Profile choice and per-field overrides, from a body's ``tokenstream`` object or a query."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     profile: str | None = Field(default=None, max_length=64)
     source: SourceName | None = None
@@ -59,6 +60,10 @@ class PacingOverrides(BaseModel):
     pause_ms: float | None = None
     newline_pause_ms: float | None = None
     max_buffer_ms: float | None = None
+
+
+NO_OVERRIDES = PacingOverrides()
+"""A request that overrides nothing (shared: the model is frozen)."""
 
 
 class _TextPart(BaseModel):
@@ -204,7 +209,7 @@ def parse_chat_completion(body: bytes) -> ChatCompletionRequest:
         stream=bool(parsed.stream),
         include_usage=bool(parsed.stream_options and parsed.stream_options.include_usage),
         max_tokens=parsed.max_completion_tokens or parsed.max_tokens,
-        overrides=parsed.tokenstream or PacingOverrides(),
+        overrides=parsed.tokenstream or NO_OVERRIDES,
     )
 
 

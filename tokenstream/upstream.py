@@ -1,7 +1,7 @@
 """Upstream source: an OpenAI-compatible server's streamed chat completion, as text deltas.
 
-``UpstreamClient`` owns one ``aiohttp.ClientSession`` for the app's lifetime (opened and
-closed by ``cleanup_ctx``). ``open`` forwards a request body to ``<base_url>/chat/completions``
+``UpstreamClient`` owns one ``http_client.ConnectionPool`` for the app's lifetime (opened
+and closed by ``cleanup_ctx``). ``open`` forwards a request body to ``<base_url>/chat/completions``
 and returns once the upstream has answered with its status; any failure up to then is an
 ``UpstreamError`` carrying the status the client should get (the upstream's own, 502 when
 it cannot be reached, 504 when it does not answer in time). ``UpstreamReply.items`` then
@@ -23,20 +23,29 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from tokenstream.config import UpstreamConfig
 from tokenstream.errors import ConfigError, UpstreamError, UpstreamStreamError
 from tokenstream.events import Passthrough
+from tokenstream.http_client import (
+    ConnectError,
+    ConnectionPool,
+    ConnectTimeout,
+    Exchange,
+    HTTPClientError,
+    Response,
+)
 from tokenstream.sse_parser import SSEDecoder
 
 __all__ = [
     "UPSTREAM",
     "ChunkDecoder",
+    "PendingAnswer",
     "UpstreamClient",
     "UpstreamItem",
     "UpstreamReply",
@@ -262,15 +271,15 @@ def error_from_response(
     )
 
 
-async def _read_limited(response: aiohttp.ClientResponse, limit: int, idle_s: float) -> bytes:
+async def _read_limited(response: Response, limit: int, idle_s: float) -> bytes:
     data = b""
     while len(data) < limit:
         async with asyncio.timeout(idle_s):
-            chunk = await response.content.read(limit - len(data))
+            chunk = await response.readany()
         if not chunk:
             break
         data += chunk
-    return data
+    return data[:limit]
 
 
 class UpstreamReply:
@@ -278,7 +287,7 @@ class UpstreamReply:
 
     def __init__(
         self,
-        response: aiohttp.ClientResponse,
+        response: Response,
         *,
         first_event_deadline: float,
         first_byte_timeout: float,
@@ -294,17 +303,17 @@ class UpstreamReply:
     async def items(self) -> AsyncGenerator[UpstreamItem, None]:
         """The reply as it arrives; raises ``UpstreamStreamError`` when it fails or stalls."""
         decoder = ChunkDecoder(self._secrets)
-        content = self._response.content
+        response = self._response
         complete = False
         try:
             while not decoder.done:
                 try:
                     # What has already arrived needs no timer: a burst of chunks, or the
                     # first events that came in with the response's headers.
-                    data = content.read_nowait()
-                    if not data and not content.is_eof():
-                        data = await self._wait_for_data(content, decoder.events)
-                except aiohttp.ClientError as exc:
+                    data = response.read_nowait()
+                    if not data and not response.at_eof():
+                        data = await self._wait_for_data(response, decoder.events)
+                except HTTPClientError as exc:
                     raise UpstreamStreamError(
                         "The upstream connection failed during the reply: "
                         + redact(str(exc) or type(exc).__name__, self._secrets),
@@ -324,7 +333,7 @@ class UpstreamReply:
             else:
                 self._response.close()  # the upstream sees its connection close at once
 
-    async def _wait_for_data(self, content: aiohttp.StreamReader, events: int) -> bytes:
+    async def _wait_for_data(self, response: Response, events: int) -> bytes:
         """The next bytes of the reply, within the first-byte or the idle time limit."""
         if events:
             timeout = self._idle_timeout
@@ -337,7 +346,7 @@ class UpstreamReply:
             )
         try:
             async with asyncio.timeout(timeout):
-                return await content.readany()
+                return await response.readany()
         except TimeoutError:
             raise UpstreamStreamError(f"The upstream {silence}.", code="upstream_timeout") from None
 
@@ -345,8 +354,124 @@ class UpstreamReply:
         self._response.close()
 
 
+class PendingAnswer:
+    """A request on its way to the upstream: await ``reply`` (a stream) or ``response``, or
+    ``close`` it. Every failure before the answer is an ``UpstreamError`` with the status the
+    client should get (the upstream's own, 502 when it cannot be reached, 504 in time)."""
+
+    __slots__ = ("_auth", "_client", "_deadline", "_path", "exchange", "secrets")
+
+    def __init__(
+        self, client: UpstreamClient, path: str, client_auth: str | None, deadline: float
+    ) -> None:
+        self._client = client
+        self._path = path
+        self._auth = client_auth
+        self._deadline = deadline
+        self.secrets = client._secrets(client_auth)
+        self.exchange: Exchange | None = None
+
+    @contextmanager
+    def failures_mapped(self) -> Iterator[None]:
+        config = self._client.config
+        url = self._client.base_url + self._path
+        secrets = self.secrets
+        try:
+            yield
+        except ConnectTimeout:
+            raise UpstreamError(
+                f"Could not connect to the upstream within {config.connect_timeout_s:g} s "
+                "(upstream.connect_timeout_s).",
+                status=504,
+                code="upstream_timeout",
+            ) from None
+        except TimeoutError:
+            raise UpstreamError(
+                f"The upstream did not answer within {config.first_byte_timeout_s:g} s "
+                "(upstream.first_byte_timeout_s).",
+                status=504,
+                code="upstream_timeout",
+            ) from None
+        except ConnectError as exc:
+            log.warning("cannot reach the upstream %s: %s", url, redact(str(exc), secrets))
+            raise UpstreamError(
+                f"Cannot reach the upstream at {url}: "
+                + redact(str(exc.os_error) or type(exc).__name__, secrets),
+                status=502,
+                code="upstream_unreachable",
+            ) from None
+        except HTTPClientError as exc:
+            raise UpstreamError(
+                "The upstream connection failed before it answered: "
+                + redact(str(exc) or type(exc).__name__, secrets),
+                status=502,
+                code="upstream_disconnected",
+            ) from None
+
+    async def response(self) -> Response:
+        """The upstream's answer once its head arrived, if its status is a success."""
+        assert self.exchange is not None
+        with self.failures_mapped():
+            async with asyncio.timeout_at(self._deadline):
+                response = await self.exchange.response()
+        if 300 <= response.status < 400:
+            location = response.headers.get("Location", "?")
+            response.close()
+            raise UpstreamError(
+                f"The upstream redirected the request (HTTP {response.status} to {location}): "
+                "set upstream.base_url to the address it points to.",
+                status=502,
+                code="upstream_redirect",
+            )
+        if response.status >= 400:
+            config = self._client.config
+            try:
+                raw = await _read_limited(response, _ERROR_BODY_LIMIT, config.idle_timeout_s)
+            except (TimeoutError, HTTPClientError):
+                raw = b""
+            finally:
+                response.close()
+            error = error_from_response(
+                response.status,
+                raw,
+                response.headers,
+                secrets=self.secrets,
+                server_credentials=self._auth is None,
+                api_key_env=config.api_key_env,
+            )
+            log.warning("upstream answered HTTP %d: %s", response.status, error.message)
+            raise error
+        return response
+
+    async def reply(self) -> UpstreamReply:
+        """The streamed reply, once the upstream answered 200 with a stream."""
+        response = await self.response()
+        if response.content_type != "text/event-stream":
+            response.close()
+            raise UpstreamError(
+                f"The upstream answered with Content-Type {response.content_type!r} instead of "
+                "a text/event-stream: check upstream.base_url (it should end in /v1 for most "
+                "servers).",
+                status=502,
+                code="upstream_not_streaming",
+            )
+        config = self._client.config
+        return UpstreamReply(
+            response,
+            first_event_deadline=self._deadline,
+            first_byte_timeout=config.first_byte_timeout_s,
+            idle_timeout=config.idle_timeout_s,
+            secrets=self.secrets,
+        )
+
+    def close(self) -> None:
+        """Given up before the answer: the upstream sees the request go away."""
+        if self.exchange is not None:
+            self.exchange.close()
+
+
 class UpstreamClient:
-    """Forwards chat completions to one OpenAI-compatible server, over one pooled session."""
+    """Forwards chat completions to one OpenAI-compatible server, over one connection pool."""
 
     def __init__(self, config: UpstreamConfig, api_key: str | None) -> None:
         if config.base_url is None:
@@ -355,7 +480,7 @@ class UpstreamClient:
         self.base_url = config.base_url
         self.url = config.base_url + "/chat/completions"
         self._api_key = api_key or None
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: ConnectionPool | None = None
 
     @classmethod
     def from_environment(
@@ -380,7 +505,7 @@ class UpstreamClient:
         return cls(config, key or None)
 
     async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
-        """For ``app.cleanup_ctx``: the session lives exactly as long as the app."""
+        """For ``app.cleanup_ctx``: the pool lives exactly as long as the app."""
         await self.start()
         try:
             yield
@@ -388,24 +513,26 @@ class UpstreamClient:
             await self.close()
 
     async def start(self) -> None:
+        from tokenstream import __version__
+
         config = self.config
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=config.max_connections, limit_per_host=config.max_connections_per_host
-            ),
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=config.connect_timeout_s,  # includes waiting for a free pool slot
-                sock_connect=config.connect_timeout_s,
-                sock_read=None,  # first-byte and idle limits are applied per read, below
-            ),
-            trust_env=False,  # no proxy or .netrc credentials picked up from the environment
+        assert config.base_url is not None
+        limit = config.max_connections
+        if config.max_connections_per_host:  # one origin: the smaller of the two limits
+            limit = min(limit, config.max_connections_per_host)
+        # No proxy or .netrc credentials are picked up from the environment; the first-byte
+        # and idle limits are applied per read, below.
+        self._pool = ConnectionPool(
+            config.base_url,
+            limit=limit,
+            connect_timeout=config.connect_timeout_s,  # includes waiting for a free slot
+            user_agent=f"tokenstream/{__version__}",
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     def _secrets(self, client_auth: str | None) -> tuple[str, ...]:
         secrets = []
@@ -418,144 +545,70 @@ class UpstreamClient:
                 secrets.append(token)
         return tuple(secrets)
 
-    async def _send(
+    async def _begin(
         self,
-        url: str,
+        path: str,
         body: Mapping[str, Any] | bytes | None,
         client_auth: str | None,
         *,
         stream: bool = False,
-    ) -> tuple[aiohttp.ClientResponse, tuple[str, ...]]:
-        """POST ``body`` (GET without one); map every failure before an answer to a status.
+    ) -> PendingAnswer:
+        """POST ``body`` to ``base_url + path`` (GET without one) and return once it is sent.
 
         ``body`` is JSON: a mapping, or bytes already encoded (the client's own, unchanged).
         """
-        if self._session is None:
-            raise RuntimeError("the upstream session is not started (app.cleanup_ctx)")
+        if self._pool is None:
+            raise RuntimeError("the upstream pool is not started (app.cleanup_ctx)")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.first_byte_timeout_s
         headers = {"Accept": "text/event-stream" if stream else "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        server_credentials = client_auth is None
         if client_auth is not None:
             headers["Authorization"] = client_auth
         elif self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        secrets = self._secrets(client_auth)
         if body is None or isinstance(body, bytes):
             data = body
         else:
             data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        timeout = self.config.first_byte_timeout_s
-        try:
-            async with asyncio.timeout(timeout):
-                response = await self._session.request(
-                    "GET" if body is None else "POST",
-                    url,
-                    data=data,
-                    headers=headers,
-                    allow_redirects=False,
+        pending = PendingAnswer(self, path, client_auth, deadline)
+        with pending.failures_mapped():
+            async with asyncio.timeout_at(deadline):
+                pending.exchange = await self._pool.send(
+                    "GET" if body is None else "POST", path, headers, data
                 )
-        except aiohttp.ServerTimeoutError:
-            raise UpstreamError(
-                f"Could not connect to the upstream within {self.config.connect_timeout_s:g} s "
-                "(upstream.connect_timeout_s).",
-                status=504,
-                code="upstream_timeout",
-            ) from None
-        except TimeoutError:
-            raise UpstreamError(
-                f"The upstream did not answer within {timeout:g} s "
-                "(upstream.first_byte_timeout_s).",
-                status=504,
-                code="upstream_timeout",
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            log.warning("cannot reach the upstream %s: %s", url, redact(str(exc), secrets))
-            raise UpstreamError(
-                f"Cannot reach the upstream at {url}: "
-                + redact(str(exc.os_error) or type(exc).__name__, secrets),
-                status=502,
-                code="upstream_unreachable",
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                "The upstream connection failed before it answered: "
-                + redact(str(exc) or type(exc).__name__, secrets),
-                status=502,
-                code="upstream_disconnected",
-            ) from None
-        if 300 <= response.status < 400:
-            location = response.headers.get("Location", "?")
-            response.close()
-            raise UpstreamError(
-                f"The upstream redirected the request (HTTP {response.status} to {location}): "
-                "set upstream.base_url to the address it points to.",
-                status=502,
-                code="upstream_redirect",
-            )
-        if response.status >= 400:
-            try:
-                raw = await _read_limited(
-                    response, _ERROR_BODY_LIMIT, self.config.idle_timeout_s
-                )
-            except (TimeoutError, aiohttp.ClientError):
-                raw = b""
-            finally:
-                response.close()
-            error = error_from_response(
-                response.status,
-                raw,
-                response.headers,
-                secrets=secrets,
-                server_credentials=server_credentials,
-                api_key_env=self.config.api_key_env,
-            )
-            log.warning("upstream answered HTTP %d: %s", response.status, error.message)
-            raise error
-        return response, secrets
+        return pending
+
+    async def begin(
+        self, body: Mapping[str, Any] | bytes, client_auth: str | None
+    ) -> PendingAnswer:
+        """Send a streaming request and return at once; ``PendingAnswer.reply`` waits for the
+        answer, so that the caller can get the stream ready meanwhile.
+
+        ``client_auth`` (an ``Authorization`` value) replaces the configured key when given.
+        """
+        return await self._begin("/chat/completions", body, client_auth, stream=True)
 
     async def open(
         self, body: Mapping[str, Any] | bytes, client_auth: str | None
     ) -> UpstreamReply:
-        """Send a streaming request; return once the upstream answered 200 with a stream.
-
-        ``client_auth`` (an ``Authorization`` value) replaces the configured key when given.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.first_byte_timeout_s
-        response, secrets = await self._send(self.url, body, client_auth, stream=True)
-        if response.content_type != "text/event-stream":
-            response.close()
-            raise UpstreamError(
-                f"The upstream answered with Content-Type {response.content_type!r} instead of "
-                "a text/event-stream: check upstream.base_url (it should end in /v1 for most "
-                "servers).",
-                status=502,
-                code="upstream_not_streaming",
-            )
-        return UpstreamReply(
-            response,
-            first_event_deadline=deadline,
-            first_byte_timeout=self.config.first_byte_timeout_s,
-            idle_timeout=self.config.idle_timeout_s,
-            secrets=secrets,
-        )
+        """Send a streaming request; return once the upstream answered 200 with a stream."""
+        return await (await self.begin(body, client_auth)).reply()
 
     async def forward(
         self, body: Mapping[str, Any] | bytes, client_auth: str | None
     ) -> web.Response:
         """A request that does not stream: the upstream's answer, passed on as it came."""
-        response, secrets = await self._send(self.url, body, client_auth)
-        return await self._pass_on(response, secrets)
+        pending = await self._begin("/chat/completions", body, client_auth)
+        return await self._pass_on(await pending.response(), pending.secrets)
 
     async def get(self, path: str, client_auth: str | None) -> web.Response:
         """``GET <base_url><path>`` (the model list), passed on as it came."""
-        response, secrets = await self._send(self.base_url + path, None, client_auth)
-        return await self._pass_on(response, secrets)
+        pending = await self._begin(path, None, client_auth)
+        return await self._pass_on(await pending.response(), pending.secrets)
 
-    async def _pass_on(
-        self, response: aiohttp.ClientResponse, secrets: tuple[str, ...]
-    ) -> web.Response:
+    async def _pass_on(self, response: Response, secrets: tuple[str, ...]) -> web.Response:
         try:
             async with asyncio.timeout(self.config.idle_timeout_s):
                 raw = await response.read()
@@ -566,7 +619,7 @@ class UpstreamClient:
                 status=504,
                 code="upstream_timeout",
             ) from None
-        except aiohttp.ClientError as exc:
+        except HTTPClientError as exc:
             raise UpstreamError(
                 "The upstream connection failed during its answer: "
                 + redact(str(exc) or type(exc).__name__, secrets),
