@@ -25,6 +25,7 @@ from tokenstream.app import STATE, create_app
 from tokenstream.clock import FakeClock
 from tokenstream.config import Config, ServerConfig, UpstreamConfig
 
+from support import wait_for
 from upstream_support import (
     DONE,
     UPSTREAM_MODEL,
@@ -583,6 +584,29 @@ async def test_client_disconnect_closes_the_upstream_request(
     assert stats.active == 0
     assert stats.disconnected == 1
     assert [t for t in asyncio.all_tasks() if "read_into" in repr(t.get_coro())] == []
+
+
+async def test_client_leaving_before_the_upstream_answered_closes_the_upstream_request(
+    proxy: MakeProxy, upstream: FakeUpstream
+) -> None:
+    """The request was sent (``UpstreamClient.begin``) and its answer is awaited: the client's
+    close alone must reach the upstream, and its pool slot must be free again."""
+    from tokenstream.upstream import UPSTREAM
+
+    upstream.behaviour = hangs_before_answering()
+    client = await proxy(idle_timeout_s=3600, first_byte_timeout_s=3600, max_connections=1)
+    request = asyncio.ensure_future(_chat(client))
+    await wait_for(lambda: bool(upstream.seen))
+    request.cancel()  # the client's connection closes
+    await asyncio.wait_for(upstream.closed.wait(), 10)  # a bound against hanging only
+    assert upstream.cancelled
+    pool = client.app[UPSTREAM]._pool
+    assert pool is not None
+    await wait_for(lambda: pool.open_connections == 0)
+    upstream.behaviour = streams(reply_stream(["again"]))
+    response = await _chat(client)  # with max_connections 1: the slot was given back
+    assert response.status == 200
+    assert "again" in await response.text()
 
 
 # -- secrets ------------------------------------------------------------------------------

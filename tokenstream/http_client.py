@@ -38,6 +38,8 @@ from urllib.parse import urlsplit
 from multidict import CIMultiDict, CIMultiDictProxy
 
 __all__ = [
+    "KEEPALIVE_S",
+    "MAX_HEAD_BYTES",
     "ConnectError",
     "ConnectTimeout",
     "ConnectionPool",
@@ -78,6 +80,10 @@ MAX_HEAD_BYTES = 64 * 1024
 _MAX_CHUNK_LINE = 1024
 _READ_HIGH_WATER = 256 * 1024
 """Body bytes buffered before the socket stops being read (the server then waits)."""
+KEEPALIVE_S = 4.0
+"""An idle connection is closed after this long: before the 5 s after which uvicorn (vLLM and
+many Python servers) and Node close theirs, so that a request rarely meets a connection the
+server is closing."""
 _DRAIN_S = 1.0
 """How long a response released before its body's end may take to end and be reused."""
 _TOKEN_CHARS = frozenset(
@@ -646,7 +652,7 @@ class ConnectionPool:
         *,
         limit: int,
         connect_timeout: float,
-        keepalive_s: float = 15.0,
+        keepalive_s: float = KEEPALIVE_S,
         ssl_context: ssl.SSLContext | None = None,
         user_agent: str = "tokenstream",
     ) -> None:
@@ -697,8 +703,9 @@ class ConnectionPool:
         # surrogateescape: a client's header forwarded as aiohttp decoded it, byte for byte
         request_head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
         data = request_head + body if body is not None else request_head
+        deadline = asyncio.get_running_loop().time() + self._connect_timeout
         try:
-            async with asyncio.timeout(self._connect_timeout):
+            async with asyncio.timeout_at(deadline):
                 await self._slots.acquire()
         except TimeoutError:
             raise ConnectTimeout(
@@ -707,7 +714,7 @@ class ConnectionPool:
         try:
             connection, reused = self._take_idle(), True
             if connection is None:
-                connection, reused = await self._connect(), False
+                connection, reused = await self._connect(deadline), False
         except BaseException:
             self._slot_free()
             raise
@@ -723,15 +730,19 @@ class ConnectionPool:
                 return connection
         return None
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self, deadline: float | None = None) -> _Connection:
+        """A new connection, within ``connect_timeout`` (by ``deadline`` if given: the wait
+        for a free slot counts)."""
         loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + self._connect_timeout
         context: ssl.SSLContext | None = None
         if self._tls:
             if self._ssl_context is None:
                 self._ssl_context = ssl.create_default_context()
             context = self._ssl_context
         try:
-            async with asyncio.timeout(self._connect_timeout):
+            async with asyncio.timeout_at(deadline):
                 _, protocol = await loop.create_connection(
                     lambda: _Connection(self), self.host, self.port, ssl=context,
                     server_hostname=self.host if context is not None else None,
