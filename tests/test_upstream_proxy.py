@@ -609,6 +609,48 @@ async def test_client_leaving_before_the_upstream_answered_closes_the_upstream_r
     assert "again" in await response.text()
 
 
+async def test_a_proxied_stream_leaves_no_reference_cycle(
+    proxy: MakeProxy, upstream: FakeUpstream
+) -> None:
+    """Finished, and with its client gone mid-stream: freed by reference counting (a cycle
+    would wait for a full collection, which stops every stream, see test_no_cycles)."""
+    import gc
+
+    from tokenstream.http_client import Exchange, Response
+    from tokenstream.live import ArrivalBuffer
+    from tokenstream.transport import SSEResponse
+    from tokenstream.upstream import PendingAnswer, UpstreamReply
+
+    kinds = (UpstreamReply, PendingAnswer, Exchange, Response, ArrivalBuffer, SSEResponse)
+    client = await proxy(idle_timeout_s=3600, first_byte_timeout_s=3600)
+    stats = client.app[STATE].stats
+    gc.collect()
+    gc.disable()
+    try:
+        upstream.behaviour = streams(reply_stream(["Hello", " there"]))
+        finished = await _chat(client)
+        assert openai_text(parse_sse(await finished.read())) == "Hello there"
+        upstream.behaviour = streams(sse(chunk(role=True)) + sse(chunk("Hello there, how")),
+                                     then="hang")
+        response = await _chat(client)
+        await response.content.readuntil(b"\n\n")
+        response.close()
+        await wait_for(lambda: stats.active == 0 and stats.disconnected == 1)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        cyclic = [type(o).__name__ for o in gc.garbage if isinstance(o, kinds)]
+        gc.garbage.clear()
+        alive = [type(o).__name__ for o in gc.get_objects() if isinstance(o, kinds)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert cyclic == []
+    assert alive == []  # nor kept by anything else (a timer still set, say)
+
+
 # -- secrets ------------------------------------------------------------------------------
 
 

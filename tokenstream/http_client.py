@@ -437,6 +437,14 @@ class _Connection(asyncio.Protocol):
         finally:
             self._waiter = None
 
+    def interrupt(self, exc: BaseException) -> bool:
+        """Fail the pending ``wait`` with ``exc`` (a read's time limit); False if none."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return False
+        waiter.set_exception(exc)
+        return True
+
     def reusable(self) -> bool:
         parser = self._parser
         return (
@@ -547,6 +555,11 @@ class Response:
         """The whole body has been read."""
         connection = self._connection
         return connection.body_ended() and not connection._body
+
+    def interrupt(self, exc: BaseException) -> bool:
+        """Make a ``readany`` that is waiting raise ``exc``; False if none is waiting. One
+        timer for many reads (``upstream.UpstreamReply``) costs less than a timeout each."""
+        return self._connection.interrupt(exc)
 
     async def readany(self) -> bytes:
         """The next body bytes as they arrive; ``b""`` at the end of the body."""

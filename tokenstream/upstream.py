@@ -283,7 +283,12 @@ async def _read_limited(response: Response, limit: int, idle_s: float) -> bytes:
 
 
 class UpstreamReply:
-    """A streaming answer whose status was 200: read it with ``items``, always ``close`` it."""
+    """A streaming answer whose status was 200: read it with ``items``, always ``close`` it.
+
+    Its time limits (the first event by ``first_event_deadline``, then at most
+    ``idle_timeout`` between reads) share one loop timer, which is moved only when it fires
+    early; a timeout per read was a timer made and cancelled for every upstream chunk.
+    """
 
     def __init__(
         self,
@@ -299,16 +304,20 @@ class UpstreamReply:
         self._first_byte_timeout = first_byte_timeout
         self._idle_timeout = idle_timeout
         self._secrets = secrets
+        self._limit = first_event_deadline
+        """When the current read must have returned, on the loop's clock."""
+        self._timer: asyncio.TimerHandle | None = None
 
     async def items(self) -> AsyncGenerator[UpstreamItem, None]:
         """The reply as it arrives; raises ``UpstreamStreamError`` when it fails or stalls."""
         decoder = ChunkDecoder(self._secrets)
         response = self._response
+        loop = asyncio.get_running_loop()
         complete = False
         try:
             while not decoder.done:
                 try:
-                    # What has already arrived needs no timer: a burst of chunks, or the
+                    # What has already arrived needs no wait: a burst of chunks, or the
                     # first events that came in with the response's headers.
                     data = response.read_nowait()
                     if not data and not response.at_eof():
@@ -320,6 +329,8 @@ class UpstreamReply:
                         code="upstream_disconnected",
                     ) from None
                 items = decoder.feed(data) if data else decoder.close()
+                if decoder.events:  # from the first event on: idle_timeout between reads
+                    self._limit = loop.time() + self._idle_timeout
                 for item in items:
                     yield item
                 if decoder.error is not None:
@@ -328,27 +339,37 @@ class UpstreamReply:
                     break
             complete = True
         finally:
+            if self._timer is not None:
+                self._timer.cancel()  # it holds this reply (a bound method) until cancelled
+                self._timer = None
             if complete:
                 self._response.release()  # back to the pool if the body was read to its end
             else:
                 self._response.close()  # the upstream sees its connection close at once
 
     async def _wait_for_data(self, response: Response, events: int) -> bytes:
-        """The next bytes of the reply, within the first-byte or the idle time limit."""
-        if events:
-            timeout = self._idle_timeout
-            silence = f"sent nothing for {timeout:g} s (upstream.idle_timeout_s)"
-        else:
-            timeout = max(0.0, self._first_event_deadline - asyncio.get_running_loop().time())
-            silence = (
-                f"sent no event within {self._first_byte_timeout:g} s of the request "
-                "(upstream.first_byte_timeout_s)"
-            )
+        """The next bytes of the reply, within the first-event or the idle time limit."""
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_at(self._limit, self._on_timer)
         try:
-            async with asyncio.timeout(timeout):
-                return await response.readany()
+            return await response.readany()
         except TimeoutError:
+            if events:
+                silence = f"sent nothing for {self._idle_timeout:g} s (upstream.idle_timeout_s)"
+            else:
+                silence = (
+                    f"sent no event within {self._first_byte_timeout:g} s of the request "
+                    "(upstream.first_byte_timeout_s)"
+                )
             raise UpstreamStreamError(f"The upstream {silence}.", code="upstream_timeout") from None
+
+    def _on_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._limit:  # data came since it was set: not yet
+            self._timer = loop.call_at(self._limit, self._on_timer)
+            return
+        self._timer = None
+        self._response.interrupt(TimeoutError())  # if no read waits, the next one sets it again
 
     def close(self) -> None:
         self._response.close()
