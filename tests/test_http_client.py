@@ -24,6 +24,8 @@ from tokenstream.http_client import (
     ServerDisconnected,
 )
 
+from support import wait_for
+
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "http_responses.json").read_text())
 CASES = VECTORS["cases"]
 
@@ -296,7 +298,10 @@ def test_a_response_released_before_its_end_is_reused_once_it_ends(
                 assert await response.readany() == b"end"
                 response.release()
                 release.set()
-                await asyncio.sleep(0.2)
+                if end:  # back among the idle connections once the end arrived
+                    await wait_for(lambda: bool(pool._idle))
+                else:  # closed when the end did not come in time
+                    await wait_for(lambda: pool.open_connections == 0)
             await pool.close()
             return server.connections
 
@@ -309,8 +314,7 @@ def test_unreachable_origin(run: Any) -> None:
     async def main() -> None:
         async with RawServer(_answer_each) as server:
             url = server.url
-        await asyncio.sleep(0.05)  # the port is closed now
-        pool = _pool(url)
+        pool = _pool(url)  # the port is closed now
         with pytest.raises(ConnectError, match="cannot connect") as caught:
             await pool.request("GET", "/models", {}, None)
         assert isinstance(caught.value.os_error, OSError)
@@ -321,24 +325,28 @@ def test_unreachable_origin(run: Any) -> None:
 
 def test_a_reader_that_stops_reading_stops_the_socket_being_read(run: Any) -> None:
     """Flow control: the body is not buffered without bound while nobody reads it."""
-    sent = asyncio.Event()
     total = 8 * 1024 * 1024
+    writers: list[asyncio.StreamWriter] = []
 
     async def flood(server: RawServer, reader: Any, writer: Any) -> None:
         await server.read_request(reader)
+        writers.append(writer)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
         block = b"x" * 65536
         for _ in range(total // len(block)):
             writer.write(block)
             await writer.drain()
-        sent.set()
+
+    def server_held_back() -> bool:  # its socket is full: its writes queue (over 64 KiB)
+        return bool(writers) and writers[0].transport.get_write_buffer_size() > 65536
 
     async def main() -> None:
         async with RawServer(flood) as server:
             pool = _pool(server.url)
             response = await pool.request("GET", "/big", {}, None)
-            await asyncio.sleep(0.3)
-            assert not sent.is_set()  # the server is held back...
+            await wait_for(server_held_back)
+            for _ in range(100):  # loop turns in which, unpaused, the socket would be read
+                await asyncio.sleep(0)
             buffered = len(response.read_nowait())
             assert buffered <= 2 * http_client._READ_HIGH_WATER  # ...and little is buffered
             assert buffered + len(await response.read()) == total  # nothing is lost
