@@ -569,18 +569,12 @@ class Response:
                 return data
             await self._connection.wait()
 
-    async def read(self, limit: int | None = None) -> bytes:
-        """The body to its end (or its first ``limit`` bytes)."""
+    async def read(self) -> bytes:
+        """The body to its end."""
         parts: list[bytes] = []
-        size = 0
-        while limit is None or size < limit:
-            data = await self.readany()
-            if not data:
-                break
+        while data := await self.readany():
             parts.append(data)
-            size += len(data)
-        body = b"".join(parts)
-        return body if limit is None else body[:limit]
+        return b"".join(parts)
 
     def release(self) -> None:
         """Back to the pool when the body was read to its end; otherwise closed."""

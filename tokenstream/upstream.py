@@ -1,12 +1,13 @@
 """Upstream source: an OpenAI-compatible server's streamed chat completion, as text deltas.
 
 ``UpstreamClient`` owns one ``http_client.ConnectionPool`` for the app's lifetime (opened
-and closed by ``cleanup_ctx``). ``open`` forwards a request body to ``<base_url>/chat/completions``
-and returns once the upstream has answered with its status; any failure up to then is an
-``UpstreamError`` carrying the status the client should get (the upstream's own, 502 when
-it cannot be reached, 504 when it does not answer in time). ``UpstreamReply.items`` then
-yields the reply as it arrives: text deltas (``str``) and ``Passthrough`` items for the rest.
-A failure from there on is an ``UpstreamStreamError``.
+and closed by ``cleanup_ctx``). ``begin`` sends a request body to
+``<base_url>/chat/completions`` and returns at once; ``PendingAnswer.reply`` returns once the
+upstream has answered with its status. Any failure up to then is an ``UpstreamError``
+carrying the status the client should get (the upstream's own, 502 when it cannot be
+reached, 504 when it does not answer in time). ``UpstreamReply.items`` then yields the reply
+as it arrives: text deltas (``str``) and ``Passthrough`` items for the rest. A failure from
+there on is an ``UpstreamStreamError``.
 
 ``ChunkDecoder`` is the pure part: response bytes in, items out, through the WHATWG
 ``SSEDecoder``.
@@ -610,12 +611,6 @@ class UpstreamClient:
         ``client_auth`` (an ``Authorization`` value) replaces the configured key when given.
         """
         return await self._begin("/chat/completions", body, client_auth, stream=True)
-
-    async def open(
-        self, body: Mapping[str, Any] | bytes, client_auth: str | None
-    ) -> UpstreamReply:
-        """Send a streaming request; return once the upstream answered 200 with a stream."""
-        return await (await self.begin(body, client_auth)).reply()
 
     async def forward(
         self, body: Mapping[str, Any] | bytes, client_auth: str | None
