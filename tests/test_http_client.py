@@ -433,3 +433,28 @@ def test_https(run: Any) -> None:
         server.close()
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    ("base_url", "host", "port", "host_header", "base_path"),
+    [
+        ("https://api.openai.com/v1", "api.openai.com", 443, "api.openai.com", "/v1"),
+        ("http://localhost:8000/v1/", "localhost", 8000, "localhost:8000", "/v1"),
+        ("http://127.0.0.1/", "127.0.0.1", 80, "127.0.0.1", ""),
+        ("http://[::1]:8080/openai/v1", "::1", 8080, "[::1]:8080", "/openai/v1"),
+        ("https://example.com:443/v1", "example.com", 443, "example.com", "/v1"),
+    ],
+)
+def test_the_origin_and_the_host_header(
+    base_url: str, host: str, port: int, host_header: str, base_path: str
+) -> None:
+    pool = _pool(base_url)
+    assert (pool.host, pool.port, pool._host_header, pool.base_path) == (
+        host, port, host_header, base_path
+    )
+
+
+@pytest.mark.parametrize("base_url", ["ftp://example.com/v1", "http:///v1", "example.com"])
+def test_a_base_url_that_is_not_http_is_refused(base_url: str) -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        _pool(base_url)
