@@ -420,6 +420,10 @@ class _Connection(asyncio.Protocol):
         self.discard_body()
         return data
 
+    def all_taken(self) -> bool:
+        """The body ended and every byte of it was taken."""
+        return self.body_ended() and not self._body
+
     def body_ended(self) -> bool:
         parser = self._parser
         return parser is not None and parser.complete
@@ -553,8 +557,7 @@ class Response:
 
     def at_eof(self) -> bool:
         """The whole body has been read."""
-        connection = self._connection
-        return connection.body_ended() and not connection._body
+        return self._connection.all_taken()
 
     def interrupt(self, exc: BaseException) -> bool:
         """Make a ``readany`` that is waiting raise ``exc``; False if none is waiting. One
