@@ -51,6 +51,15 @@ class FakeTimerLoop:
     def armed(self) -> list[float]:
         return sorted(h.when for h in self.handles if not h.cancelled)
 
+    async def fire_next(self, late_by: float = 0.0) -> None:
+        """Fire the earliest timer ``late_by`` seconds after its time (a busy loop)."""
+        handle = min((h for h in self.handles if not h.cancelled), key=lambda h: h.when)
+        self.handles.remove(handle)
+        self.now = max(self.now, handle.when + late_by)
+        handle.callback(*handle.args)
+        for _ in range(5):
+            await asyncio.sleep(0)
+
     async def advance_to(self, until: float) -> None:
         """Fire every timer due by ``until`` in order, letting the woken tasks run."""
         while True:
@@ -212,3 +221,159 @@ def test_resolution_must_be_positive() -> None:
 
 def test_the_app_paces_with_the_bucket_clock_by_default() -> None:
     assert isinstance(create_app()[STATE].clock, BucketClock)
+
+
+# ---------------------------------------------------------------- turns for new streams
+
+
+async def _fall_behind(loop: FakeTimerLoop, clock: BucketClock) -> list[str]:
+    """Streams due every millisecond, and a pass that runs 3 ms late."""
+    called: list[str] = []
+    for ms in range(1, 40):
+        clock.call_at(ms / 1000, lambda ms=ms: called.append(f"event {ms}"))
+    await loop.fire_next(late_by=0.003)
+    assert clock.behind
+    return called
+
+
+async def _start(clock: BucketClock, name: str, order: list[str],
+                 max_wait: float = 0.25) -> float | None:
+    waited = await clock.wait_turn(max_wait)
+    order.append(name)
+    return waited
+
+
+async def test_a_start_goes_through_at_once_while_the_timers_are_on_time() -> None:
+    loop = FakeTimerLoop()
+    clock = BucketClock(loop=loop)
+    clock.call_at(0.001, lambda: None)
+    clock.call_at(0.005, lambda: None)
+    await loop.fire_next(late_by=0.0005)  # within BEHIND_AFTER_S
+    assert not clock.behind
+    assert await clock.wait_turn(0.25) is None
+    assert clock.waiting_turns == 0
+
+
+async def test_while_behind_a_start_waits_for_an_on_time_pass() -> None:
+    loop = FakeTimerLoop()
+    clock = BucketClock(loop=loop)
+    called = await _fall_behind(loop, clock)  # now = 0.004
+    order: list[str] = []
+    start = asyncio.ensure_future(_start(clock, "start", order))
+    await _settle()
+    assert order == [] and clock.waiting_turns == 1
+    await loop.fire_next(late_by=0.002)  # still late: nobody goes through
+    assert order == [] and clock.behind
+    await loop.fire_next()  # on time
+    assert order == ["start"]
+    assert not clock.behind
+    assert await start == pytest.approx(loop.now - 0.004)
+    assert called[:3] == ["event 1", "event 2", "event 3"]  # the events went first
+
+
+async def test_waiting_starts_go_through_in_order_one_more_per_on_time_pass() -> None:
+    loop = FakeTimerLoop()
+    clock = BucketClock(loop=loop)
+    await _fall_behind(loop, clock)
+    order: list[str] = []
+    starts = [asyncio.ensure_future(_start(clock, f"s{i}", order)) for i in range(7)]
+    await _settle()
+    assert clock.waiting_turns == 7
+    await loop.fire_next()
+    assert order == ["s0"]
+    await loop.fire_next()
+    assert order == ["s0", "s1", "s2"]
+    await loop.fire_next(late_by=0.003)  # late again: none, and back to one a pass
+    assert len(order) == 3
+    await loop.fire_next()
+    assert order == ["s0", "s1", "s2", "s3"]
+    await loop.fire_next()
+    assert order == [f"s{i}" for i in range(6)]
+    await loop.fire_next()
+    assert order == [f"s{i}" for i in range(7)]
+    assert clock.waiting_turns == 0
+    await asyncio.gather(*starts)
+
+
+async def test_a_start_that_arrives_behind_others_waits_its_turn_even_on_time() -> None:
+    loop = FakeTimerLoop()
+    clock = BucketClock(loop=loop)
+    await _fall_behind(loop, clock)
+    order: list[str] = []
+    first = asyncio.ensure_future(_start(clock, "first", order))
+    await _settle()
+    clock._behind = False  # as after an on-time pass that let nobody in yet
+    second = asyncio.ensure_future(_start(clock, "second", order))
+    await _settle()
+    assert order == [] and clock.waiting_turns == 2
+    await loop.fire_next()
+    await loop.fire_next()
+    assert order == ["first", "second"]
+    await asyncio.gather(first, second)
+
+
+async def test_a_start_waits_no_longer_than_max_wait() -> None:
+    loop = FakeTimerLoop()
+    clock = BucketClock(loop=loop)
+    await _fall_behind(loop, clock)  # now = 0.004
+    order: list[str] = []
+    start = asyncio.ensure_future(_start(clock, "start", order, max_wait=0.010))
+    await _settle()
+    while not order:
+        await loop.fire_next(late_by=0.003)  # every pass late (the give-up timer too)
+    assert 0.010 <= await start < 0.0131
+    assert clock.waiting_turns == 0
+
+
+async def test_a_cancelled_start_leaves_the_queue() -> None:
+    loop = FakeTimerLoop()
+    clock = BucketClock(loop=loop)
+    await _fall_behind(loop, clock)
+    order: list[str] = []
+    leaving = asyncio.ensure_future(_start(clock, "leaving", order))
+    staying = asyncio.ensure_future(_start(clock, "staying", order))
+    await _settle()
+    leaving.cancel()
+    await _settle()
+    assert clock.waiting_turns == 1
+    await loop.fire_next()
+    assert order == ["staying"]
+    assert leaving.cancelled()
+    await staying
+
+
+async def test_a_waiting_start_brings_a_pass_within_the_next_bucket() -> None:
+    loop = FakeTimerLoop()
+    clock = BucketClock(loop=loop)
+    clock.call_at(0.001, lambda: None)
+    clock.call_at(0.500, lambda: None)  # the next stream's event is far away
+    await loop.fire_next(late_by=0.003)
+    order: list[str] = []
+    start = asyncio.ensure_future(_start(clock, "start", order))
+    await _settle()
+    assert min(loop.armed) == pytest.approx(0.005)  # now 0.004: the next bucket
+    await loop.fire_next()
+    assert order == ["start"]
+    assert await start == pytest.approx(0.001)
+
+
+async def test_nothing_is_behind_once_no_timer_is_left() -> None:
+    loop = FakeTimerLoop()
+    clock = BucketClock(loop=loop)
+    clock.call_at(0.001, lambda: None)
+    await loop.fire_next(late_by=0.010)  # late, and the last timer
+    assert not clock.behind
+    assert await clock.wait_turn(0.25) is None
+    clock.call_at(0.020, lambda: None)
+    left = clock.call_at(0.050, lambda: None)
+    await loop.fire_next(late_by=0.010)
+    assert clock.behind  # with a timer left to be late for
+    left.cancel()
+    assert not clock.behind
+
+
+async def test_max_wait_zero_never_waits() -> None:
+    loop = FakeTimerLoop()
+    clock = BucketClock(loop=loop)
+    await _fall_behind(loop, clock)
+    assert await clock.wait_turn(0) is None
