@@ -94,6 +94,8 @@ def scheduled_reply(
     """Every event of a reply that is all there, with its deadline, computed as it is taken."""
     pieces = tokenizer.shared_pieces(text)  # shared by every stream of the same reply
     if profile.chunk_tokens <= 1:
+        if max_tokens is not None and sum(piece.tokens for piece in pieces) <= max_tokens:
+            max_tokens = None  # it all fits: no piece needs the check
         return _one_event_per_piece(pieces, Schedule(profile, start), max_tokens, progress)
     return timed(within_token_limit(pieces, max_tokens, progress), profile, start)
 
@@ -103,6 +105,11 @@ def _one_event_per_piece(
 ) -> Iterator[tuple[float, Piece]]:
     """``timed(within_token_limit(...))`` when every piece is an event: one generator step
     per event instead of two (this runs once per event of every stream)."""
+    if max_tokens is None:  # ``progress.admit`` without the check, inline
+        for piece in pieces:
+            progress.completion_tokens += piece.tokens
+            yield schedule.next_deadline(piece), piece
+        return
     for piece in pieces:
         if not progress.admit(piece, max_tokens):
             return

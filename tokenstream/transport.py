@@ -145,16 +145,20 @@ class SSEResponse:
             return False
         if transport.is_closing():
             raise ClientGone
-        if not self._cannot_wait(transport, len(data)):
+        size = len(data)
+        # ``_cannot_wait``, inline on this path
+        if transport.get_write_buffer_size() or (
+            self.max_buffered is not None and size > self.max_buffered
+        ):
             return False
-        if not data:
+        if not size:
             return True  # an empty chunk would end a chunked body
-        framed = b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data
+        framed = b"%x\r\n%b\r\n" % (size, data) if self._chunked else data
         if self._held_headers is not None:
             framed = _take_held_headers(self._held_headers) + framed
             self._held_headers = None
         transport.write(framed)
-        self.bytes_sent += len(data)
+        self.bytes_sent += size
         self.last_write = self.clock.now() if now is None else now
         return True
 
