@@ -150,26 +150,6 @@ def _valid_query(request: web.Request, handler: _Handler) -> Awaitable[web.Strea
     return handler(request)
 
 
-async def _take_turn(state: AppState) -> float:
-    """Wait while the running streams' timers are late (``server.max_start_wait_s``, see
-    ``BucketClock.wait_turn``); the time the request arrived."""
-    clock = state.clock
-    arrived = clock.now()
-    if isinstance(clock, BucketClock):
-        waited = await clock.wait_turn(state.config.server.max_start_wait_s)
-        if waited is not None:
-            state.stats.start_waits += 1
-            state.stats.start_wait_s += waited
-    return arrived
-
-
-def _schedule_start(state: AppState, arrived: float, profile: PacingProfile) -> float:
-    """Where a scripted reply's schedule begins: at the request's arrival, so that the time
-    spent starting (and waiting for a turn) comes out of the time to first token; but never
-    so early that the first token is overdue."""
-    return max(arrived, state.clock.now() - profile.ttft_ms / 1000.0)
-
-
 def _deadline(state: AppState) -> float | None:
     limit = state.config.server.max_stream_duration_s
     return None if limit is None else state.clock.now() + limit
@@ -220,7 +200,6 @@ async def _stream_reply(
     messages: list[ChatMessage],
     profile: PacingProfile,
     max_tokens: int | None,
-    arrived: float,
     prompt_param: str = "messages",
 ) -> web.StreamResponse:
     state = request.app[STATE]
@@ -257,7 +236,7 @@ async def _stream_reply(
                     text,
                     tokenizer=state.tokenizer,
                     profile=profile,
-                    start=_schedule_start(state, arrived, profile),
+                    start=state.clock.now(),
                     max_tokens=max_tokens,
                     progress=progress,
                 ),
@@ -290,7 +269,6 @@ async def _stream_reply(
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     config = state.config
-    arrived = await _take_turn(state)
     raw = await request.read()
     if config.upstream.base_url is not None:
         proxied = proxy.parse_proxy_request(raw, config.upstream.model)
@@ -320,10 +298,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             messages=parsed.messages,
             profile=profile,
             max_tokens=parsed.max_tokens,
-            arrived=arrived,
         )
     return await _complete(request, parsed.model, source, parsed.messages, profile,
-                           parsed.max_tokens, arrived)
+                           parsed.max_tokens)
 
 
 async def _complete(
@@ -333,7 +310,6 @@ async def _complete(
     messages: list[ChatMessage],
     profile: PacingProfile,
     max_tokens: int | None,
-    arrived: float,
 ) -> web.Response:
     """``stream: false``: the whole reply, returned when the paced reply would have ended."""
     state = request.app[STATE]
@@ -348,7 +324,7 @@ async def _complete(
                 await whole_reply(source, messages),
                 tokenizer=state.tokenizer,
                 profile=profile,
-                start=_schedule_start(state, arrived, profile),
+                start=state.clock.now(),
                 max_tokens=max_tokens,
                 progress=progress,
             )
@@ -396,7 +372,6 @@ async def stream(request: web.Request) -> web.StreamResponse:
     if request.headers.get("Last-Event-ID") == "done":
         # An EventSource reconnects when a finished stream closes; 204 tells it to stop.
         return web.Response(status=204)
-    arrived = await _take_turn(state)
     query = parse_stream_query(request.query, [key for key, _ in request.query.items()])
     client = _upstream_for(request, state, query.overrides.source)
     if client is not None:
@@ -427,7 +402,6 @@ async def stream(request: web.Request) -> web.StreamResponse:
         messages=messages,
         profile=profile,
         max_tokens=max_tokens,
-        arrived=arrived,
         prompt_param="prompt",
     )
 

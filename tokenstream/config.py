@@ -89,12 +89,6 @@ class ServerConfig(_Strict):
     shutdown_grace_s: float = Field(
         default=10.0, ge=0, le=3600, description="on SIGTERM/SIGINT, streams may finish this long"
     )
-    max_start_wait_s: float = Field(
-        default=0.25,
-        ge=0,
-        le=60,
-        description="a new stream waits up to this long while running streams are late; 0 = off",
-    )
     api_keys: list[SecretStr] = Field(
         default_factory=list, description="accepted Bearer keys; none = no authentication"
     )
@@ -113,15 +107,12 @@ class ServerConfig(_Strict):
         default="INFO", description="level of the one-line-per-request access log; OFF = none"
     )
 
-    @field_validator(
-        "heartbeat_s", "max_stream_duration_s", "send_timeout_s", "shutdown_grace_s",
-        "max_start_wait_s",
-    )
+    @field_validator("heartbeat_s", "max_stream_duration_s", "send_timeout_s", "shutdown_grace_s")
     @classmethod
     def _zero_means_off(cls, value: float | None, info: ValidationInfo) -> float | None:
         if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number")
-        if info.field_name in ("send_timeout_s", "shutdown_grace_s", "max_start_wait_s"):
+        if info.field_name in ("send_timeout_s", "shutdown_grace_s"):
             return value
         return value or None
 

@@ -81,8 +81,6 @@ class StreamCounters(Protocol):
     disconnected: int
     failed: int
     events_sent: int
-    start_waits: int
-    start_wait_s: float
 
 
 class DeadlineRecorder:
@@ -120,10 +118,6 @@ class _TokenstreamCollector(Collector):
             ("tokenstream_client_disconnects", "Streams ended by the client leaving.",
              stats.disconnected),
             ("tokenstream_stream_errors", "Streams ended by a server error.", stats.failed),
-            ("tokenstream_stream_start_waits",
-             "Streams whose start waited for late timers to catch up.", stats.start_waits),
-            ("tokenstream_stream_start_wait_seconds",
-             "Time those starts waited, in all.", stats.start_wait_s),
         ):
             yield CounterMetricFamily(name, documentation, value=value)
         histogram = self._lateness

@@ -11,14 +11,6 @@ with uvloop).
 ``call_at`` puts a callback in the same buckets: ``tokenstream.playout`` writes the events
 of every stream due in a millisecond from that one timer, without waking any task.
 
-``wait_turn`` lets a new stream's start wait while the timers run late. Starting a stream
-(parsing, tokenizing, the first writes) takes the loop 0.1-0.3 ms; when the loop already
-has more due than it can do, every start pushes the running streams' next events later
-still (at 1000 streams a second starting beside 1000 playing, the whole server falls behind
-by 10-20 ms for a few hundred milliseconds). Waiting starts are let through, oldest first,
-by the passes that run on time: one by the first such pass, one more by each on-time pass
-after it, so they fill the loop's slack instead of the moments events are due.
-
 The contract is the ``Clock`` protocol's: ``sleep_until`` does not return before its
 deadline (to the loop's own timer precision: asyncio's is about a nanosecond, uvloop's a
 millisecond). Rounding up costs at most one bucket of lateness (half a bucket on average),
@@ -32,19 +24,14 @@ import asyncio
 import heapq
 import logging
 import math
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from tokenstream.clock import Cancellable
 
-__all__ = ["BEHIND_AFTER_S", "BucketClock", "TimerLoop"]
+__all__ = ["BucketClock", "TimerLoop"]
 
 log = logging.getLogger(__name__)
-
-BEHIND_AFTER_S = 0.0015
-"""A pass that starts this much after its bucket's time is late: the loop is behind.
-(uvloop's clock counts whole milliseconds, so there it means 2 ms or more.)"""
 
 
 class _Call:
@@ -101,9 +88,6 @@ class BucketClock:
         self._timer: Cancellable | None = None
         self._timer_bucket: int | None = None  # what the loop timer is armed for
         self._firing = False
-        self._behind = False  # the last pass was late
-        self._turns: deque[asyncio.Future[None]] = deque()  # starts waiting, oldest first
-        self._admit = 1  # how many of them the next on-time pass lets through
 
     def _adopt_loop(self) -> TimerLoop:
         """The loop to schedule on: the running one, remembered while it runs.
@@ -117,8 +101,6 @@ class BucketClock:
             self._buckets.clear()
             self._heap.clear()
             self._timer = self._timer_bucket = None
-            self._behind = False
-            self._turns.clear()
             self._loop = loop
         return loop
 
@@ -138,16 +120,6 @@ class BucketClock:
     def pending_timers(self) -> int:
         """Buckets with something waiting in them (one loop timer serves them all)."""
         return len(self._buckets)
-
-    @property
-    def behind(self) -> bool:
-        """Whether the last pass ran more than ``BEHIND_AFTER_S`` after its time."""
-        return self._behind
-
-    @property
-    def waiting_turns(self) -> int:
-        """Starts waiting in ``wait_turn``."""
-        return len(self._turns)
 
     def bucket_of(self, deadline: float) -> int:
         """The bucket a deadline falls in; it is woken at ``bucket * resolution``."""
@@ -174,55 +146,6 @@ class BucketClock:
         call = _Call(callback, self, bucket)
         self._enter(loop, bucket, call)
         return call
-
-    async def wait_turn(self, max_wait: float) -> float | None:
-        """Return once the timers are on time, or after ``max_wait`` seconds; the time waited.
-
-        Returns None at once when the last pass was on time and no other start is waiting
-        (or when ``max_wait`` is not positive).
-        """
-        loop = self._running_loop()
-        if max_wait <= 0 or not (self._behind or self._turns):
-            return None
-        started = loop.time()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._turns.append(waiter)
-        self._pass_soon(loop)
-        give_up = loop.call_at(started + max_wait, _let_through, waiter)
-        try:
-            await waiter
-        finally:
-            give_up.cancel()
-            if waiter in self._turns:  # it gave up, or its task was cancelled
-                self._turns.remove(waiter)
-        return loop.time() - started
-
-    def _pass_soon(self, loop: TimerLoop) -> None:
-        """Make sure a pass runs within the next bucket, to judge and let in waiting starts."""
-        bucket = math.floor(loop.time() / self.resolution + 1e-6) + 1  # the next one to begin
-        if bucket not in self._buckets:
-            self._buckets[bucket] = []
-            heapq.heappush(self._heap, bucket)
-            if not self._firing and (self._timer_bucket is None or bucket < self._timer_bucket):
-                self._arm(loop, bucket)
-
-    def _take_turns(self, loop: TimerLoop) -> None:
-        """After a pass: let waiting starts through if it was on time, else wait for one."""
-        turns = self._turns
-        if self._behind:
-            self._admit = 1
-        else:
-            admitted = 0
-            while turns and admitted < self._admit:
-                waiter = turns.popleft()
-                if not waiter.done():  # (one that gave up is still queued until it resumes)
-                    waiter.set_result(None)
-                    admitted += 1
-            self._admit += 1
-        if turns:
-            self._pass_soon(loop)
-        else:
-            self._admit = 1
 
     def _drop(self, bucket: int, call: _Call) -> None:
         waiting = self._buckets.get(bucket)
@@ -258,7 +181,6 @@ class BucketClock:
             self._timer.cancel()
         self._timer = self._timer_bucket = None
         self._heap.clear()
-        self._behind = False
 
     def _fire(self) -> None:
         loop = self._loop
@@ -266,11 +188,9 @@ class BucketClock:
         self._timer = self._timer_bucket = None
         if loop is None or armed_for is None:
             return
-        now = loop.time()
-        self._behind = now - armed_for * self.resolution > BEHIND_AFTER_S
         # every bucket whose time has come; the one armed for even if the loop woke a hair
         # early
-        due_by = max(armed_for, math.floor(now / self.resolution + 1e-6))
+        due_by = max(armed_for, math.floor(loop.time() / self.resolution + 1e-6))
         heap = self._heap
         self._firing = True
         try:
@@ -278,16 +198,12 @@ class BucketClock:
                 entries = self._buckets.pop(heapq.heappop(heap), None)
                 if entries is not None:
                     self._wake(entries)
-            if self._turns:
-                self._take_turns(loop)
         finally:
             self._firing = False
         while heap and heap[0] not in self._buckets:
             heapq.heappop(heap)
         if heap:
             self._arm(loop, heap[0])
-        else:
-            self._behind = False  # no timer left to be late for
 
     @staticmethod
     def _wake(entries: list[asyncio.Future[None] | _Call]) -> None:
@@ -300,8 +216,3 @@ class BucketClock:
                         log.exception("scheduled callback failed")
             elif not entry.done():  # a cancelled sleeper (its client left) is skipped
                 entry.set_result(None)
-
-
-def _let_through(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)

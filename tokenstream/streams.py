@@ -212,8 +212,6 @@ class StreamStats:
     failed: int = 0
     events_sent: int = 0
     stalled: int = 0  # disconnected by send_timeout_s (counted in disconnected too)
-    start_waits: int = 0  # starts that waited for late timers (server.max_start_wait_s)
-    start_wait_s: float = 0.0  # the time they waited, in all
 
 
 class tracked_stream:
