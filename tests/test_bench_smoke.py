@@ -29,6 +29,8 @@ def test_quick_run_covers_every_scenario(tmp_path: Path) -> None:
         assert fidelity[target]["streams_ok"] == 3, target
         assert fidelity[target]["streams_failed"] == 0, target
         assert fidelity[target]["events"] == 3 * 19, target  # 20 tokens: 19 gaps per stream
+        first = fidelity[target]["first_event_ms"]
+        assert 0 < first["p50"] <= first["p99"] <= first["max"], target
     throughput = results["raw"]["throughput"]
     for target in ("tokenstream", "baseline"):
         assert throughput[target]["events"] > 0, target
