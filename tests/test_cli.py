@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -14,9 +15,10 @@ from aiohttp.test_utils import TestServer
 
 from tokenstream import defaults
 from tokenstream.app import create_app
-from tokenstream.cli import main
+from tokenstream.cli import _loop_factory, main
 from tokenstream.client import stream_prompt
 from tokenstream.clock import FakeClock
+from tokenstream.errors import TokenstreamError
 
 from support import parse_sse
 
@@ -69,6 +71,19 @@ def test_unknown_profile_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert "chatgpt" in capsys.readouterr().err
 
 
+def test_loop_auto_is_uvloop_when_installed_else_asyncio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvloop  # in the test extra
+
+    assert _loop_factory("auto") == ("uvloop", uvloop.new_event_loop)
+    assert _loop_factory("asyncio") == ("asyncio", asyncio.new_event_loop)
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed
+    assert _loop_factory("auto") == ("asyncio", asyncio.new_event_loop)
+    with pytest.raises(TokenstreamError, match=r"pip install 'tokenstream\[uvloop\]'"):
+        _loop_factory("uvloop")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -88,6 +103,7 @@ def served() -> Iterator[str]:
     assert process.stdout is not None
     banner = process.stdout.readline().decode()  # blocks until the server is listening
     assert f"127.0.0.1:{port}" in banner, banner
+    assert "; uvloop)" in banner, banner  # --loop auto, with uvloop installed
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        help="default: server.log_level (INFO)")
-    serve.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
-                       help="event loop (uvloop: pip install 'tokenstream[uvloop]')")
+    serve.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                       help="event loop: uvloop when it is installed (auto, the default), "
+                       "else asyncio; uvloop: pip install 'tokenstream[uvloop]'")
     serve.add_argument("--clock", choices=["bucket", "loop"], default="bucket",
                        help="pacing timers: one per millisecond shared by all streams "
                        "(bucket, default) or one per sleeping stream (loop, for comparison)")
@@ -107,7 +108,7 @@ def _serve(args: argparse.Namespace) -> int:
             config = config.model_copy(
                 update={"default_profile": args.profile, "upstream": upstream}
             )
-        loop_factory = _loop_factory(args.loop)
+        loop_name, loop_factory = _loop_factory(args.loop)
         app = create_app(config, clock=LoopClock() if args.clock == "loop" else None)
     except TokenstreamError as exc:
         print(f"tokenstream: {exc}", file=sys.stderr)
@@ -132,7 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
         else:
             what = f"default profile {config.default_profile}"
         print(
-            f"tokenstream {__version__} serving on {', '.join(urls)} ({what})\n"
+            f"tokenstream {__version__} serving on {', '.join(urls)} ({what}; {loop_name})\n"
             f"  demo page: {base}/\n  try: curl -N '{base}/v1/stream?{query}'",
             flush=True,
         )
@@ -151,19 +152,22 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
-    if name == "uvloop":
+def _loop_factory(name: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The event loop to serve on, by name: ``auto`` is uvloop if it can be imported."""
+    if name in ("auto", "uvloop"):
         try:
             import uvloop
         except ImportError:
+            if name == "auto":
+                return "asyncio", asyncio.new_event_loop
             from tokenstream.errors import TokenstreamError
 
             raise TokenstreamError(
                 "--loop uvloop needs the uvloop package: pip install 'tokenstream[uvloop]'"
             ) from None
         factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-        return factory
-    return asyncio.new_event_loop
+        return "uvloop", factory
+    return "asyncio", asyncio.new_event_loop
 
 
 def _stream(args: argparse.Namespace) -> int:
