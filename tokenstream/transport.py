@@ -146,10 +146,7 @@ class SSEResponse:
         if transport.is_closing():
             raise ClientGone
         size = len(data)
-        # ``_cannot_wait``, inline on this path
-        if transport.get_write_buffer_size() or (
-            self.max_buffered is not None and size > self.max_buffered
-        ):
+        if not self._cannot_wait(transport, size):
             return False
         if not size:
             return True  # an empty chunk would end a chunked body
