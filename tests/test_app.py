@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tokenstream import defaults
+from tokenstream.app import STATE
 from tokenstream.config import Config
 from tokenstream.pacer import PacingProfile
 
@@ -195,6 +196,33 @@ async def test_chat_completion_stream_with_usage(make_client: MakeClient) -> Non
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     # 2 messages: 3 framing tokens each + role + content tokens, + 3 priming tokens
     assert usage["prompt_tokens"] == 3 + (3 + 1 + 2) + (3 + 1 + 1)
+
+
+@pytest.mark.parametrize("spare", [0, 1, -1])
+async def test_usage_counts_every_token_whether_the_reply_fits_max_tokens_or_not(
+    make_client: MakeClient, spare: int
+) -> None:
+    """EMOJI has pieces of several tokens (characters split across tokens); a reply that fits
+    ``max_tokens`` exactly, or with room, is whole; one token less cuts it."""
+    client = await make_client()
+    tokens = client.app[STATE].tokenizer.count(EMOJI)
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "emoji"}],
+        "stream": True,
+        "max_tokens": tokens + spare,
+        "stream_options": {"include_usage": True},
+    }
+    events = parse_sse(await (await client.post("/v1/chat/completions", json=body)).read())
+    chunks = [json.loads(e.data) for e in events[:-1]]
+    usage = chunks[-1]["usage"]["completion_tokens"]
+    if spare >= 0:
+        assert (_openai_text(events), usage) == (EMOJI, tokens)
+        assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    else:
+        assert EMOJI.startswith(_openai_text(events)) and _openai_text(events) != EMOJI
+        assert usage <= tokens - 1
+        assert chunks[-2]["choices"][0]["finish_reason"] == "length"
 
 
 async def test_chat_completion_max_tokens_gives_length(make_client: MakeClient) -> None:
