@@ -59,11 +59,11 @@ async def serve(
     await runner.setup()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    first_signal: list[signal.Signals] = []
 
     def on_signal(signum: signal.Signals) -> None:
         if not stop.is_set():
-            log.info("%s received: shutting down (streams get %g s to finish)",
-                     signum.name, server.shutdown_grace_s)
+            first_signal.append(signum)
             stop.set()
         else:
             log.info("%s received again: ending the remaining streams now", signum.name)
@@ -83,6 +83,10 @@ async def serve(
         if announce is not None:
             announce([_url(address) for address in runner.addresses])
         await stop.wait()
+        # stop accepting before saying so: once the line is out, no new client gets in
+        await site.stop()
+        log.info("%s received: shutting down (streams get %g s to finish)",
+                 first_signal[0].name, server.shutdown_grace_s)
     finally:
         try:
             await runner.cleanup()
