@@ -61,6 +61,14 @@ def test_the_playout_micro_benchmark_plays_every_event() -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("3 streams, 21 events,"), run.stdout
+    floor = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_playout.py"), "--streams", "3", "--tokens", "7",
+         "--rate", "1000", "--ramp", "0", "--loop", loop, "--floor"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert floor.returncode == 0, floor.stderr
+    assert floor.stdout.startswith("3 streams, 21 events,"), floor.stdout
+    assert floor.stdout.rstrip().endswith("(floor)"), floor.stdout
 
 
 @pytest.mark.slow
