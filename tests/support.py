@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -63,3 +64,86 @@ async def wait_for(condition: Callable[[], bool], *, limit_s: float = 10.0) -> N
     async with asyncio.timeout(limit_s):
         while not condition():  # noqa: ASYNC110 - polls state owned by the server under test
             await asyncio.sleep(0)
+
+
+class _Handle:
+    def __init__(self, when: float, callback: Any, args: tuple[Any, ...]) -> None:
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeTimerLoop:
+    """The loop surface ``BucketClock`` uses; time moves only when the test advances it."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        self.handles: list[_Handle] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def is_running(self) -> bool:
+        return True
+
+    def call_at(self, when: float, callback: Any, *args: Any) -> _Handle:
+        handle = _Handle(when, callback, args)
+        self.handles.append(handle)
+        return handle
+
+    def call_soon(self, callback: Any, *args: Any) -> _Handle:
+        return self.call_at(self.now, callback, *args)
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    @property
+    def armed(self) -> list[float]:
+        return sorted(h.when for h in self.handles if not h.cancelled)
+
+    async def advance_to(self, until: float) -> None:
+        """Fire every timer due by ``until`` in order, letting the woken tasks run."""
+        while True:
+            due = [h for h in self.handles if not h.cancelled and h.when <= until]
+            if not due:
+                break
+            handle = min(due, key=lambda h: h.when)
+            self.handles.remove(handle)
+            self.now = max(self.now, handle.when)
+            handle.callback(*handle.args)
+            for _ in range(5):
+                await asyncio.sleep(0)
+        self.now = until
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+
+class JumpingTimerLoop:
+    """The loop surface ``BucketClock`` uses, on the running loop, whose time jumps to each
+    timer's when it fires (as ``FakeClock`` does): code on it runs at once, exactly on time."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def time(self) -> float:
+        return self.now
+
+    def is_running(self) -> bool:
+        return True
+
+    def call_at(self, when: float, callback: Any, *args: Any) -> asyncio.Handle:
+        return asyncio.get_running_loop().call_soon(self._jump, when, callback, args)
+
+    def call_soon(self, callback: Any, *args: Any) -> asyncio.Handle:
+        return asyncio.get_running_loop().call_soon(callback, *args)
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    def _jump(self, when: float, callback: Any, args: tuple[Any, ...]) -> None:
+        self.now = max(self.now, when)
+        callback(*args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -12,16 +12,29 @@ from tokenstream.clock import FakeClock
 from tokenstream.pacer import PacingProfile
 from tokenstream.pipeline import ReplyProgress, scheduled_reply
 from tokenstream.playout import Playout
+from tokenstream.scheduler import BucketClock
 from tokenstream.streams import StreamStats, StreamTimeLimit
 from tokenstream.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.transport import BATCH_BYTES, PING, ClientGone
 
-from support import MakeClient, ManualClock, parse_sse, wait_for
+from support import FakeTimerLoop, JumpingTimerLoop, MakeClient, ManualClock, parse_sse, wait_for
 
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Tokenizer:
     return Tokenizer(load_encoding())
+
+
+AnyClock = FakeClock | ManualClock | BucketClock
+
+
+@pytest.fixture(params=["fake", "bucket"])
+def make_clock(request: pytest.FixtureRequest) -> Callable[[], FakeClock | BucketClock]:
+    """A clock whose time jumps to each deadline: ``FakeClock``, whose timers are ``call_at``
+    timers, or the shared ``BucketClock``, where the playout is the bucket entry itself."""
+    if request.param == "fake":
+        return FakeClock
+    return lambda: BucketClock(loop=JumpingTimerLoop())
 
 
 class RawText:
@@ -34,7 +47,7 @@ class RawText:
 class RecordingSink:
     """Stands in for ``SSEResponse``: records each write with the clock's time and path."""
 
-    def __init__(self, clock: FakeClock | ManualClock, *, room: int | None = None) -> None:
+    def __init__(self, clock: AnyClock, *, room: int | None = None) -> None:
         self.clock = clock
         self.writes: list[tuple[float, str, bytes]] = []
         self.room = room  # writes that go out at once before the client falls behind
@@ -69,7 +82,7 @@ class RecordingSink:
         return b"".join(data for _, _, data in self.writes if data != PING).decode()
 
 
-def _events(tokenizer: Tokenizer, text: str, clock: FakeClock | ManualClock,
+def _events(tokenizer: Tokenizer, text: str, clock: AnyClock,
             max_tokens: int | None = None, **profile: object) -> Iterator[tuple[float, Piece]]:
     return scheduled_reply(
         text,
@@ -81,13 +94,15 @@ def _events(tokenizer: Tokenizer, text: str, clock: FakeClock | ManualClock,
     )
 
 
-def _playout(sink: RecordingSink, clock: FakeClock | ManualClock,
+def _playout(sink: RecordingSink, clock: AnyClock,
              events: Iterator[tuple[float, Piece]], **options: float | None) -> Playout:
     return Playout(sink, clock, events, RawText(), StreamStats(), **options)  # type: ignore[arg-type]
 
 
-async def test_each_event_is_written_at_its_deadline(tokenizer: Tokenizer) -> None:
-    clock = FakeClock()
+async def test_each_event_is_written_at_its_deadline(
+    tokenizer: Tokenizer, make_clock: Callable[[], FakeClock | BucketClock]
+) -> None:
+    clock = make_clock()
     sink = RecordingSink(clock)
     text = "one two three four five"
     playout = _playout(sink, clock, _events(tokenizer, text, clock, tokens_per_second=50,
@@ -100,9 +115,9 @@ async def test_each_event_is_written_at_its_deadline(tokenizer: Tokenizer) -> No
 
 
 async def test_headers_go_with_the_first_event_or_at_once_when_it_is_not_due(
-    tokenizer: Tokenizer,
+    tokenizer: Tokenizer, make_clock: Callable[[], FakeClock | BucketClock]
 ) -> None:
-    clock = FakeClock()
+    clock = make_clock()
     sink = RecordingSink(clock)
     await _playout(sink, clock, _events(tokenizer, "now", clock, tokens_per_second=50)).run()
     assert sink.flushed == [(0.0, 1)]  # the first write carried them (a no-op flush after)
@@ -113,8 +128,10 @@ async def test_headers_go_with_the_first_event_or_at_once_when_it_is_not_due(
     assert later.flushed == [(start, 0)]  # flushed at the start, before any event
 
 
-async def test_events_due_together_go_out_in_batches_in_order(tokenizer: Tokenizer) -> None:
-    clock = FakeClock()
+async def test_events_due_together_go_out_in_batches_in_order(
+    tokenizer: Tokenizer, make_clock: Callable[[], FakeClock | BucketClock]
+) -> None:
+    clock = make_clock()
     sink = RecordingSink(clock)
     text = "word " * 20_000
     stats = StreamStats()
@@ -127,8 +144,10 @@ async def test_events_due_together_go_out_in_batches_in_order(tokenizer: Tokeniz
     assert stats.events_sent == len(tokenizer.pieces(text))
 
 
-async def test_what_is_due_is_written_before_a_pause(tokenizer: Tokenizer) -> None:
-    clock = FakeClock()
+async def test_what_is_due_is_written_before_a_pause(
+    tokenizer: Tokenizer, make_clock: Callable[[], FakeClock | BucketClock]
+) -> None:
+    clock = make_clock()
     sink = RecordingSink(clock)
     events = _events(tokenizer, "One. Two.", clock, tokens_per_second=None, pause_ms=500)
     await _playout(sink, clock, events).run()
@@ -137,8 +156,10 @@ async def test_what_is_due_is_written_before_a_pause(tokenizer: Tokenizer) -> No
     ]
 
 
-async def test_pings_fill_a_silence_longer_than_the_heartbeat(tokenizer: Tokenizer) -> None:
-    clock = FakeClock()
+async def test_pings_fill_a_silence_longer_than_the_heartbeat(
+    tokenizer: Tokenizer, make_clock: Callable[[], FakeClock | BucketClock]
+) -> None:
+    clock = make_clock()
     sink = RecordingSink(clock)
     events = _events(tokenizer, "late reply", clock, tokens_per_second=1, ttft_ms=35_000)
     await _playout(sink, clock, events, heartbeat=10).run()
@@ -147,8 +168,10 @@ async def test_pings_fill_a_silence_longer_than_the_heartbeat(tokenizer: Tokeniz
     ]
 
 
-async def test_the_time_limit_ends_the_stream_at_the_limit(tokenizer: Tokenizer) -> None:
-    clock = FakeClock()
+async def test_the_time_limit_ends_the_stream_at_the_limit(
+    tokenizer: Tokenizer, make_clock: Callable[[], FakeClock | BucketClock]
+) -> None:
+    clock = make_clock()
     sink = RecordingSink(clock)
     events = _events(tokenizer, "a b c d e f", clock, tokens_per_second=1)
     with pytest.raises(StreamTimeLimit):
@@ -157,8 +180,10 @@ async def test_the_time_limit_ends_the_stream_at_the_limit(tokenizer: Tokenizer)
     assert sink.text == "a b c"
 
 
-async def test_a_write_that_must_wait_goes_through_the_task(tokenizer: Tokenizer) -> None:
-    clock = FakeClock()
+async def test_a_write_that_must_wait_goes_through_the_task(
+    tokenizer: Tokenizer, make_clock: Callable[[], FakeClock | BucketClock]
+) -> None:
+    clock = make_clock()
     sink = RecordingSink(clock, room=2)
     text = "one two three four five"
     await _playout(sink, clock, _events(tokenizer, text, clock, tokens_per_second=10)).run()
@@ -166,8 +191,10 @@ async def test_a_write_that_must_wait_goes_through_the_task(tokenizer: Tokenizer
     assert [path for _, path, _ in sink.writes] == ["now", "now", "send", "send", "send"]
 
 
-async def test_a_client_that_left_ends_the_playout(tokenizer: Tokenizer) -> None:
-    clock = FakeClock()
+async def test_a_client_that_left_ends_the_playout(
+    tokenizer: Tokenizer, make_clock: Callable[[], FakeClock | BucketClock]
+) -> None:
+    clock = make_clock()
     sink = RecordingSink(clock)
     playout = _playout(sink, clock, _events(tokenizer, "a b c d", clock, tokens_per_second=1))
     task = asyncio.ensure_future(playout.run())
@@ -178,12 +205,14 @@ async def test_a_client_that_left_ends_the_playout(tokenizer: Tokenizer) -> None
     assert sink.text == "a b"
 
 
-async def test_a_failing_event_is_raised_to_the_task(tokenizer: Tokenizer) -> None:
+async def test_a_failing_event_is_raised_to_the_task(
+    tokenizer: Tokenizer, make_clock: Callable[[], FakeClock | BucketClock]
+) -> None:
     def broken() -> Iterator[tuple[float, Piece]]:
         yield 0.0, Piece("fine", 1)
         raise RuntimeError("the schedule broke")
 
-    clock = FakeClock()
+    clock = make_clock()
     sink = RecordingSink(clock)
     with pytest.raises(RuntimeError, match="the schedule broke"):
         await _playout(sink, clock, broken()).run()
@@ -203,6 +232,48 @@ async def test_cancelling_the_task_cancels_its_timer(tokenizer: Tokenizer) -> No
     assert clock.sleepers == 0
     clock.advance(10)
     await asyncio.sleep(0)
+    assert sink.text == "a"
+
+
+async def test_on_the_bucket_clock_streams_due_together_share_one_pass(
+    tokenizer: Tokenizer,
+) -> None:
+    loop = FakeTimerLoop()
+    clock = BucketClock(loop=loop)
+    sinks = [RecordingSink(clock) for _ in range(3)]
+    playouts = [_playout(sink, clock, _events(tokenizer, "a b c", clock, tokens_per_second=50))
+                for sink in sinks]
+    tasks = [asyncio.ensure_future(playout.run()) for playout in playouts]
+    await asyncio.sleep(0)
+    assert [sink.text for sink in sinks] == ["a"] * 3
+    # the three wait in one bucket, as themselves, behind one loop timer
+    assert clock.pending_timers == 1 and loop.armed == [pytest.approx(0.02)]
+    assert {playout.bucket for playout in playouts} == {20}
+    await loop.advance_to(0.02)
+    assert [sink.text for sink in sinks] == ["a b"] * 3
+    assert [t for t, _, _ in sinks[0].writes] == [0.0, pytest.approx(0.02)]
+    await loop.advance_to(1.0)
+    await asyncio.gather(*tasks)
+    assert [sink.text for sink in sinks] == ["a b c"] * 3
+    assert clock.pending_timers == 0 and loop.armed == []
+    assert {playout.bucket for playout in playouts} == {None}
+
+
+async def test_on_the_bucket_clock_a_cancelled_stream_leaves_its_bucket(
+    tokenizer: Tokenizer,
+) -> None:
+    loop = FakeTimerLoop()
+    clock = BucketClock(loop=loop)
+    sink = RecordingSink(clock)
+    playout = _playout(sink, clock, _events(tokenizer, "a b c", clock, tokens_per_second=1))
+    task = asyncio.ensure_future(playout.run())
+    await asyncio.sleep(0)
+    assert sink.text == "a" and clock.pending_timers == 1 and playout.bucket == 1000
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert clock.pending_timers == 0 and playout.bucket is None and loop.armed == []
+    await loop.advance_to(10)
     assert sink.text == "a"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -14,58 +13,7 @@ from tokenstream.pacer import PacingProfile, pace
 from tokenstream.scheduler import BucketClock
 from tokenstream.tokenizer import Piece
 
-
-class _Handle:
-    def __init__(self, when: float, callback: Any, args: tuple[Any, ...]) -> None:
-        self.when = when
-        self.callback = callback
-        self.args = args
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class FakeTimerLoop:
-    """The loop surface BucketClock uses; time moves only when the test advances it."""
-
-    def __init__(self, start: float = 0.0) -> None:
-        self.now = start
-        self.handles: list[_Handle] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def is_running(self) -> bool:
-        return True
-
-    def call_at(self, when: float, callback: Any, *args: Any) -> _Handle:
-        handle = _Handle(when, callback, args)
-        self.handles.append(handle)
-        return handle
-
-    def create_future(self) -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().create_future()
-
-    @property
-    def armed(self) -> list[float]:
-        return sorted(h.when for h in self.handles if not h.cancelled)
-
-    async def advance_to(self, until: float) -> None:
-        """Fire every timer due by ``until`` in order, letting the woken tasks run."""
-        while True:
-            due = [h for h in self.handles if not h.cancelled and h.when <= until]
-            if not due:
-                break
-            handle = min(due, key=lambda h: h.when)
-            self.handles.remove(handle)
-            self.now = handle.when
-            handle.callback(*handle.args)
-            for _ in range(5):
-                await asyncio.sleep(0)
-        self.now = until
-        for _ in range(5):
-            await asyncio.sleep(0)
+from support import FakeTimerLoop
 
 
 async def _sleeper(clock: BucketClock, deadline: float, woke: list[tuple[float, float]]) -> None:

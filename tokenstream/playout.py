@@ -2,9 +2,11 @@
 
 A scripted or echo reply exists whole at the start, so each event's bytes and deadline come
 from a plain iterator (``pipeline.scheduled_reply``), and the events can be written from a
-``TimerClock`` callback: no task wakes per event. With the shared ``BucketClock`` one timer
-callback writes every stream due in the same millisecond, each with one ``send(2)``; a stream
-costs the loop a callback per event instead of a timer, a future and a task step.
+timer: no task wakes per event. On the shared ``BucketClock`` the playout is itself the
+bucket entry (``scheduler.Recurring``): one pass writes every stream due in the same
+millisecond, each with one ``send(2)``, calling ``on_due`` once per stream and putting it
+back in the bucket of its next deadline, with no timer object made per event. On another
+``TimerClock`` (tests, ``serve --clock loop``) a ``call_at`` timer calls ``on_due``.
 
 The stream's handler task awaits ``run()`` once, and is woken only when
 
@@ -14,7 +16,8 @@ The stream's handler task awaits ``run()`` once, and is woken only when
 - the stream reaches its time limit (``StreamTimeLimit``), the client left (``ClientGone``)
   or producing an event failed: ``run`` raises it.
 
-Cancelling the task (the client left, shutdown) cancels the pending timer with it.
+Cancelling the task (the client left, shutdown) takes the playout out of its bucket (or
+cancels its timer) with it.
 
 Events due together (an unpaced reply, a late wake-up) go out in one write of up to
 ``batch_bytes``; the loop gets a turn between batches. A silence longer than ``heartbeat``
@@ -29,6 +32,7 @@ from typing import Protocol
 
 from tokenstream.clock import Cancellable, TimerClock
 from tokenstream.metrics import LatenessHistogram, StreamCounters
+from tokenstream.scheduler import BucketClock
 from tokenstream.streams import StreamTimeLimit
 from tokenstream.tokenizer import Piece
 from tokenstream.transport import PING
@@ -68,6 +72,7 @@ class Playout:
 
     __slots__ = (
         "_blocked",
+        "_bucket_clock",
         "_clock",
         "_events",
         "_failure",
@@ -75,15 +80,15 @@ class Playout:
         "_lateness",
         "_limit",
         "_next",
+        "_resume",
         "_sse",
         "_stats",
         "_timer",
         "_waiter",
-        "_wake",
         "_wake_at",
         "_wake_for",
-        "_wake_to_play",
         "_wire",
+        "bucket",
         "tokens",
     )
 
@@ -103,6 +108,7 @@ class Playout:
         event's write time minus its deadline (for paced replies)."""
         self._sse = sse
         self._clock = clock
+        self._bucket_clock = clock if isinstance(clock, BucketClock) else None
         self._events = events
         self._wire = wire
         self._stats = stats
@@ -116,23 +122,23 @@ class Playout:
         self._waiter: asyncio.Future[None] | None = None
         self._blocked: bytes | None = None
         self._failure: Exception | None = None
+        self.bucket: int | None = None
+        """The ``BucketClock`` bucket it waits in (the clock's to set)."""
         self.tokens = 0
         """Completion tokens written so far."""
-        self._wake: Callable[[], None] = _idle
-        self._wake_to_play: Callable[[], None] = _idle
+        self._resume: Callable[[], None] = _idle
 
     async def run(self) -> None:
         """Write every event at its deadline; return when the last one is written."""
         loop = asyncio.get_running_loop()
-        # bound once, handed to the clock for every event; a bound method kept on its own
+        # bound once, handed to the clock for every timer; a bound method kept on its own
         # object is a reference cycle, so only while playing: after it, the stream's objects
         # are freed as soon as the handler lets go of them, not by the cyclic collector
-        self._wake = self._on_timer
-        self._wake_to_play = self._play
+        self._resume = self._on_timer
         try:
             self._waiter = loop.create_future()
             self._next = next(self._events, None)
-            self._play()
+            self._wait(self.on_due(self._clock.now()))
             self._sse.flush_headers()  # when the first event is not due yet
             while True:
                 await self._waiter
@@ -142,28 +148,56 @@ class Playout:
                 self._blocked = None
                 self._waiter = loop.create_future()
                 await self._sse.send(blocked)
-                self._arm()
+                self._wait(self._next_wake())
         finally:
+            if self._bucket_clock is not None:
+                self._bucket_clock.leave(self)
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             self._waiter = None
-            self._wake = self._wake_to_play = _idle
+            self._resume = _idle
 
-    def _on_timer(self) -> None:
-        """A ping or the time limit is due (an event's timer calls ``_play`` itself)."""
+    def on_due(self, now: float) -> float | None:
+        """What the playout waits for is due at ``now`` (events, a ping or the time limit):
+        write it. The time to be called at next; None when the task takes over (the reply is
+        written, a write must wait, it failed or ran out of time), or when more is due at once:
+        then a timer calls again after the loop's next turn."""
         self._timer = None
-        if self._wake_for == _PING:
-            self._write_then_arm(PING)
+        wake_for = self._wake_for
+        if wake_for == _EVENT:
+            data = self._due_events(now)
+        elif wake_for == _PING:
+            data = PING
         else:
             self._end(StreamTimeLimit())
+            return None
+        if data is not None and not self._write(data, now):
+            return None
+        wake = self._next_wake()
+        if wake is not None and wake <= now:  # the next batch of events due together
+            self._timer = self._clock.call_at(wake, self._resume)
+            return None
+        return wake
 
-    def _play(self) -> None:
-        """Write what is due (one batch at most), then set the timer for what comes next."""
+    def _on_timer(self) -> None:
+        """A timer of the clock's (not a pass of the bucket clock) is due."""
         self._timer = None
-        now = self._clock.now()
-        # the timer was set for this event: it is due even if the loop woke a hair early
-        due_by = max(now, self._wake_at)
+        self._wait(self.on_due(self._clock.now()))
+
+    def _wait(self, wake: float | None) -> None:
+        """Be called at ``wake``: in the bucket clock's buckets, or from a timer."""
+        if wake is None:
+            return
+        if self._bucket_clock is not None:
+            self._bucket_clock.enter(self, wake)
+        else:
+            self._timer = self._clock.call_at(wake, self._resume)
+
+    def _due_events(self, now: float) -> bytes | None:
+        """The events due (one batch at most), as one write; None if none could be made."""
+        # what the timer was set for is due even if the loop woke a hair early
+        due_by = now if now > self._wake_at else self._wake_at
         writes: list[bytes] = []
         size = tokens = 0
         try:
@@ -185,29 +219,29 @@ class Playout:
         self._next = item
         self.tokens += tokens
         self._stats.events_sent += len(writes)
-        if writes:
-            self._write_then_arm(writes[0] if len(writes) == 1 else b"".join(writes), now)
-        else:
-            self._arm()
+        if not writes:
+            return None
+        return writes[0] if len(writes) == 1 else b"".join(writes)
 
-    def _write_then_arm(self, data: bytes, now: float | None = None) -> None:
+    def _write(self, data: bytes, now: float) -> bool:
+        """Write ``data``; False when the task takes over (the client left, or is behind)."""
         try:
             written = self._sse.write_nowait(data, now)
         except Exception as exc:  # ClientGone
             self._end(exc)
-            return
-        if written:
-            self._arm()
-        else:  # the client is behind: the task waits for room, with the send timeout
+            return False
+        if not written:  # the client is behind: the task waits for room, with the send timeout
             self._blocked = data
             self._end(None)
+        return written
 
-    def _arm(self) -> None:
-        """Set the timer for the next event, ping or time limit; end when nothing is left."""
+    def _next_wake(self) -> float | None:
+        """When to wake next: the next event, a ping or the time limit; None (and the task
+        woken) when nothing is left."""
         item = self._next
         if item is None:
             self._end(self._failure)
-            return
+            return None
         wake_at, wake_for = item[0], _EVENT
         if self._limit is not None and wake_at > self._limit:
             wake_at, wake_for = self._limit, _LIMIT
@@ -217,9 +251,7 @@ class Playout:
                 wake_at, wake_for = ping_at, _PING
         self._wake_at = wake_at
         self._wake_for = wake_for
-        self._timer = self._clock.call_at(
-            wake_at, self._wake_to_play if wake_for == _EVENT else self._wake
-        )
+        return wake_at
 
     def _end(self, error: BaseException | None) -> None:
         """Wake the task: done, blocked on a write (``_blocked``), or failed with ``error``."""

@@ -8,8 +8,11 @@ armed for the earliest one: the streams due in the same millisecond are all woke
 pass, and an idle stream costs a list entry instead of a loop timer handle (about 0.6 KiB
 with uvloop).
 
-``call_at`` puts a callback in the same buckets: ``tokenstream.playout`` writes the events
-of every stream due in a millisecond from that one timer, without waking any task.
+``call_at`` puts a callback in the same buckets. ``enter`` puts a ``Recurring`` entry there
+itself: a pass calls its ``on_due`` with the time and puts it back in the bucket of the
+deadline it returns, so a playing stream (``tokenstream.playout``) costs no timer object
+and no ``call_at`` per event, and the events of every stream due in a millisecond are
+written from that one timer, without waking any task.
 
 The contract is the ``Clock`` protocol's: ``sleep_until`` does not return before its
 deadline (to the loop's own timer precision: asyncio's is about a nanosecond, uvloop's a
@@ -29,7 +32,7 @@ from typing import Any, Protocol
 
 from tokenstream.clock import Cancellable
 
-__all__ = ["BucketClock", "TimerLoop"]
+__all__ = ["BucketClock", "Recurring", "TimerLoop"]
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +49,31 @@ class _Call:
     def __init__(self, callback: Callable[[], None], clock: BucketClock, bucket: int) -> None:
         self.callback = callback
         self.clock = clock
-        self.bucket = bucket
+        self.bucket: int | None = bucket  # None once its pass took it
         self.cancelled = False
 
     def cancel(self) -> None:
         if not self.cancelled:
             self.cancelled = True
-            self.clock._drop(self.bucket, self)
+            if self.bucket is not None:
+                self.clock._drop(self.bucket, self)
+
+    def on_due(self, now: float) -> None:
+        """A pass calls a ``call_at`` callback as it calls a ``Recurring`` entry, once."""
+        if not self.cancelled:
+            self.callback()
+
+
+class Recurring(Protocol):
+    """An entry that a pass calls, again and again, at the deadlines it gives
+    (``BucketClock.enter``)."""
+
+    bucket: int | None
+    """The bucket it waits in; the clock's to set."""
+
+    def on_due(self, now: float) -> float | None:
+        """Do what is due at ``now``; the deadline to be called at next, or None to leave."""
+        ...
 
 
 class TimerLoop(Protocol):
@@ -82,8 +103,9 @@ class BucketClock:
         self.resolution = resolution
         self._fixed_loop = loop
         self._loop: TimerLoop | None = None
-        # bucket number -> what waits for it: futures of sleeping streams, ``call_at`` calls
-        self._buckets: dict[int, list[asyncio.Future[None] | _Call]] = {}
+        # bucket number -> what waits for it: futures of sleeping streams, ``call_at`` calls,
+        # entered ``Recurring`` entries
+        self._buckets: dict[int, list[asyncio.Future[None] | _Call | Recurring]] = {}
         self._heap: list[int] = []  # the buckets' numbers (and some emptied ones, skipped)
         self._timer: Cancellable | None = None
         self._timer_bucket: int | None = None  # what the loop timer is armed for
@@ -147,12 +169,28 @@ class BucketClock:
         self._enter(loop, bucket, call)
         return call
 
-    def _drop(self, bucket: int, call: _Call) -> None:
+    def enter(self, entry: Recurring, deadline: float) -> None:
+        """Call ``entry.on_due`` from the pass of ``deadline``'s bucket, and again at every
+        deadline it returns, until it returns None or ``leave`` takes it out. Never from within
+        this call: a deadline already passed is served by the next pass."""
+        loop = self._running_loop()
+        bucket = self.bucket_of(deadline)
+        entry.bucket = bucket
+        self._enter(loop, bucket, entry)
+
+    def leave(self, entry: Recurring) -> None:
+        """Take an entered entry out of its bucket (nothing happens if it is not in one)."""
+        bucket = entry.bucket
+        if bucket is not None:
+            entry.bucket = None
+            self._drop(bucket, entry)
+
+    def _drop(self, bucket: int, entry: _Call | Recurring) -> None:
         waiting = self._buckets.get(bucket)
         if waiting is None:
             return  # it fired already
         try:
-            waiting.remove(call)
+            waiting.remove(entry)
         except ValueError:
             return
         if not waiting:
@@ -160,7 +198,9 @@ class BucketClock:
             if not self._buckets and not self._firing:
                 self._disarm()
 
-    def _enter(self, loop: TimerLoop, bucket: int, entry: asyncio.Future[None] | _Call) -> None:
+    def _enter(
+        self, loop: TimerLoop, bucket: int, entry: asyncio.Future[None] | _Call | Recurring
+    ) -> None:
         waiting = self._buckets.get(bucket)
         if waiting is not None:
             waiting.append(entry)
@@ -197,7 +237,7 @@ class BucketClock:
             while heap and heap[0] <= due_by:
                 entries = self._buckets.pop(heapq.heappop(heap), None)
                 if entries is not None:
-                    self._wake(entries)
+                    self._wake(loop, entries)
         finally:
             self._firing = False
         while heap and heap[0] not in self._buckets:
@@ -205,14 +245,26 @@ class BucketClock:
         if heap:
             self._arm(loop, heap[0])
 
-    @staticmethod
-    def _wake(entries: list[asyncio.Future[None] | _Call]) -> None:
+    def _wake(
+        self, loop: TimerLoop, entries: list[asyncio.Future[None] | _Call | Recurring]
+    ) -> None:
+        buckets = self._buckets
         for entry in entries:
-            if isinstance(entry, _Call):
-                if not entry.cancelled:
-                    try:
-                        entry.callback()
-                    except Exception:  # one failing callback must not strand the others
-                        log.exception("scheduled callback failed")
-            elif not entry.done():  # a cancelled sleeper (its client left) is skipped
-                entry.set_result(None)
+            if isinstance(entry, asyncio.Future):
+                if not entry.done():  # a cancelled sleeper (its client left) is skipped
+                    entry.set_result(None)
+            else:  # a call_at callback, or a Recurring entry: once per event of every stream
+                entry.bucket = None
+                try:
+                    deadline = entry.on_due(loop.time())
+                except Exception:  # one failing callback must not strand the others
+                    log.exception("scheduled callback failed")
+                    continue
+                if deadline is not None:
+                    bucket = self.bucket_of(deadline)
+                    entry.bucket = bucket
+                    waiting = buckets.get(bucket)
+                    if waiting is not None:
+                        waiting.append(entry)
+                    else:
+                        self._enter(loop, bucket, entry)
