@@ -248,7 +248,6 @@ class BucketClock:
     def _wake(
         self, loop: TimerLoop, entries: list[asyncio.Future[None] | _Call | Recurring]
     ) -> None:
-        buckets = self._buckets
         for entry in entries:
             if isinstance(entry, asyncio.Future):
                 if not entry.done():  # a cancelled sleeper (its client left) is skipped
@@ -261,10 +260,5 @@ class BucketClock:
                     log.exception("scheduled callback failed")
                     continue
                 if deadline is not None:
-                    bucket = self.bucket_of(deadline)
-                    entry.bucket = bucket
-                    waiting = buckets.get(bucket)
-                    if waiting is not None:
-                        waiting.append(entry)
-                    else:
-                        self._enter(loop, bucket, entry)
+                    bucket = entry.bucket = self.bucket_of(deadline)
+                    self._enter(loop, bucket, entry)
