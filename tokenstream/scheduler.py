@@ -133,9 +133,6 @@ class BucketClock:
         return loop
 
     def now(self) -> float:
-        loop = self._loop
-        if self._firing and loop is not None:  # a callback of a pass: the loop is running
-            return loop.time()
         return self._running_loop().time()
 
     @property
@@ -159,9 +156,7 @@ class BucketClock:
         await waiter
 
     def call_at(self, deadline: float, callback: Callable[[], None]) -> Cancellable:
-        loop = self._loop
-        if not self._firing or loop is None:  # (a callback of a pass: the loop is running)
-            loop = self._running_loop()
+        loop = self._running_loop()
         if deadline <= loop.time():
             return loop.call_soon(callback)
         bucket = self.bucket_of(deadline)
