@@ -86,8 +86,8 @@ class Reply:
 def make_reply(tokens: int) -> Reply:
     """A reply of exactly ``tokens`` tokens (served by a scripted rule, see ``server``)."""
     sys.path.insert(0, str(ROOT))
-    from tokenstream.tokenizer import Tokenizer, load_encoding
-    from tokenstream.wire import OpenAIChunkFormat
+    from tokenstream.dialects.wire import OpenAIChunkFormat
+    from tokenstream.engine.tokenizer import Tokenizer, load_encoding
 
     tokenizer = Tokenizer(load_encoding("cl100k_base"))
     words = (_WORDS * (tokens // len(_WORDS) + 2))[: tokens + 8]
@@ -605,11 +605,11 @@ def proxy(options: Options, results: Results, requests: int) -> None:
     """
     script = HERE / "proxy_overhead.py"
     try:
-        import tokenstream.upstream  # noqa: F401
+        import tokenstream.sources.upstream  # noqa: F401
     except ImportError:
         script = HERE / "missing"
     if not script.exists():
-        message = ("skipped: the upstream proxy (tokenstream.upstream, "
+        message = ("skipped: the upstream proxy (tokenstream.sources.upstream, "
                    "scripts/proxy_overhead.py) is not on this branch")
         results.skipped["proxy"] = message
         print(f"  proxy: {message}", file=sys.stderr)

@@ -6,7 +6,7 @@ small chunked event stream, and three clients send the same POST to it one reque
 time, in turn, each reading the answer to its end over one keep-alive connection:
 
 - aiohttp:     ``aiohttp.ClientSession.post`` (what tokenstream used until November 2026);
-- http_client: ``tokenstream.http_client.ConnectionPool.request`` (what it uses now);
+- http_client: ``tokenstream.sources.http_client.ConnectionPool.request`` (what it uses now);
 - raw:         a bare ``asyncio.Protocol`` that writes ready-made bytes and waits for the
                body's last chunk: the floor (the server's share and the system calls).
 
@@ -24,7 +24,7 @@ import time
 
 import aiohttp
 
-from tokenstream.http_client import ConnectionPool
+from tokenstream.sources.http_client import ConnectionPool
 
 BODY = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}'
 EVENT = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'

@@ -1,7 +1,7 @@
 """Micro-benchmark: the Python cost of one paced event, without the socket.
 
 N streams of a 200-token reply at 50 tokens/s (the fidelity scenario's streams), each played
-out by ``tokenstream.playout.Playout`` on the shared ``BucketClock``, written to a sink that
+out by ``tokenstream.engine.playout.Playout`` on the shared ``BucketClock``, written to a sink that
 only counts. What is left is what the server does per event besides ``send(2)``: the timer
 pass, the schedule, the wire format, the lateness histogram and re-arming the timer.
 
@@ -37,15 +37,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tokenstream.metrics import LatenessHistogram
-from tokenstream.pacer import PacingProfile
-from tokenstream.pipeline import ReplyProgress, scheduled_reply
-from tokenstream.playout import Playout
-from tokenstream.scheduler import BucketClock
-from tokenstream.streams import StreamStats
-from tokenstream.tokenizer import Tokenizer, load_encoding
-from tokenstream.transport import BATCH_BYTES
-from tokenstream.wire import OpenAIChunkFormat
+from tokenstream.dialects.wire import OpenAIChunkFormat
+from tokenstream.engine.pacer import PacingProfile
+from tokenstream.engine.playout import Playout
+from tokenstream.engine.reply import ReplyProgress, scheduled_reply
+from tokenstream.engine.scheduler import BucketClock
+from tokenstream.engine.streams import StreamStats
+from tokenstream.engine.tokenizer import Tokenizer, load_encoding
+from tokenstream.server.metrics import LatenessHistogram
+from tokenstream.sse.transport import BATCH_BYTES
 
 
 class CountingSink:

@@ -44,7 +44,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tokenstream.sse_parser import SSEDecoder
+from tokenstream.sse.parser import SSEDecoder
 
 REPLY_WORDS = [
     "Streaming", "changes", "how", "an", "answer", "feels:", "the", "first", "words", "arrive",

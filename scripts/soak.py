@@ -77,8 +77,8 @@ def _listen() -> socket.socket:
 async def _child(listener: socket.socket) -> None:
     from aiohttp import web
 
-    from tokenstream.app import STATE, create_app
     from tokenstream.config import validate_mapping
+    from tokenstream.server.app import STATE, create_app
 
     config = validate_mapping(
         {

@@ -5,9 +5,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from tokenstream.app import create_app
-from tokenstream.clock import Clock, FakeClock
 from tokenstream.config import Config
+from tokenstream.engine.clock import Clock, FakeClock
+from tokenstream.server.app import create_app
 
 from support import MakeClient
 

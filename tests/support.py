@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tokenstream.sse_parser import ServerSentEvent, SSEDecoder
+from tokenstream.sse.parser import ServerSentEvent, SSEDecoder
 
 MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 

@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from tokenstream import defaults
-from tokenstream.app import STATE
-from tokenstream.config import Config
-from tokenstream.pacer import PacingProfile
+from tokenstream.config import Config, defaults
+from tokenstream.engine.pacer import PacingProfile
+from tokenstream.server.app import STATE
 
 from support import MakeClient, ManualClock, parse_sse, wait_for
 
@@ -151,7 +150,7 @@ async def test_heartbeat_comment_during_long_ttft(make_client: MakeClient) -> No
 
 
 async def test_client_disconnect_stops_the_stream(make_client: MakeClient) -> None:
-    from tokenstream.app import STATE
+    from tokenstream.server.app import STATE
 
     clock = ManualClock()
     config = Config(

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tokenstream import defaults
-from tokenstream.app import create_app
 from tokenstream.cli import _loop_factory, main
 from tokenstream.client import stream_prompt
-from tokenstream.clock import FakeClock
+from tokenstream.config import defaults
+from tokenstream.engine.clock import FakeClock
 from tokenstream.errors import TokenstreamError
+from tokenstream.server.app import create_app
 
 from support import parse_sse
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tokenstream import http_client
-from tokenstream.http_client import (
+from tokenstream.sources import http_client
+from tokenstream.sources.http_client import (
     ConnectError,
     ConnectionPool,
     ConnectTimeout,

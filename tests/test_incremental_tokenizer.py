@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenstream.tokenizer import Tokenizer, load_encoding
+from tokenstream.engine.tokenizer import Tokenizer, load_encoding
 
 # Fragments that stress cl100k's pre-tokenizer: whitespace runs before digits and letters,
 # contractions split from their apostrophe, CR/LF pairs, digits in threes, CJK, emoji with

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from tokenstream.clock import FakeClock
+from tokenstream.engine.clock import FakeClock
+from tokenstream.engine.events import Passthrough
+from tokenstream.engine.live import LiveEvent, LiveItem, pace_live
+from tokenstream.engine.pacer import PacingProfile, Schedule, catch_up_gap
+from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.errors import UpstreamStreamError
-from tokenstream.events import Passthrough
-from tokenstream.live import LiveEvent, LiveItem, pace_live
-from tokenstream.pacer import PacingProfile, Schedule, catch_up_gap
-from tokenstream.tokenizer import Piece, Tokenizer, load_encoding
 
 from upstream_support import SimClock
 

@@ -9,8 +9,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tokenstream.clock import Cancellable, FakeClock
-from tokenstream.metrics import LATENESS_BUCKETS, LatenessHistogram
+from tokenstream.engine.clock import Cancellable, FakeClock
+from tokenstream.server.metrics import LATENESS_BUCKETS, LatenessHistogram
 
 from support import MakeClient
 

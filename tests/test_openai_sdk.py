@@ -6,9 +6,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI, BadRequestError
 
-from tokenstream import defaults
-from tokenstream.app import create_app
-from tokenstream.clock import FakeClock
+from tokenstream.config import defaults
+from tokenstream.engine.clock import FakeClock
+from tokenstream.server.app import create_app
 
 EMOJI = next(rule["reply"] for rule in defaults.DEFAULT_RULES if "emoji" in rule["match"])
 HELLO = next(rule["reply"] for rule in defaults.DEFAULT_RULES if "hello" in rule["match"])

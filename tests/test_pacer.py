@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Iterable
 import pytest
 from pydantic import ValidationError
 
-from tokenstream.clock import FakeClock
-from tokenstream.pacer import PacingProfile, Schedule, pace
-from tokenstream.tokenizer import Piece
+from tokenstream.engine.clock import FakeClock
+from tokenstream.engine.pacer import PacingProfile, Schedule, pace
+from tokenstream.engine.tokenizer import Piece
 
 
 async def _aiter(pieces: Iterable[Piece]) -> AsyncIterator[Piece]:

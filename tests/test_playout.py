@@ -8,14 +8,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tokenstream.clock import FakeClock
-from tokenstream.pacer import PacingProfile
-from tokenstream.pipeline import ReplyProgress, scheduled_reply
-from tokenstream.playout import Playout
-from tokenstream.scheduler import BucketClock
-from tokenstream.streams import StreamStats, StreamTimeLimit
-from tokenstream.tokenizer import Piece, Tokenizer, load_encoding
-from tokenstream.transport import BATCH_BYTES, PING, ClientGone
+from tokenstream.engine.clock import FakeClock
+from tokenstream.engine.pacer import PacingProfile
+from tokenstream.engine.playout import Playout
+from tokenstream.engine.reply import ReplyProgress, scheduled_reply
+from tokenstream.engine.scheduler import BucketClock
+from tokenstream.engine.streams import StreamStats, StreamTimeLimit
+from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
+from tokenstream.sse.transport import BATCH_BYTES, PING, ClientGone
 
 from support import FakeTimerLoop, JumpingTimerLoop, MakeClient, ManualClock, parse_sse, wait_for
 

@@ -17,7 +17,7 @@ def test_all_lists_exactly_the_public_names() -> None:
 def test_import_has_no_side_effects() -> None:
     """Importing the package loads no encoding, starts nothing and reads no config."""
     code = (
-        "import tokenstream, tokenstream.tokenizer as t, asyncio; "
+        "import tokenstream, tokenstream.engine.tokenizer as t, asyncio; "
         "assert t.load_encoding.cache_info().currsize == 0; "
         "print('ok')"
     )

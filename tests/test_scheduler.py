@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tokenstream.app import STATE, create_app
-from tokenstream.pacer import PacingProfile, pace
-from tokenstream.scheduler import BucketClock
-from tokenstream.tokenizer import Piece
+from tokenstream.engine.pacer import PacingProfile, pace
+from tokenstream.engine.scheduler import BucketClock
+from tokenstream.engine.tokenizer import Piece
+from tokenstream.server.app import STATE, create_app
 
 from support import FakeTimerLoop
 

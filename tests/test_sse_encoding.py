@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenstream.sse import encode_comment, encode_event
-from tokenstream.sse_parser import SSEDecoder
+from tokenstream.sse.encoder import encode_comment, encode_event
+from tokenstream.sse.parser import SSEDecoder
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "sse_encoding.json").read_text("utf-8"))
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tokenstream.sse_parser import ServerSentEvent, SSEDecoder
+from tokenstream.sse.parser import ServerSentEvent, SSEDecoder
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "sse_format.json").read_text("utf-8"))
 CASES = VECTORS["cases"]

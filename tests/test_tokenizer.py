@@ -7,14 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenstream.errors import TokenizerError
-from tokenstream.tokenizer import (
+from tokenstream.engine.tokenizer import (
     CL100K_BASE_SHA256,
     Piece,
     Tokenizer,
     _read_ranks,
     load_encoding,
 )
+from tokenstream.errors import TokenizerError
 
 SAMPLES = {
     "english": "Hello, world! Streaming replies token by token feels alive.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tokenstream.tokenizer import Piece, Tokenizer, load_encoding
+from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 
 TEXTS = [
     "Hello, world! This is tokenstream.\n\nSecond paragraph   with  spaces ",

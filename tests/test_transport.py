@@ -9,8 +9,8 @@ from unittest import mock
 from aiohttp.http_writer import StreamWriter
 from aiohttp.test_utils import make_mocked_request
 
-from tokenstream.clock import FakeClock
-from tokenstream.transport import ClientGone, SSEResponse
+from tokenstream.engine.clock import FakeClock
+from tokenstream.sse.transport import ClientGone, SSEResponse
 
 
 class RecordingTransport(asyncio.Transport):

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
-from tokenstream.ui import CONTENT_TYPES, StaticFile, add_ui_routes, load_static_files
+from tokenstream.server.ui import CONTENT_TYPES, StaticFile, add_ui_routes, load_static_files
 
 from support import MakeClient
 

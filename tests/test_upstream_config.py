@@ -11,7 +11,7 @@ import pytest
 from tokenstream import cli
 from tokenstream.config import Config, UpstreamConfig, load_config
 from tokenstream.errors import ConfigError
-from tokenstream.upstream import UpstreamClient
+from tokenstream.sources.upstream import UpstreamClient
 
 
 def _load(tmp_path: Path, text: str) -> Config:
@@ -99,12 +99,12 @@ def test_serve_upstream_flag_sets_base_url_and_profile(monkeypatch: pytest.Monke
     seen: dict[str, Any] = {}
 
     async def fake_serve(app: Any, **kwargs: Any) -> None:
-        from tokenstream.app import CONFIG
+        from tokenstream.server.app import CONFIG
 
         seen["config"] = app[CONFIG]
         seen["kwargs"] = kwargs
 
-    monkeypatch.setattr("tokenstream.server.serve", fake_serve)
+    monkeypatch.setattr("tokenstream.server.serve.serve", fake_serve)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     code = cli.main(["serve", "--upstream", "http://127.0.0.1:8000/v1", "--profile", "steady"])
     assert code == 0

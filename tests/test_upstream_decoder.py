@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from tokenstream.events import Passthrough
-from tokenstream.tokenizer import Tokenizer, load_encoding
-from tokenstream.upstream import ChunkDecoder, UpstreamItem
+from tokenstream.engine.events import Passthrough
+from tokenstream.engine.tokenizer import Tokenizer, load_encoding
+from tokenstream.sources.upstream import ChunkDecoder, UpstreamItem
 
 from upstream_support import DONE, UPSTREAM_MODEL, chunk, reply_stream, sse, usage_chunk
 

@@ -18,16 +18,16 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from tokenstream import live
-from tokenstream.app import create_app
-from tokenstream.clock import FakeClock
 from tokenstream.config import Config, ServerConfig, UpstreamConfig
+from tokenstream.engine import live
+from tokenstream.engine.clock import FakeClock
+from tokenstream.engine.events import Passthrough
+from tokenstream.engine.live import LiveEvent, LiveItem, pace_live
+from tokenstream.engine.pacer import PacingProfile
+from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.errors import UpstreamStreamError
-from tokenstream.events import Passthrough
-from tokenstream.live import LiveEvent, LiveItem, pace_live
-from tokenstream.pacer import PacingProfile
-from tokenstream.proxy import parse_proxy_request
-from tokenstream.tokenizer import Piece, Tokenizer, load_encoding
+from tokenstream.server.app import create_app
+from tokenstream.server.proxy import parse_proxy_request
 
 from upstream_support import FakeUpstream, chunk, openai_text, parse_sse, reply_stream, sse
 

@@ -20,10 +20,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from openai import AsyncOpenAI
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from tokenstream import defaults
-from tokenstream.app import STATE, create_app
-from tokenstream.clock import FakeClock
-from tokenstream.config import Config, ServerConfig, UpstreamConfig
+from tokenstream.config import Config, ServerConfig, UpstreamConfig, defaults
+from tokenstream.engine.clock import FakeClock
+from tokenstream.server.app import STATE, create_app
 
 from support import wait_for
 from upstream_support import (
@@ -591,7 +590,7 @@ async def test_client_leaving_before_the_upstream_answered_closes_the_upstream_r
 ) -> None:
     """The request was sent (``UpstreamClient.begin``) and its answer is awaited: the client's
     close alone must reach the upstream, and its pool slot must be free again."""
-    from tokenstream.upstream import UPSTREAM
+    from tokenstream.sources.upstream import UPSTREAM
 
     upstream.behaviour = hangs_before_answering()
     client = await proxy(idle_timeout_s=3600, first_byte_timeout_s=3600, max_connections=1)
@@ -616,10 +615,10 @@ async def test_a_proxied_stream_leaves_no_reference_cycle(
     would wait for a full collection, which stops every stream, see test_no_cycles)."""
     import gc
 
-    from tokenstream.http_client import Exchange, Response
-    from tokenstream.live import ArrivalBuffer
-    from tokenstream.transport import SSEResponse
-    from tokenstream.upstream import PendingAnswer, UpstreamReply
+    from tokenstream.engine.live import ArrivalBuffer
+    from tokenstream.sources.http_client import Exchange, Response
+    from tokenstream.sources.upstream import PendingAnswer, UpstreamReply
+    from tokenstream.sse.transport import SSEResponse
 
     kinds = (UpstreamReply, PendingAnswer, Exchange, Response, ArrivalBuffer, SSEResponse)
     client = await proxy(idle_timeout_s=3600, first_byte_timeout_s=3600)
@@ -758,7 +757,7 @@ async def test_openai_sdk_assembles_text_and_tool_calls_through_the_proxy(
 async def test_upstream_pool_is_one_for_the_app_reused_and_closed_with_it(
     aiohttp_client: AiohttpClient, upstream_url: str, upstream: FakeUpstream
 ) -> None:
-    from tokenstream.upstream import UPSTREAM
+    from tokenstream.sources.upstream import UPSTREAM
 
     upstream.behaviour = streams(reply_stream(["ok"]))
     app = create_app(_config(upstream_url), clock=FakeClock())

@@ -5,9 +5,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenstream.sse_parser import SSEDecoder
-from tokenstream.tokenizer import Piece
-from tokenstream.wire import JsonFormat, OpenAIChunkFormat, TextFormat, Usage
+from tokenstream.dialects.wire import JsonFormat, OpenAIChunkFormat, TextFormat, Usage
+from tokenstream.engine.tokenizer import Piece
+from tokenstream.sse.parser import SSEDecoder
 
 
 def _events(raw: bytes) -> list[tuple[str, str, str]]:

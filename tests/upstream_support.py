@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tokenstream.sse_parser import ServerSentEvent, SSEDecoder
+from tokenstream.sse.parser import ServerSentEvent, SSEDecoder
 
 UPSTREAM_MODEL = "upstream-model-2024"
 

@@ -4,14 +4,14 @@ The pipeline, one module per stage: ``sources`` -> ``tokenizer`` -> ``pacer`` ->
 (formats) -> ``sse`` (encoding) -> ``transport``; ``app`` serves it over HTTP.
 """
 
-from tokenstream.app import create_app
-from tokenstream.clock import Clock, FakeClock, LoopClock
 from tokenstream.config import Config, load_config
+from tokenstream.engine.clock import Clock, FakeClock, LoopClock
+from tokenstream.engine.pacer import PacingProfile, Schedule, pace
+from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.errors import ConfigError, RequestError, TokenizerError, TokenstreamError
-from tokenstream.pacer import PacingProfile, Schedule, pace
-from tokenstream.sse import encode_event
-from tokenstream.sse_parser import ServerSentEvent, SSEDecoder
-from tokenstream.tokenizer import Piece, Tokenizer, load_encoding
+from tokenstream.server.app import create_app
+from tokenstream.sse.encoder import encode_event
+from tokenstream.sse.parser import ServerSentEvent, SSEDecoder
 
 __version__ = "0.1.0"
 

@@ -70,12 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from tokenstream.app import STATE, create_app
-    from tokenstream.auth import public_bind_warning
-    from tokenstream.clock import LoopClock
     from tokenstream.config import UpstreamConfig, load_config
+    from tokenstream.engine.clock import LoopClock
     from tokenstream.errors import ConfigError, TokenstreamError
-    from tokenstream.server import serve
+    from tokenstream.server.app import STATE, create_app
+    from tokenstream.server.auth import public_bind_warning
+    from tokenstream.server.serve import serve
 
     try:
         config = load_config(args.config)

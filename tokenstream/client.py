@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from tokenstream.sse_parser import SSEDecoder
+from tokenstream.sse.parser import SSEDecoder
 
 __all__ = ["StreamSummary", "stream_prompt"]
 

@@ -1,5 +1,5 @@
 """The page's JavaScript modules, run in Chromium: the SSE parser against the Python reference
-parser (``tokenstream.sse_parser``) and the measurement arithmetic with made-up times."""
+parser (``tokenstream.sse.parser``) and the measurement arithmetic with made-up times."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
-from tokenstream.sse_parser import SSEDecoder
+from tokenstream.sse.parser import SSEDecoder
 
 from browser_support import Server
 

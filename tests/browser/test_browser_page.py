@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tokenstream import defaults
+from tokenstream.config import defaults
 
 from browser_support import Server
 

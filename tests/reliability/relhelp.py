@@ -17,10 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from tokenstream.app import create_app
-from tokenstream.clock import FakeClock, TimerClock
 from tokenstream.config import Config, validate_mapping
-from tokenstream.sse_parser import ServerSentEvent, SSEDecoder
+from tokenstream.engine.clock import FakeClock, TimerClock
+from tokenstream.server.app import create_app
+from tokenstream.sse.parser import ServerSentEvent, SSEDecoder
 
 from support import ManualClock
 

@@ -10,9 +10,9 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 from relhelp import FAST, guarded, held_app, make_app, parse_sse
 
-from tokenstream.accesslog import ACCESS_LOGGER, format_line
-from tokenstream.app import STATE
-from tokenstream.clock import FakeClock
+from tokenstream.engine.clock import FakeClock
+from tokenstream.server.accesslog import ACCESS_LOGGER, format_line
+from tokenstream.server.app import STATE
 
 from support import wait_for
 

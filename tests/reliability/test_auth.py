@@ -11,10 +11,10 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 from relhelp import assert_openai_error, make_app, make_config
 
-from tokenstream import auth
-from tokenstream.auth import KeyChecker, load_api_keys, path_is_open, public_bind_warning
 from tokenstream.errors import ConfigError
-from tokenstream.ui import load_static_files
+from tokenstream.server import auth
+from tokenstream.server.auth import KeyChecker, load_api_keys, path_is_open, public_bind_warning
+from tokenstream.server.ui import load_static_files
 
 KEY = "sk-test-0123456789abcdef"
 OTHER_KEY = "sk-other-9876543210"

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from relhelp import make_app, parse_sse
 
-from tokenstream.app import STATE
+from tokenstream.server.app import STATE
 
 SETTINGS = settings(
     max_examples=400,

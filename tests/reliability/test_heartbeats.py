@@ -9,8 +9,8 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 from relhelp import FAST, make_app, parse_sse
 
-from tokenstream.clock import FakeClock
-from tokenstream.defaults import DEFAULT_RULES
+from tokenstream.config.defaults import DEFAULT_RULES
+from tokenstream.engine.clock import FakeClock
 
 HELLO_REPLY = DEFAULT_RULES[0]["reply"]
 PING = b": ping\n\n"

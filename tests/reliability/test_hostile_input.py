@@ -11,8 +11,8 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 from relhelp import assert_openai_error, make_app, parse_sse, raw_connect, read_to_end, running
 
-from tokenstream.app import STATE
-from tokenstream.defaults import DEFAULT_REPLY
+from tokenstream.config.defaults import DEFAULT_REPLY
+from tokenstream.server.app import STATE
 
 CHAT = "/v1/chat/completions"
 

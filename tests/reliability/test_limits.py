@@ -9,10 +9,10 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 from relhelp import FAST, assert_openai_error, held_app, make_app, make_config, parse_sse
 
-from tokenstream.app import STATE
-from tokenstream.clock import FakeClock
 from tokenstream.config import load_config
+from tokenstream.engine.clock import FakeClock
 from tokenstream.errors import ConfigError
+from tokenstream.server.app import STATE
 
 from support import wait_for
 

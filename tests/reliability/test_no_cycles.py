@@ -12,12 +12,12 @@ import gc
 
 import pytest
 
-from tokenstream.app import STATE
-from tokenstream.playout import Playout
-from tokenstream.scheduler import BucketClock
-from tokenstream.streams import StreamStats
-from tokenstream.transport import SSEResponse
-from tokenstream.wire import JsonFormat, OpenAIChunkFormat, TextFormat
+from tokenstream.dialects.wire import JsonFormat, OpenAIChunkFormat, TextFormat
+from tokenstream.engine.playout import Playout
+from tokenstream.engine.scheduler import BucketClock
+from tokenstream.engine.streams import StreamStats
+from tokenstream.server.app import STATE
+from tokenstream.sse.transport import SSEResponse
 
 from support import MakeClient, wait_for
 

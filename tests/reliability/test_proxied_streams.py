@@ -9,9 +9,9 @@ import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from relhelp import assert_openai_error, guarded, make_config
 
-from tokenstream.accesslog import ACCESS_LOGGER
-from tokenstream.app import STATE, create_app
-from tokenstream.clock import FakeClock
+from tokenstream.engine.clock import FakeClock
+from tokenstream.server.accesslog import ACCESS_LOGGER
+from tokenstream.server.app import STATE, create_app
 
 from upstream_support import FakeUpstream, chunk, parse_sse, sse, streams
 

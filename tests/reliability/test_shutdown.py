@@ -22,7 +22,7 @@ import pytest
 import yaml
 from relhelp import GUARD_S, guarded
 
-from tokenstream.sse_parser import ServerSentEvent, SSEDecoder
+from tokenstream.sse.parser import ServerSentEvent, SSEDecoder
 
 pytestmark = pytest.mark.slow
 

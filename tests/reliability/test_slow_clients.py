@@ -21,9 +21,9 @@ from relhelp import (
     spin_until,
 )
 
-from tokenstream.app import STATE
-from tokenstream.clock import LoopClock
-from tokenstream.scheduler import BucketClock
+from tokenstream.engine.clock import LoopClock
+from tokenstream.engine.scheduler import BucketClock
+from tokenstream.server.app import STATE
 
 BIG_REPLY = "Streaming fills buffers when nobody reads them. " * 8000  # ~380 kB, ~70k tokens
 

@@ -9,9 +9,9 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 from relhelp import assert_openai_error, guarded, held_app, parse_sse
 
-from tokenstream.app import STATE
-from tokenstream.clock import FakeClock
-from tokenstream.streams import DeadlineClock, StreamRegistry, StreamTimeLimit
+from tokenstream.engine.clock import FakeClock
+from tokenstream.engine.streams import DeadlineClock, StreamRegistry, StreamTimeLimit
+from tokenstream.server.app import STATE
 
 from support import wait_for
 

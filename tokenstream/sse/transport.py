@@ -20,8 +20,8 @@ from asyncio import timeout as _timeout
 from aiohttp import web
 from aiohttp.http_writer import StreamWriter
 
-from tokenstream.clock import Clock
-from tokenstream.sse import encode_comment
+from tokenstream.engine.clock import Clock
+from tokenstream.sse.encoder import encode_comment
 
 __all__ = [
     "BATCH_BYTES",
@@ -137,7 +137,7 @@ class SSEResponse:
         Nothing queued means the socket took everything so far and the protocol is not
         paused, so a write no bigger than the queue cap cannot wait: it needs neither a
         timeout (a timer per event) nor a drain. This is the hot path of every stream, and
-        what ``tokenstream.playout`` writes with from a timer callback. ``now``: the clock's
+        what ``tokenstream.engine.playout`` writes with from a timer callback. ``now``: the clock's
         time, when the caller has just read it.
         """
         transport = self._direct

@@ -22,11 +22,11 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from tokenstream.accesslog import AccessRecord
-from tokenstream.clock import Clock
+from tokenstream.dialects.wire import WireFormat
+from tokenstream.engine.clock import Clock
 from tokenstream.errors import TooManyRequests, Unavailable, UpstreamStreamError
-from tokenstream.transport import ClientGone, ClientStalled, SSEResponse
-from tokenstream.wire import WireFormat
+from tokenstream.server.accesslog import AccessRecord
+from tokenstream.sse.transport import ClientGone, ClientStalled, SSEResponse
 
 __all__ = [
     "SHUTTING_DOWN",
@@ -200,7 +200,7 @@ async def _first_of(*waits: Coroutine[Any, Any, Any], within: float) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-log = logging.getLogger("tokenstream.app")
+log = logging.getLogger("tokenstream.server.app")
 
 
 @dataclass(slots=True)

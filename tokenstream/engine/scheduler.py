@@ -10,7 +10,7 @@ with uvloop).
 
 ``call_at`` puts a callback in the same buckets. ``enter`` puts a ``Recurring`` entry there
 itself: a pass calls its ``on_due`` with the time and puts it back in the bucket of the
-deadline it returns, so a playing stream (``tokenstream.playout``) costs no timer object
+deadline it returns, so a playing stream (``tokenstream.engine.playout``) costs no timer object
 and no ``call_at`` per event, and the events of every stream due in a millisecond are
 written from that one timer, without waking any task.
 
@@ -30,7 +30,7 @@ import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from tokenstream.clock import Cancellable
+from tokenstream.engine.clock import Cancellable
 
 __all__ = ["BucketClock", "Recurring", "TimerLoop"]
 

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any, Literal, Protocol
 
+from tokenstream.engine.events import Passthrough
+from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import error_body
-from tokenstream.events import Passthrough
-from tokenstream.sse import encode_event
-from tokenstream.tokenizer import Piece
+from tokenstream.sse.encoder import encode_event
 
 __all__ = [
     "FORMATS",

@@ -26,10 +26,10 @@ from pydantic import (
     model_validator,
 )
 
-from tokenstream import defaults
+from tokenstream.config import defaults
+from tokenstream.engine.pacer import PacingProfile
 from tokenstream.errors import ConfigError
-from tokenstream.pacer import PacingProfile
-from tokenstream.sources import ReplyRule
+from tokenstream.sources.scripted import ReplyRule
 
 __all__ = [
     "Config",
@@ -41,6 +41,7 @@ __all__ = [
     "api_key_problem",
     "embedded_defaults",
     "load_config",
+    "validate_mapping",
 ]
 
 
@@ -194,7 +195,7 @@ class ResponsesConfig(_Strict):
 
 
 class UpstreamConfig(_Strict):
-    """An OpenAI-compatible server to forward chat completions to (``tokenstream.upstream``)."""
+    """An OpenAI-compatible server to forward chat completions to (``sources.upstream``)."""
 
     base_url: str | None = Field(
         default=None, description="API root, e.g. https://api.openai.com/v1; null = no upstream"

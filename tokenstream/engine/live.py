@@ -31,10 +31,10 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from itertools import islice
 
-from tokenstream.clock import Clock
-from tokenstream.events import Passthrough
-from tokenstream.pacer import PacingProfile, Schedule
-from tokenstream.tokenizer import IncrementalTokenizer, Piece, Tokenizer
+from tokenstream.engine.clock import Clock
+from tokenstream.engine.events import Passthrough
+from tokenstream.engine.pacer import PacingProfile, Schedule
+from tokenstream.engine.tokenizer import IncrementalTokenizer, Piece, Tokenizer
 
 __all__ = ["ArrivalBuffer", "LiveEvent", "LiveItem", "pace_live", "read_into"]
 

@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tokenstream.chat import ChatMessage
 from tokenstream.config import Config
+from tokenstream.dialects.wire import FormatName
+from tokenstream.engine.messages import ChatMessage
+from tokenstream.engine.pacer import PacingProfile
 from tokenstream.errors import InvalidRequest
-from tokenstream.pacer import PacingProfile
-from tokenstream.wire import FormatName
 
 __all__ = [
     "NO_OVERRIDES",

@@ -1,9 +1,9 @@
 """The pipeline of a reply that is all there: source -> tokenizer -> token limit -> pacer.
 
 A scripted or echo reply exists whole at the start, so its pieces and their deadlines are
-computed up front, lazily, by plain iterators (``scheduled_reply``); ``tokenstream.playout``
+computed up front, lazily, by plain iterators (``scheduled_reply``); ``tokenstream.engine.playout``
 writes them at their deadlines. An upstream model's reply arrives over time and takes the
-live path instead (``tokenstream.live``).
+live path instead (``tokenstream.engine.live``).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from tokenstream.chat import ChatMessage
-from tokenstream.pacer import PacingProfile, Schedule, timed
-from tokenstream.sources import Source
-from tokenstream.tokenizer import Piece, Tokenizer
-from tokenstream.wire import FinishReason, Usage
+from tokenstream.dialects.wire import FinishReason, Usage
+from tokenstream.engine.messages import ChatMessage
+from tokenstream.engine.pacer import PacingProfile, Schedule, timed
+from tokenstream.engine.tokenizer import Piece, Tokenizer
+from tokenstream.sources.scripted import Source
 
 __all__ = [
     "ReplyProgress",

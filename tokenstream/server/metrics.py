@@ -25,7 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from tokenstream.clock import Clock
+from tokenstream.engine.clock import Clock
 
 __all__ = [
     "CONTENT_TYPE",
@@ -73,7 +73,7 @@ class LatenessHistogram:
 
 
 class StreamCounters(Protocol):
-    """What the app counts per stream (``tokenstream.app.StreamStats``)."""
+    """What the app counts per stream (``tokenstream.server.app.StreamStats``)."""
 
     active: int
     started: int

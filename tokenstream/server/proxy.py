@@ -20,25 +20,30 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from tokenstream.accesslog import current_record
-from tokenstream.errors import InvalidRequest
-from tokenstream.events import Passthrough
-from tokenstream.live import pace_live
-from tokenstream.pacer import PacingProfile
-from tokenstream.requests import NO_OVERRIDES, PacingOverrides, StreamRequest, resolve_profile
-from tokenstream.streams import (
+from tokenstream.dialects.parsing import (
+    NO_OVERRIDES,
+    PacingOverrides,
+    StreamRequest,
+    resolve_profile,
+)
+from tokenstream.dialects.wire import WireFormat, make_format
+from tokenstream.engine.events import Passthrough
+from tokenstream.engine.live import pace_live
+from tokenstream.engine.pacer import PacingProfile
+from tokenstream.engine.streams import (
     DeadlineClock,
     StreamTimeLimit,
     interruption_ending,
     tracked_stream,
 )
-from tokenstream.tokenizer import Piece
-from tokenstream.transport import PING, ClientGone, SSEResponse, head_response
-from tokenstream.upstream import PendingAnswer, UpstreamClient
-from tokenstream.wire import WireFormat, make_format
+from tokenstream.engine.tokenizer import Piece
+from tokenstream.errors import InvalidRequest
+from tokenstream.server.accesslog import current_record
+from tokenstream.sources.upstream import PendingAnswer, UpstreamClient
+from tokenstream.sse.transport import PING, ClientGone, SSEResponse, head_response
 
 if TYPE_CHECKING:
-    from tokenstream.app import AppState
+    from tokenstream.server.app import AppState
 
 __all__ = [
     "ProxyRequest",

@@ -31,9 +31,9 @@ from typing import Any
 from aiohttp import web
 
 from tokenstream.config import UpstreamConfig
+from tokenstream.engine.events import Passthrough
 from tokenstream.errors import ConfigError, UpstreamError, UpstreamStreamError
-from tokenstream.events import Passthrough
-from tokenstream.http_client import (
+from tokenstream.sources.http_client import (
     ConnectError,
     ConnectionPool,
     ConnectTimeout,
@@ -41,7 +41,7 @@ from tokenstream.http_client import (
     HTTPClientError,
     Response,
 )
-from tokenstream.sse_parser import SSEDecoder
+from tokenstream.sse.parser import SSEDecoder
 
 __all__ = [
     "UPSTREAM",

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from tokenstream.app import STATE
+from tokenstream.server.app import STATE
 
 __all__ = ["serve"]
 

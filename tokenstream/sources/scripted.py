@@ -1,7 +1,7 @@
 """Source stage: where reply text comes from.
 
 A source turns a conversation into an async iterator of text deltas. Scripted and echo
-replies exist whole at the start; an upstream model (``tokenstream.upstream``) yields
+replies exist whole at the start; an upstream model (``tokenstream.sources.upstream``) yields
 deltas as they arrive, and fits the same slot.
 """
 
@@ -14,7 +14,7 @@ from typing import Protocol
 
 import regex
 
-from tokenstream.chat import ChatMessage, last_user_text
+from tokenstream.engine.messages import ChatMessage, last_user_text
 
 __all__ = ["EchoSource", "ReplyRule", "ScriptedSource", "Source"]
 

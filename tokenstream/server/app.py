@@ -16,29 +16,26 @@ from urllib.parse import quote
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from tokenstream import proxy
-from tokenstream.accesslog import ACCESS_LOGGER, access_log_middleware, current_record
-from tokenstream.auth import KeyChecker, auth_middleware, load_api_keys
-from tokenstream.chat import ChatMessage
-from tokenstream.clock import TimerClock
 from tokenstream.config import Config
-from tokenstream.cors import CorsPolicy, cors_preflight_middleware
-from tokenstream.errors import InvalidRequest, NotFound, RequestError, Unavailable, error_body
-from tokenstream.limits import check_prompt_tokens, check_query_encoding, reply_token_limit
-from tokenstream.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from tokenstream.metrics import LatenessHistogram, metrics_registry, render
-from tokenstream.pacer import PacingProfile
-from tokenstream.pipeline import ReplyProgress, count_prompt_tokens, scheduled_reply, whole_reply
-from tokenstream.playout import Playout
-from tokenstream.requests import (
+from tokenstream.dialects.parsing import (
     PacingOverrides,
     parse_chat_completion,
     parse_stream_query,
     resolve_profile,
 )
-from tokenstream.scheduler import BucketClock
-from tokenstream.sources import EchoSource, ScriptedSource, Source
-from tokenstream.streams import (
+from tokenstream.dialects.wire import WireFormat, make_format, new_completion_id
+from tokenstream.engine.clock import TimerClock
+from tokenstream.engine.messages import ChatMessage
+from tokenstream.engine.pacer import PacingProfile
+from tokenstream.engine.playout import Playout
+from tokenstream.engine.reply import (
+    ReplyProgress,
+    count_prompt_tokens,
+    scheduled_reply,
+    whole_reply,
+)
+from tokenstream.engine.scheduler import BucketClock
+from tokenstream.engine.streams import (
     SHUTTING_DOWN,
     STREAM_TIME_LIMIT,
     DeadlineClock,
@@ -48,11 +45,19 @@ from tokenstream.streams import (
     interruption_ending,
     tracked_stream,
 )
-from tokenstream.tokenizer import Tokenizer, load_encoding
-from tokenstream.transport import SSEResponse, head_response
-from tokenstream.ui import add_ui_routes
-from tokenstream.upstream import UPSTREAM, UpstreamClient
-from tokenstream.wire import WireFormat, make_format, new_completion_id
+from tokenstream.engine.tokenizer import Tokenizer, load_encoding
+from tokenstream.errors import InvalidRequest, NotFound, RequestError, Unavailable, error_body
+from tokenstream.server import proxy
+from tokenstream.server.accesslog import ACCESS_LOGGER, access_log_middleware, current_record
+from tokenstream.server.auth import KeyChecker, auth_middleware, load_api_keys
+from tokenstream.server.cors import CorsPolicy, cors_preflight_middleware
+from tokenstream.server.limits import check_prompt_tokens, check_query_encoding, reply_token_limit
+from tokenstream.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from tokenstream.server.metrics import LatenessHistogram, metrics_registry, render
+from tokenstream.server.ui import add_ui_routes
+from tokenstream.sources.scripted import EchoSource, ScriptedSource, Source
+from tokenstream.sources.upstream import UPSTREAM, UpstreamClient
+from tokenstream.sse.transport import SSEResponse, head_response
 
 __all__ = ["CONFIG", "METRICS", "STATE", "AppState", "StreamStats", "create_app"]
 

@@ -30,13 +30,13 @@ import asyncio
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from tokenstream.clock import Cancellable, TimerClock
-from tokenstream.metrics import LatenessHistogram, StreamCounters
-from tokenstream.scheduler import BucketClock
-from tokenstream.streams import StreamTimeLimit
-from tokenstream.tokenizer import Piece
-from tokenstream.transport import PING
-from tokenstream.wire import WireFormat
+from tokenstream.dialects.wire import WireFormat
+from tokenstream.engine.clock import Cancellable, TimerClock
+from tokenstream.engine.scheduler import BucketClock
+from tokenstream.engine.streams import StreamTimeLimit
+from tokenstream.engine.tokenizer import Piece
+from tokenstream.server.metrics import LatenessHistogram, StreamCounters
+from tokenstream.sse.transport import PING
 
 __all__ = ["EventSink", "Playout"]
 
@@ -48,7 +48,7 @@ def _idle() -> None:
 
 
 class EventSink(Protocol):
-    """Where the events go: ``tokenstream.transport.SSEResponse``."""
+    """Where the events go: ``tokenstream.sse.transport.SSEResponse``."""
 
     @property
     def last_write(self) -> float: ...

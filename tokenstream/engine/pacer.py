@@ -1,7 +1,7 @@
 """Pacer stage: token pieces -> the same pieces at scheduled times.
 
 The schedule is pure arithmetic (``Schedule``). ``timed`` lays it over a reply that exists
-whole at the start (scripted, echo), without waiting: ``tokenstream.playout`` writes its
+whole at the start (scripted, echo), without waiting: ``tokenstream.engine.playout`` writes its
 events at their deadlines. ``pace`` applies it to pieces as they come, sleeping on an
 injected clock.
 
@@ -36,8 +36,8 @@ from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tokenstream.clock import Clock
-from tokenstream.tokenizer import Piece
+from tokenstream.engine.clock import Clock
+from tokenstream.engine.tokenizer import Piece
 
 __all__ = ["PacingProfile", "Schedule", "catch_up_gap", "chunk_pieces", "chunked", "pace", "timed"]
 

@@ -1,0 +1,27 @@
+"""Configuration: the settings model, its embedded defaults, and loading a YAML file."""
+
+from tokenstream.config.settings import (
+    Config,
+    ResponsesConfig,
+    RuleConfig,
+    ServerConfig,
+    TokenizerConfig,
+    UpstreamConfig,
+    api_key_problem,
+    embedded_defaults,
+    load_config,
+    validate_mapping,
+)
+
+__all__ = [
+    "Config",
+    "ResponsesConfig",
+    "RuleConfig",
+    "ServerConfig",
+    "TokenizerConfig",
+    "UpstreamConfig",
+    "api_key_problem",
+    "embedded_defaults",
+    "load_config",
+    "validate_mapping",
+]

@@ -1,0 +1,2 @@
+"""The HTTP server: the aiohttp app, its routes, and what guards them (auth, CORS, limits,
+metrics, the access log)."""

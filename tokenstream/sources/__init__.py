@@ -1,0 +1,1 @@
+"""Where replies come from: scripted rules, an echo, a real upstream model."""

@@ -1,0 +1,1 @@
+"""Server-sent events: the encoder, the WHATWG parser, and the transport that writes them."""
