@@ -8,7 +8,7 @@ import pytest
 
 from tokenstream.engine.events import Passthrough
 from tokenstream.engine.tokenizer import Tokenizer, load_encoding
-from tokenstream.sources.upstream import ChunkDecoder, UpstreamItem
+from tokenstream.sources.openai_chunks import ChunkDecoder, UpstreamItem
 
 from upstream_support import DONE, UPSTREAM_MODEL, chunk, reply_stream, sse, usage_chunk
 
