@@ -14,6 +14,10 @@ with one ``asyncio.sleep`` per token per stream), and prints both side by side.
     python scripts/bench.py proxy
     python scripts/bench.py all [--quick] [--plot]
 
+``--server-root DIR`` serves tokenstream from another checkout's source (its ``tokenstream``
+package first on the server's path); the harness is still this one. scripts/bench_compare.py
+uses it to compare two commits in one run.
+
 Results: one table on stdout, raw figures in OUT/results.json, and with ``--plot`` a PNG
 (OUT/bench.png; needs matplotlib, ``pip install -e '.[bench]'``). See docs/BENCHMARKS.md.
 """
@@ -170,6 +174,13 @@ class Server:
             return bytes(r.read())
 
 
+def server_env(root: Path) -> dict[str, str]:
+    """The environment of a tokenstream server whose package comes from ``root``: first on
+    its path, ahead of the editable install's finder (which Python consults last)."""
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": str(root) if not path else f"{root}{os.pathsep}{path}"}
+
+
 @contextlib.contextmanager
 def server(target: str, options: Options, reply: Reply, workdir: Path, *,
            cpus: str | bool | None = True, upstream: str | None = None) -> Iterator[Server]:
@@ -187,6 +198,7 @@ def server(target: str, options: Options, reply: Reply, workdir: Path, *,
         config.write_text(
             json.dumps({"server": limits, "responses": {"rules": rules}}), encoding="utf-8"
         )
+        cwd, env = options.server_root, server_env(options.server_root)
         argv = [sys.executable, "-m", "tokenstream", "serve", "--port", str(port),
                 "--config", str(config), "--loop", options.loop, "--clock", options.clock,
                 "--log-level", "WARNING"]
@@ -195,12 +207,13 @@ def server(target: str, options: Options, reply: Reply, workdir: Path, *,
     else:
         writes = workdir / f"writes-{reply.tokens}.json"
         writes.write_text(json.dumps(reply.writes), encoding="utf-8")
+        cwd, env = ROOT, None
         argv = [sys.executable, str(HERE / "bench_baseline.py"), "--port", str(port),
                 "--writes", str(writes), "--loop", options.loop]
     placement = options.placement.server if cpus is True else cpus
     process = subprocess.Popen(
         Placement.wrap(placement if isinstance(placement, str) else None, argv),
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     running = Server(target, port, process)
     try:
@@ -284,6 +297,7 @@ class Options:
     placement: Placement
     targets: tuple[str, ...]
     workdir: Path
+    server_root: Path = ROOT  # whose tokenstream package the servers run
 
 
 @dataclass
@@ -618,7 +632,7 @@ def proxy(options: Options, results: Results, requests: int) -> None:
     run = subprocess.run(
         [sys.executable, str(script), "--requests", str(requests),
          "--warmup", str(min(5, requests)), "--disconnects", str(min(20, requests)),
-         "--loop", options.loop, "--json", str(out)],
+         "--loop", options.loop, "--json", str(out), "--server-root", str(options.server_root)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     if run.returncode != 0:
@@ -775,6 +789,12 @@ def table(results: Results) -> str:
     return "\n".join(out)
 
 
+def commit_of(root: Path) -> str | None:
+    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    return commit or None
+
+
 def machine() -> dict[str, Any]:
     model = platform.processor()
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as file:
@@ -790,8 +810,7 @@ def machine() -> dict[str, Any]:
             versions[package] = version(package)
         except Exception:
             versions[package] = None
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
+    commit = commit_of(ROOT)
     return {
         "nproc": os.cpu_count(),
         "cpu_model": model,
@@ -799,7 +818,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "load_average": os.getloadavg(),
         "packages": versions,
-        "commit": commit or None,
+        "commit": commit,
     }
 
 
@@ -890,6 +909,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     common.add_argument("--only", choices=TARGETS, help="run one target, no baseline")
     common.add_argument("--out", default="bench-out", help="directory for results.json")
+    common.add_argument("--server-root", type=Path, default=ROOT, metavar="DIR",
+                        help="serve the tokenstream package of this checkout (default: this "
+                        "one; the harness and the baseline are always this one's)")
     common.add_argument("--plot", action="store_true", help="also write OUT/bench.png")
     commands = parser.add_subparsers(dest="scenario", required=True)
 
@@ -947,7 +969,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = Options(loop=loop, clock=args.clock, clients=args.clients,
                           placement=Placement.choose(not args.no_pin),
                           targets=(args.only,) if args.only else TARGETS,
-                          workdir=Path(workdir))
+                          workdir=Path(workdir), server_root=args.server_root.resolve())
         results = Results()
         started = time.time()
         info = machine()
@@ -987,7 +1009,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": info,
         "options": {"loop": loop, "clock": args.clock, "clients": args.clients,
                     "server_cpu": options.placement.server,
-                    "client_cpus": options.placement.clients},
+                    "client_cpus": options.placement.clients,
+                    "server_root": str(options.server_root),
+                    "server_commit": commit_of(options.server_root)},
         "rows": [{**row.__dict__, "ratio": row.ratio()} for row in results.rows],
         "skipped": results.skipped,
         "raw": results.raw,

@@ -216,11 +216,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     proxy_port = _free_port()
     relay_port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    if args.server_root:  # that checkout's tokenstream package, ahead of the installed one
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.server_root,
+                                                           env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "tokenstream", "serve", "--port", str(proxy_port),
                "--upstream", upstream_url, "--profile", args.profile, "--log-level", "ERROR",
                "--loop", args.loop]
     process = await asyncio.create_subprocess_exec(
-        *command, env=env, stdout=asyncio.subprocess.DEVNULL
+        *command, env=env, cwd=args.server_root, stdout=asyncio.subprocess.DEVNULL
     )
     relay = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--relay-serve", str(relay_port), upstream_url, args.loop,
@@ -340,6 +343,9 @@ if __name__ == "__main__":
                         help="event loop of every process: tokenstream, the relay, and this one "
                         "(the fake upstream and the client)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--server-root", metavar="DIR",
+                        help="run tokenstream from this checkout's source (default: the "
+                        "installed package)")
     arguments = parser.parse_args()
     began = time.monotonic()
     with asyncio.Runner(loop_factory=lambda: _new_loop(arguments.loop)) as runner:
