@@ -7,8 +7,9 @@ scripts/bench.py and its load generator, is always this checkout's. The two run 
 old and new, then new and old, and so on (ABBA), so that the machine's drift and noise fall
 on both alike. Each turn is ``bench.py fidelity --streams 100,1000`` and
 ``bench.py throughput`` with ``--only tokenstream`` (the other revision is the baseline),
-and with ``--proxy N`` also N requests one at a time through the proxy
-(scripts/proxy_overhead.py, burst upstream).
+with ``--proxy N`` also N requests one at a time through the proxy
+(scripts/proxy_overhead.py, burst upstream), and with ``--per-stream`` one-token streams
+back to back (``bench.py throughput --streams 10 --tokens 1``: a stream's start and end).
 
     python scripts/bench_compare.py --old de44b28 --new HEAD [--rounds 4] [--out DIR]
 
@@ -57,7 +58,7 @@ class Metric:
         return "WORSE > 10 %" if worse else "ok"
 
 
-def metrics(streams: list[int], proxy: bool) -> list[Metric]:
+def metrics(streams: list[int], proxy: bool, per_stream: bool) -> list[Metric]:
     out = []
     for n in map(str, streams):
         out += [
@@ -76,6 +77,9 @@ def metrics(streams: list[int], proxy: bool) -> list[Metric]:
                lambda s: _scaled(s["throughput"]["server_cpu_s_per_1000_events"], 1000),
                acceptance=True),
     ]
+    if per_stream:
+        out.append(Metric("server CPU per one-token stream", "ms",
+                          _at("per_stream", "server_cpu_ms_per_stream")))
     if proxy:
         out += [
             Metric("proxy TTFT p50 (1 stream, burst)", "ms",
@@ -129,21 +133,26 @@ def imported_from(root: Path) -> Path:
 def turn(root: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """One revision's figures: fidelity at each N, throughput, and the proxy if asked."""
     common = ["--only", "tokenstream", "--server-root", str(root), "--loop", args.loop]
-    figures: dict[str, Any] = {}
-    for scenario, extra in (
-        ("fidelity", ["--streams", ",".join(map(str, args.streams))]),
-        ("throughput", ["--duration", str(args.duration)]),
-    ):
-        where = out / scenario
-        subprocess.run([sys.executable, str(HERE / "bench.py"), scenario, *common, *extra,
+    runs = [
+        ("fidelity", ["fidelity", "--streams", ",".join(map(str, args.streams))]),
+        ("throughput", ["throughput", "--duration", str(args.duration)]),
+    ]
+    if args.per_stream:
+        runs.append(("per_stream", ["throughput", "--streams", "10", "--tokens", "1",
+                                    "--duration", str(args.duration)]))
+    began = time.monotonic()
+    figures: dict[str, Any] = {"load_average": os.getloadavg()[0]}
+    for name, scenario in runs:
+        where = out / name
+        subprocess.run([sys.executable, str(HERE / "bench.py"), *scenario, *common,
                         "--out", str(where)], check=True, stdout=subprocess.DEVNULL)
         raw = json.loads((where / "results.json").read_text(encoding="utf-8"))["raw"]
-        if scenario == "fidelity":
-            figures["fidelity"] = {str(run["streams"]): {k: v for k, v in run["tokenstream"]
-                                                         .items() if k != "samples"}
-                                   for run in raw["fidelity"]["runs"]}
+        if name == "fidelity":
+            figures[name] = {str(run["streams"]): {k: v for k, v in run["tokenstream"].items()
+                                                   if k != "samples"}
+                             for run in raw["fidelity"]["runs"]}
         else:
-            figures["throughput"] = raw["throughput"]["tokenstream"]
+            figures[name] = raw["throughput"]["tokenstream"]
     if args.proxy:
         where = out / "proxy.json"
         subprocess.run([sys.executable, str(HERE / "proxy_overhead.py"), "--modes", "burst",
@@ -151,6 +160,7 @@ def turn(root: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
                         "--server-root", str(root), "--json", str(where)],
                        check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
         figures["proxy"] = json.loads(where.read_text(encoding="utf-8"))["results"]
+    figures["seconds"] = round(time.monotonic() - began, 1)
     return figures
 
 
@@ -216,6 +226,8 @@ def main() -> int:
                         help="throughput seconds per turn (default 5)")
     parser.add_argument("--proxy", type=int, default=0, metavar="N",
                         help="also N proxied requests one at a time per turn (default 0: no)")
+    parser.add_argument("--per-stream", action="store_true",
+                        help="also one-token streams back to back: server CPU per stream")
     parser.add_argument("--loop", choices=["asyncio", "uvloop", "auto"], default="auto")
     parser.add_argument("--out", default="bench-compare", help="directory for compare.json")
     args = parser.parse_args()
@@ -232,24 +244,26 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     info = bench.machine()
-    rows = metrics(args.streams, bool(args.proxy))
+    rows = metrics(args.streams, bool(args.proxy), args.per_stream)
     turns: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
+    roots: dict[str, str] = {}  # where each revision was checked out, for the record
     with (
         tempfile.TemporaryDirectory(prefix="tokenstream-compare-") as tmp,
         checkout(revs["old"], Path(tmp) / "old") as old_root,
         checkout(revs["new"], Path(tmp) / "new") as new_root,
     ):
-        roots = {"old": old_root, "new": new_root}
-        for root in roots.values():
+        checkouts = {"old": old_root, "new": new_root}
+        for side, root in checkouts.items():
             if imported_from(root) != root.resolve():
                 raise SystemExit(f"bench_compare: a server rooted at {root} would not import "
                                  "its own tokenstream package")
+            roots[side] = str(root.resolve())
         for index in range(args.rounds):
             order = ("old", "new") if index % 2 == 0 else ("new", "old")
             for side in order:
                 print(f"bench_compare: round {index + 1}/{args.rounds}, {side} "
                       f"({revs[side]})", file=sys.stderr)
-                turns[side].append(turn(roots[side], args, Path(tmp) / f"{side}-{index}"))
+                turns[side].append(turn(checkouts[side], args, Path(tmp) / f"{side}-{index}"))
     summary = summarise(rows, turns)
     document = {
         "command": " ".join(["python", "scripts/bench_compare.py", *sys.argv[1:]]),
@@ -257,6 +271,7 @@ def main() -> int:
         "seconds": round(time.time() - started, 1),
         "machine": {**info, "load_average_after": os.getloadavg()},
         "revisions": revs,
+        "roots": roots,
         "summary": summary,
         "turns": turns,
     }

@@ -96,3 +96,28 @@ def test_the_http_client_micro_benchmark_measures_all_three(loop: str) -> None:
     assert run.returncode == 0, run.stderr
     names = [line.split()[0] for line in run.stdout.splitlines()[1:]]
     assert names == ["aiohttp", "http_client", "raw"], run.stdout
+
+
+@pytest.mark.slow
+def test_the_comparison_serves_each_revision_from_its_own_worktree(tmp_path: Path) -> None:
+    root = SCRIPTS.parent
+    if subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                      capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    run = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_compare.py"), "--old", "HEAD", "--new", "HEAD",
+         "--rounds", "1", "--streams", "3", "--duration", "0.3", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    document = json.loads((tmp_path / "compare.json").read_text())
+    for side in ("old", "new"):
+        (turn,) = document["turns"][side]
+        assert turn["fidelity"]["3"]["streams_ok"] == 3, side
+        assert turn["throughput"]["events"] > 0, side
+    assert "| lateness p99, 3 streams" in run.stdout
+    worktrees = subprocess.run(["git", "-C", str(root), "worktree", "list", "--porcelain"],
+                               capture_output=True, text=True).stdout
+    for checkout in document["roots"].values():  # the temporary worktrees are gone
+        assert not Path(checkout).exists()
+        assert checkout not in worktrees
