@@ -63,9 +63,6 @@ class CountingSink:
         self.last_write = self.clock.now() if now is None else now
         return True
 
-    def flush_headers(self) -> None:
-        pass
-
     async def send(self, data: bytes) -> None:
         self.writes += 1
 

@@ -54,7 +54,6 @@ class RecordingSink:
         self.last_write = clock.now()
         self.batch_bytes = BATCH_BYTES
         self.gone = False
-        self.flushed: list[tuple[float, int]] = []
 
     def write_nowait(self, data: bytes, now: float | None = None) -> bool:
         if self.gone:
@@ -68,10 +67,6 @@ class RecordingSink:
 
     async def send(self, data: bytes) -> None:
         self._record("send", data)
-
-    def flush_headers(self) -> None:
-        """Records when the headers were flushed, and how many events were written before."""
-        self.flushed.append((self.clock.now(), len(self.writes)))
 
     def _record(self, path: str, data: bytes) -> None:
         self.writes.append((self.clock.now(), path, data))
@@ -112,20 +107,6 @@ async def test_each_event_is_written_at_its_deadline(
     assert sink.text == text
     assert playout.tokens == 5
     assert {path for _, path, _ in sink.writes} == {"now"}
-
-
-async def test_headers_go_with_the_first_event_or_at_once_when_it_is_not_due(
-    tokenizer: Tokenizer, make_clock: Callable[[], FakeClock | BucketClock]
-) -> None:
-    clock = make_clock()
-    sink = RecordingSink(clock)
-    await _playout(sink, clock, _events(tokenizer, "now", clock, tokens_per_second=50)).run()
-    assert sink.flushed == [(0.0, 1)]  # the first write carried them (a no-op flush after)
-    later = RecordingSink(clock)
-    start = clock.now()
-    await _playout(later, clock, _events(tokenizer, "later", clock, tokens_per_second=50,
-                                         ttft_ms=300)).run()
-    assert later.flushed == [(start, 0)]  # flushed at the start, before any event
 
 
 async def test_events_due_together_go_out_in_batches_in_order(

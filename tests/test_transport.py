@@ -54,40 +54,15 @@ EVENT = b"data: hi\n\n"
 FRAMED = b"a\r\ndata: hi\n\n\r\n"  # the event as one HTTP/1.1 chunk
 
 
-async def test_headers_go_at_once_by_default() -> None:
+async def test_headers_go_out_at_prepare_in_a_write_of_their_own() -> None:
     sse, transport = _response()
     await sse.prepare()
-    assert len(transport.writes) == 1
-    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
-    assert transport.writes[0].endswith(b"\r\n\r\n")
-    assert sse.write_nowait(EVENT)
-    assert transport.writes[1:] == [FRAMED]
-
-
-async def test_held_headers_go_with_the_first_event_in_one_write() -> None:
-    sse, transport = _response()
-    await sse.prepare(hold_headers=True)
-    assert transport.writes == []
-    assert sse.write_nowait(EVENT)
-    assert len(transport.writes) == 1
-    head, _, body = transport.writes[0].partition(b"\r\n\r\n")
+    (head,) = transport.writes  # before any event
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"text/event-stream" in head
-    assert body == FRAMED
-    sse.flush_headers()  # nothing more: they went out
+    assert head.endswith(b"\r\n\r\n")
     assert sse.write_nowait(EVENT)
     assert transport.writes[1:] == [FRAMED]
-
-
-async def test_flush_sends_held_headers_when_no_event_is_due() -> None:
-    sse, transport = _response()
-    await sse.prepare(hold_headers=True)
-    sse.flush_headers()
-    assert len(transport.writes) == 1
-    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
-    assert transport.writes[0].endswith(b"\r\n\r\n")
-    sse.flush_headers()
-    assert len(transport.writes) == 1
 
 
 async def test_close_writes_the_ending_and_the_last_chunk_together() -> None:
@@ -98,13 +73,14 @@ async def test_close_writes_the_ending_and_the_last_chunk_together() -> None:
     assert sse.bytes_sent == len(b"data: [DONE]\n\n")
 
 
-async def test_close_with_held_headers_is_one_write() -> None:
+async def test_a_stream_ended_at_once_is_two_writes_the_headers_then_the_ending() -> None:
     sse, transport = _response()
-    await sse.prepare(hold_headers=True)
+    await sse.prepare()
     await sse.close(EVENT)
-    assert len(transport.writes) == 1
-    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
-    assert transport.writes[0].endswith(FRAMED + b"0\r\n\r\n")
+    head, ending = transport.writes
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert head.endswith(b"\r\n\r\n")
+    assert ending == FRAMED + b"0\r\n\r\n"
 
 
 async def test_a_closing_transport_means_the_client_is_gone() -> None:

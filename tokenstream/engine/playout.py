@@ -60,10 +60,6 @@ class EventSink(Protocol):
 
     def write_nowait(self, data: bytes, now: float | None = None) -> bool: ...
 
-    def flush_headers(self) -> None:
-        """Send the response headers now if they wait for the first event."""
-        ...
-
     async def send(self, data: bytes) -> None: ...
 
 
@@ -139,7 +135,6 @@ class Playout:
             self._waiter = loop.create_future()
             self._next = next(self._events, None)
             self._wait(self.on_due(self._clock.now()))
-            self._sse.flush_headers()  # when the first event is not due yet
             while True:
                 await self._waiter
                 blocked = self._blocked

@@ -231,7 +231,7 @@ async def _stream_reply(
         async with tracked_stream(
             stats, sse, wire, record, path=request.path, send_timeout=server.send_timeout_s
         ):
-            await sse.prepare(hold_headers=True)  # sent with the first event, or at once
+            await sse.prepare()
             record.status = sse.response.status
             text = await whole_reply(source, messages)
             playout = Playout(

@@ -202,11 +202,6 @@ async def stream_query(
     return await stream_live(request, state, pending=pending, wire=wire, profile=profile)
 
 
-HEADERS_HOLD_S = 0.05
-"""How long a proxied stream's response headers wait to go out in one write with its first
-event; an upstream that takes longer to start is not kept from the client's view longer."""
-
-
 class _KeepAlive:
     """A comment line whenever nothing was written for about ``interval`` seconds.
 
@@ -283,15 +278,12 @@ async def stream_live(
     record.stream = True
     heartbeat = server.heartbeat_s
     keep_alive: _KeepAlive | None = None
-    headers_due: asyncio.TimerHandle | None = None
     tokens = 0
     try:
         async with tracked_stream(
             stats, sse, wire, record, path=request.path, send_timeout=server.send_timeout_s
         ):
-            await sse.prepare(hold_headers=True)
-            # the headers go out with the first event when it follows soon, else on their own
-            headers_due = asyncio.get_running_loop().call_later(HEADERS_HOLD_S, sse.flush_headers)
+            await sse.prepare()
             record.status = sse.response.status
             if heartbeat is not None:
                 keep_alive = _KeepAlive(sse, heartbeat)
@@ -329,8 +321,6 @@ async def stream_live(
     finally:
         state.streams.close(control)
         reply.close()
-        if headers_due is not None:
-            headers_due.cancel()
         if keep_alive is not None:
             await keep_alive.aclose()
     return sse.response

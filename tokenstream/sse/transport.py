@@ -63,9 +63,8 @@ class ClientStalled(ClientGone):
 
 
 class SSEResponse:
-    __slots__ = ("_chunked", "_direct", "_held_headers", "batch_bytes", "bytes_sent", "clock",
-                 "last_write", "max_buffered", "peak_buffered", "request", "response",
-                 "send_timeout")
+    __slots__ = ("_chunked", "_direct", "batch_bytes", "bytes_sent", "clock", "last_write",
+                 "max_buffered", "peak_buffered", "request", "response", "send_timeout")
 
     def __init__(
         self,
@@ -92,21 +91,16 @@ class SSEResponse:
         # the connection's transport once prepared, when write_nowait may write to it itself
         self._direct: asyncio.Transport | None = None
         self._chunked = False
-        self._held_headers: StreamWriter | None = None  # whose headers the first write sends
 
-    async def prepare(self, *, hold_headers: bool = False) -> None:
-        """Start the response. Its status line and headers go to the socket now, or with
-        ``hold_headers`` together with the first event (one ``send(2)`` and one TCP segment
-        for both); the caller then calls ``flush_headers`` if it has nothing to send at once.
+    async def prepare(self) -> None:
+        """Start the response: its status line and headers go to the socket now, in a write
+        of their own.
 
         Preparing never waits for the client (the headers go into an empty socket buffer),
         so it needs no send timeout.
         """
-        response = self.response
-        if hold_headers:
-            _hold_headers(response)
         try:
-            await response.prepare(self.request)
+            await self.response.prepare(self.request)
         except ConnectionResetError as exc:
             raise ClientGone from exc
         transport = self.request.transport
@@ -118,18 +112,7 @@ class SSEResponse:
             # ``write_nowait`` writes to the socket itself, the body framed as aiohttp frames it
             self._direct = transport
             self._chunked = writer.chunked
-            if hold_headers and _held_headers(writer) is not None:
-                self._held_headers = writer
-            else:
-                writer.send_headers()
         self.last_write = self.clock.now()
-
-    def flush_headers(self) -> None:
-        """Send the status line and headers if ``prepare(hold_headers=True)`` still holds them."""
-        writer = self._held_headers
-        if writer is not None:
-            self._held_headers = None
-            writer.send_headers()
 
     def write_nowait(self, data: bytes, now: float | None = None) -> bool:
         """Write ``data`` now if that cannot wait; False (nothing written) if it could.
@@ -150,11 +133,7 @@ class SSEResponse:
             return False
         if not size:
             return True  # an empty chunk would end a chunked body
-        framed = b"%x\r\n%b\r\n" % (size, data) if self._chunked else data
-        if self._held_headers is not None:
-            framed = _take_held_headers(self._held_headers) + framed
-            self._held_headers = None
-        transport.write(framed)
+        transport.write(b"%x\r\n%b\r\n" % (size, data) if self._chunked else data)
         self.bytes_sent += size
         self.last_write = self.clock.now() if now is None else now
         return True
@@ -163,7 +142,6 @@ class SSEResponse:
         """Write ``data``; wait (up to the send timeout) while the queue is over its cap."""
         if self.write_nowait(data):
             return
-        self._held_headers = None  # aiohttp writes them with the data
         try:
             async with _timeout(self.send_timeout):
                 await self.response.write(data)
@@ -183,7 +161,6 @@ class SSEResponse:
         With nothing queued, the write cannot wait (as in ``write_nowait``) and needs no
         timeout; otherwise it waits for the client up to the send timeout.
         """
-        self._held_headers = None  # aiohttp writes them with the ending
         transport = self._direct
         try:
             if transport is not None and self._cannot_wait(transport, len(ending)):
@@ -218,29 +195,3 @@ class SSEResponse:
             queued = transport.get_write_buffer_size()
             if queued > self.peak_buffered:
                 self.peak_buffered = queued
-
-
-# aiohttp (>= 3.12) buffers a response's status line and headers in its ``StreamWriter`` and
-# sends them with the first body write, unless the response sends them at once, as
-# ``StreamResponse`` does. These three reach into that (private) state; when it is not
-# there, ``prepare`` sends the headers at once, as before.
-
-
-def _hold_headers(response: web.StreamResponse) -> None:
-    response._send_headers_immediately = False
-
-
-def _held_headers(writer: StreamWriter) -> bytes | None:
-    held = getattr(writer, "_headers_buf", None)
-    if isinstance(held, bytes) and held and getattr(writer, "_headers_written", None) is False:
-        return held
-    return None
-
-
-def _take_held_headers(writer: StreamWriter) -> bytes:
-    held = _held_headers(writer)
-    if held is None:
-        return b""  # aiohttp sent them meanwhile
-    writer._headers_buf = None
-    writer._headers_written = True
-    return held
