@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tokenstream.engine.clock import FakeClock
-from tokenstream.engine.events import Passthrough
+from tokenstream.engine.events import Finish, ModelName, Passthrough, ReplyError, TextDelta
 from tokenstream.engine.live import LiveEvent, LiveItem, pace_live
 from tokenstream.engine.pacer import PacingProfile, Schedule, catch_up_gap
 from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
@@ -32,17 +32,19 @@ def tokenizer() -> Tokenizer:
     return Tokenizer(load_encoding())
 
 
-async def _items(*items: LiveItem) -> AsyncGenerator[LiveItem, None]:
+async def _items(*items: LiveItem | str) -> AsyncGenerator[LiveItem, None]:
+    """A live source; a str is a ``TextDelta``."""
     for item in items:
-        yield item
+        yield TextDelta(item) if isinstance(item, str) else item
 
 
 async def _timed(
-    clock: SimClock | FakeClock, script: list[tuple[float, LiveItem]]
+    clock: SimClock | FakeClock, script: list[tuple[float, str]]
 ) -> AsyncGenerator[LiveItem, None]:
-    for at, item in script:
+    """A live source: each text at its time on ``clock``."""
+    for at, text in script:
         await clock.sleep_until(at)
-        yield item
+        yield TextDelta(text)
 
 
 async def _collect(
@@ -128,7 +130,7 @@ async def test_bursty_upstream_becomes_an_even_cadence(tokenizer: Tokenizer) -> 
     """20-token bursts every 0.5 s (40 tokens/s on average) -> about one token per 25 ms."""
     words = tokenizer.pieces(LONG_TEXT)
     bursts = ["".join(p.text for p in words[i : i + 20]) for i in range(0, len(words), 20)]
-    script: list[tuple[float, LiveItem]] = [(0.5 * i, b) for i, b in enumerate(bursts)]
+    script: list[tuple[float, str]] = [(0.5 * i, b) for i, b in enumerate(bursts)]
     clock = SimClock()
     sent = await clock.run(_collect(pace_live(_timed(clock, script), tokenizer, SMOOTH, clock),
                                     clock))
@@ -164,7 +166,7 @@ def _burst_of(sent: list[tuple[float, LiveEvent]], bursts: list[str]) -> list[in
 
 async def test_slow_upstream_is_passed_on_as_it_arrives(tokenizer: Tokenizer) -> None:
     words = ["One", " two", " three", " four", " five", " six"]
-    script: list[tuple[float, LiveItem]] = [(1.0 * i, w) for i, w in enumerate(words)]
+    script: list[tuple[float, str]] = [(1.0 * i, w) for i, w in enumerate(words)]
     clock = SimClock()
     sent = await clock.run(_collect(pace_live(_timed(clock, script), tokenizer, SMOOTH, clock),
                                     clock))
@@ -179,7 +181,7 @@ async def test_passthrough_keeps_its_place_and_flushes_held_text(tokenizer: Toke
     clock = FakeClock()
     sent = await _collect(
         pace_live(
-            _items(Passthrough(model="m"), "Let me check", tool, Passthrough(finish_reason="x")),
+            _items(ModelName("m"), "Let me check", tool, Finish("x")),
             tokenizer,
             SMOOTH,
             clock,
@@ -188,8 +190,8 @@ async def test_passthrough_keeps_its_place_and_flushes_held_text(tokenizer: Toke
     )
     events = [e for _, e in sent]
     assert events == [
-        Passthrough(model="m"), Piece("Let"), Piece(" me"), Piece(" check"), tool,
-        Passthrough(finish_reason="x"),
+        ModelName("m"), Piece("Let"), Piece(" me"), Piece(" check"), tool,
+        Finish("x"),
     ]
     times = [t for t, _ in sent]
     assert times[-3:] == [0.05, 0.05, 0.05]  # passthrough goes right after the text before it
@@ -197,15 +199,13 @@ async def test_passthrough_keeps_its_place_and_flushes_held_text(tokenizer: Toke
 
 async def test_error_comes_after_the_text_that_arrived_before_it(tokenizer: Tokenizer) -> None:
     async def failing() -> AsyncGenerator[LiveItem, None]:
-        yield "Partial answer"
+        yield TextDelta("Partial answer")
         raise UpstreamStreamError("gone", code="upstream_disconnected")
 
     clock = FakeClock()
-    received = []
-    with pytest.raises(UpstreamStreamError, match="gone"):
-        async for event in pace_live(failing(), tokenizer, SMOOTH, clock):
-            received.append(event)
+    received = [event async for event in pace_live(failing(), tokenizer, SMOOTH, clock)]
     assert "".join(e.text for e in received if isinstance(e, Piece)) == "Partial answer"
+    assert received[-1] == ReplyError("gone", "upstream_error", "upstream_disconnected")
 
 
 async def test_closing_the_stage_cancels_the_reader_and_closes_the_source(
@@ -216,9 +216,9 @@ async def test_closing_the_stage_cancels_the_reader_and_closes_the_source(
 
     async def endless() -> AsyncGenerator[LiveItem, None]:
         try:
-            yield "first words of a reply that never ends"
+            yield TextDelta("first words of a reply that never ends")
             await gate.wait()
-            yield "never"
+            yield TextDelta("never")
         finally:
             closed.set()
 
@@ -233,7 +233,7 @@ async def test_closing_the_stage_cancels_the_reader_and_closes_the_source(
 
 async def test_chunks_merge_only_what_has_arrived(tokenizer: Tokenizer) -> None:
     profile = PacingProfile(tokens_per_second=10, chunk_tokens=4)
-    script: list[tuple[float, LiveItem]] = [
+    script: list[tuple[float, str]] = [
         (0.0, "one two three four five six"),
         (10.0, " seven"),
         (20.0, " eight"),

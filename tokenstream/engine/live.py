@@ -1,15 +1,17 @@
 """Live stage: text that arrives over time, tokenized on arrival and paced with catch-up.
 
-A reader task takes the source's items (text deltas and ``Passthrough`` items) as fast as
-they come, stamps each with its arrival time on the pacing clock, tokenizes text
-incrementally and puts the pieces in an ``ArrivalBuffer``. ``pace_live`` takes them out at
+A reader task takes the source's events (``engine.events``) as fast as they come, stamps
+each with its arrival time on the pacing clock, tokenizes text incrementally and puts the
+pieces in an ``ArrivalBuffer``. ``pace_live`` takes them out at
 their deadlines: never before a piece arrived, and, with the profile's ``max_buffer_ms``,
 never later than that after it arrived (see ``pacer.catch_up_gap``). Reading eagerly is
 what lets the pacer see the whole backlog of a burst, and stamps true arrival times.
 
-Passthrough items keep their place: the tokenizer's held-back text is flushed before one,
-so every piece that arrived before it is sent before it, and it is sent as soon as those
-are, without a gap of its own.
+Every event that is not text keeps its place: the tokenizer's held-back text is flushed
+before one, so every piece that arrived before it is sent before it, and it is sent as soon
+as those are, without a gap of its own. A source that fails with ``UpstreamStreamError``
+(the upstream's error event, a cut connection) fails in its place too: as a ``ReplyError``
+event after the text that came before it.
 
 With ``chunk_tokens`` > 1, consecutive buffered pieces are merged, but a chunk never waits
 for text that has not arrived.
@@ -26,22 +28,25 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from itertools import islice
+from typing import Protocol
 
-from tokenstream.engine.clock import Clock
-from tokenstream.engine.events import Passthrough
+from tokenstream.engine.clock import Clock, LoopClock, TimerClock
+from tokenstream.engine.events import ReplyEncoder, ReplyError, ReplyEvent, TextDelta
 from tokenstream.engine.pacer import PacingProfile, Schedule
 from tokenstream.engine.tokenizer import IncrementalTokenizer, Piece, Tokenizer
+from tokenstream.errors import UpstreamStreamError
+from tokenstream.server.metrics import StreamCounters
 
-__all__ = ["ArrivalBuffer", "LiveEvent", "LiveItem", "pace_live", "read_into"]
+__all__ = ["ArrivalBuffer", "LiveEvent", "LiveItem", "LiveReply", "pace_live", "read_into"]
 
-LiveItem = str | Passthrough
-"""What a live source yields: a text delta, or what its chunk carried besides text."""
-LiveEvent = Piece | Passthrough
-"""What the live stage yields."""
+LiveItem = ReplyEvent
+"""What a live source yields."""
+LiveEvent = Piece | ReplyEvent
+"""What the live stage yields: timed pieces of text, and every other event in its place."""
 
 
 @dataclass(slots=True)
@@ -57,7 +62,7 @@ class _Group:
 
 
 class ArrivalBuffer:
-    """Pieces and passthrough items in arrival order, with tokens counted per arrival time."""
+    """Pieces and other events in arrival order, with tokens counted per arrival time."""
 
     def __init__(self) -> None:
         self._entries: deque[_Entry] = deque()
@@ -142,8 +147,8 @@ def _take(
     buffer: ArrivalBuffer, incremental: IncrementalTokenizer, item: LiveItem, arrived: float
 ) -> None:
     """One item of the source into ``buffer``: text tokenized, anything else after the text."""
-    if isinstance(item, str):
-        for piece in incremental.feed(item):
+    if isinstance(item, TextDelta):
+        for piece in incremental.feed(item.text):
             buffer.put(piece, arrived)
     else:
         for piece in incremental.flush():
@@ -157,8 +162,12 @@ def _end(
     clock: Clock,
     error: BaseException | None = None,
 ) -> None:
+    now = clock.now()
     for piece in incremental.flush():
-        buffer.put(piece, clock.now())
+        buffer.put(piece, now)
+    if isinstance(error, UpstreamStreamError):  # the source's failure, in its place
+        buffer.put(ReplyError(error.message, error.error_type, error.code), now)
+        error = None
     buffer.end(error)
 
 
@@ -179,7 +188,7 @@ async def read_into(
     if incremental is None:
         incremental = tokenizer.incremental()
     if pending is not None:
-        _take(buffer, incremental, *pending)
+        _take(buffer, incremental, TextDelta(pending[0]), pending[1])
     try:
         async with aclosing(items) as arriving:
             async for item in arriving:
@@ -200,7 +209,7 @@ async def pace_live(
     profile: PacingProfile,
     clock: Clock,
 ) -> AsyncGenerator[LiveEvent, None]:
-    """Each piece at its deadline, each passthrough item right after the pieces before it."""
+    """Each piece at its deadline, every other event right after the pieces before it."""
     buffer = ArrivalBuffer()
     incremental = tokenizer.incremental()
     reader: asyncio.Task[None] | None = None
@@ -230,17 +239,17 @@ async def pace_live(
                         _end(buffer, incremental, clock, exc)
                         continue
                     arrived = clock.now()
-                    if not isinstance(item, str):
+                    if not isinstance(item, TextDelta):
                         _take(buffer, incremental, item, arrived)
                         continue
-                    text = item
+                    text = item.text
                 text, pending, pending_arrived = text[:_FIRST_SLICE], text[_FIRST_SLICE:], arrived
-                _take(buffer, incremental, text, arrived)
+                _take(buffer, incremental, TextDelta(text), arrived)
                 continue
             if not await buffer.wait():
                 break
             head = buffer.head()
-            if isinstance(head.item, Passthrough):
+            if not isinstance(head.item, Piece):
                 buffer.drop(1)
                 yield head.item
                 continue
@@ -266,3 +275,60 @@ async def pace_live(
             reader.cancel()
             await asyncio.wait([reader])
         await items.aclose()  # the reader's own, unless it never ran (or never existed)
+
+
+class LiveReply:
+    """A reply that arrives over time, re-paced as it comes (``runner.Reply``)."""
+
+    __slots__ = ("_close", "_items", "clock", "profile", "stats", "tokenizer", "tokens")
+
+    def __init__(
+        self,
+        items: AsyncGenerator[LiveItem, None],
+        *,
+        tokenizer: Tokenizer,
+        profile: PacingProfile,
+        clock: Clock,
+        stats: StreamCounters,
+        close: Callable[[], None],
+    ) -> None:
+        """``close`` lets go of the source (the upstream's connection)."""
+        self._items = items
+        self._close = close
+        self.tokenizer = tokenizer
+        self.profile = profile
+        self.clock = clock
+        self.stats = stats
+        self.tokens = 0
+
+    async def play(self, sse: Sender, encoder: ReplyEncoder) -> ReplyError | None:
+        events = pace_live(self._items, self.tokenizer, self.profile, self.clock)
+        try:
+            async for event in events:
+                if isinstance(event, Piece):
+                    data = encoder.piece(event)
+                    self.tokens += event.tokens
+                elif isinstance(event, ReplyError):
+                    return event
+                else:
+                    data = encoder.event(event)
+                if data:
+                    await sse.send(data)
+                    self.stats.events_sent += 1
+        finally:
+            await events.aclose()
+        return None
+
+    @property
+    def watch_clock(self) -> TimerClock:
+        return LoopClock()
+
+    def closing_events(self) -> list[ReplyEvent]:
+        return []  # the source's own finish and usage were played in their places
+
+    async def aclose(self) -> None:
+        self._close()
+
+
+class Sender(Protocol):
+    async def send(self, data: bytes) -> None: ...

@@ -212,6 +212,15 @@ class SSEResponse:
         if transport is not None:
             transport.abort()
 
+    def release(self) -> None:
+        """At the stream's end: forget the traceback of a connection error aiohttp keeps for
+        the request (``request.content.exception()``). A write that met the client's reset
+        raised it inside this object's frames, so it holds them, and through them this
+        object: a reference cycle that would leave every such stream to the cyclic GC."""
+        error = self.request.content.exception()
+        if error is not None:
+            error.__traceback__ = None
+
     def _note_buffered(self) -> None:
         transport = self.request.transport
         if transport is not None:
