@@ -6,7 +6,7 @@ The pipeline, one module per stage: ``sources`` -> ``tokenizer`` -> ``pacer`` ->
 
 from tokenstream.config import Config, load_config
 from tokenstream.engine.clock import Clock, FakeClock, LoopClock
-from tokenstream.engine.pacer import PacingProfile, Schedule, pace
+from tokenstream.engine.pacer import PacingProfile, Schedule
 from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.errors import ConfigError, RequestError, TokenizerError, TokenstreamError
 from tokenstream.server.app import create_app
@@ -35,5 +35,4 @@ __all__ = [
     "encode_event",
     "load_config",
     "load_encoding",
-    "pace",
 ]
