@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
-import regex
-
+from tokenstream.config import ReplyRule
 from tokenstream.engine.messages import ChatMessage, last_user_text
 
 __all__ = ["EchoSource", "ReplyRule", "ScriptedSource", "Source"]
@@ -30,12 +28,6 @@ class Source(Protocol):
     """True when deltas arrive over time (the pacer then never sends a piece before it came)."""
 
     def reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyRule:
-    pattern: regex.Pattern[str]
-    reply: str
 
 
 async def _whole(text: str) -> AsyncGenerator[str, None]:
