@@ -38,13 +38,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tokenstream.dialects.wire import OpenAIChunkFormat
+from tokenstream.engine.lateness import LatenessHistogram
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.engine.playout import Playout
 from tokenstream.engine.reply import ReplyProgress, scheduled_reply
 from tokenstream.engine.scheduler import BucketClock
 from tokenstream.engine.streams import StreamStats
 from tokenstream.engine.tokenizer import Tokenizer, load_encoding
-from tokenstream.server.metrics import LatenessHistogram
 from tokenstream.sse.transport import BATCH_BYTES
 
 

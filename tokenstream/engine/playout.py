@@ -32,10 +32,10 @@ from typing import Protocol
 
 from tokenstream.dialects.wire import WireFormat
 from tokenstream.engine.clock import Cancellable, TimerClock
+from tokenstream.engine.lateness import LatenessHistogram, StreamCounters
 from tokenstream.engine.scheduler import BucketClock
 from tokenstream.engine.streams import StreamTimeLimit
 from tokenstream.engine.tokenizer import Piece
-from tokenstream.server.metrics import LatenessHistogram, StreamCounters
 from tokenstream.sse.transport import PING
 
 __all__ = ["EventSink", "Playout"]

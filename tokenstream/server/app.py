@@ -25,6 +25,7 @@ from tokenstream.dialects.parsing import (
 )
 from tokenstream.dialects.wire import WireFormat, make_format, new_completion_id
 from tokenstream.engine.clock import TimerClock
+from tokenstream.engine.lateness import LatenessHistogram
 from tokenstream.engine.messages import ChatMessage
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.engine.playout import Playout
@@ -53,7 +54,7 @@ from tokenstream.server.auth import KeyChecker, auth_middleware, load_api_keys
 from tokenstream.server.cors import CorsPolicy, cors_preflight_middleware
 from tokenstream.server.limits import check_prompt_tokens, check_query_encoding, reply_token_limit
 from tokenstream.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from tokenstream.server.metrics import LatenessHistogram, metrics_registry, render
+from tokenstream.server.metrics import metrics_registry, render
 from tokenstream.server.ui import add_ui_routes
 from tokenstream.sources.scripted import EchoSource, ScriptedSource, Source
 from tokenstream.sources.upstream import UPSTREAM, UpstreamClient
