@@ -39,12 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tokenstream.dialects.openai_chat import OpenAIChunkFormat
 from tokenstream.engine.accounting import StreamStats
+from tokenstream.engine.lateness import LatenessHistogram
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.engine.playout import Playout
 from tokenstream.engine.reply import ReplyProgress, scheduled_reply
 from tokenstream.engine.scheduler import BucketClock
 from tokenstream.engine.tokenizer import Tokenizer, load_encoding
-from tokenstream.server.metrics import LatenessHistogram
 from tokenstream.sse.transport import BATCH_BYTES
 
 

@@ -2,6 +2,7 @@
 
 from tokenstream.config.settings import (
     Config,
+    ReplyRule,
     ResponsesConfig,
     RuleConfig,
     ServerConfig,
@@ -15,6 +16,7 @@ from tokenstream.config.settings import (
 
 __all__ = [
     "Config",
+    "ReplyRule",
     "ResponsesConfig",
     "RuleConfig",
     "ServerConfig",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,10 +30,10 @@ from pydantic import (
 from tokenstream.config import defaults
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.errors import ConfigError
-from tokenstream.sources.scripted import ReplyRule
 
 __all__ = [
     "Config",
+    "ReplyRule",
     "ResponsesConfig",
     "RuleConfig",
     "ServerConfig",
@@ -184,6 +185,14 @@ class RuleConfig(_Strict):
         if (self.reply is None) == (self.reply_file is None):
             raise ValueError("give exactly one of 'reply' or 'reply_file'")
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRule:
+    """A ``RuleConfig`` compiled (``Config.reply_rules``): what the scripted source matches."""
+
+    pattern: regex.Pattern[str]
+    reply: str
 
 
 class ResponsesConfig(_Strict):

@@ -36,10 +36,10 @@ from typing import Protocol
 
 from tokenstream.engine.clock import Clock, LoopClock, TimerClock
 from tokenstream.engine.events import ReplyEncoder, ReplyError, ReplyEvent, TextDelta
+from tokenstream.engine.lateness import StreamCounters
 from tokenstream.engine.pacer import PacingProfile, Schedule
 from tokenstream.engine.tokenizer import IncrementalTokenizer, Piece, Tokenizer
 from tokenstream.errors import UpstreamStreamError
-from tokenstream.server.metrics import StreamCounters
 
 __all__ = ["ArrivalBuffer", "LiveEvent", "LiveItem", "LiveReply", "pace_live", "read_into"]
 

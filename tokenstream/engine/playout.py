@@ -31,9 +31,9 @@ from typing import Protocol
 
 from tokenstream.engine.clock import Cancellable, TimerClock
 from tokenstream.engine.events import ReplyEncoder
+from tokenstream.engine.lateness import LatenessHistogram, StreamCounters
 from tokenstream.engine.scheduler import BucketClock
 from tokenstream.engine.tokenizer import Piece
-from tokenstream.server.metrics import LatenessHistogram, StreamCounters
 
 __all__ = ["EventSink", "Playout"]
 

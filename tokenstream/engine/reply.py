@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from tokenstream.engine.clock import TimerClock
 from tokenstream.engine.events import Finish, ReplyEncoder, ReplyEvent, TextDelta, Usage
+from tokenstream.engine.lateness import LatenessHistogram, StreamCounters
 from tokenstream.engine.messages import ChatMessage
 from tokenstream.engine.pacer import PacingProfile, Schedule, timed
 from tokenstream.engine.playout import EventSink, Playout
 from tokenstream.engine.tokenizer import Piece, Tokenizer
-from tokenstream.server.metrics import LatenessHistogram, StreamCounters
 
 __all__ = [
     "ReplyProgress",

@@ -17,6 +17,7 @@ from tokenstream.config import Config
 from tokenstream.engine.accounting import StreamStats
 from tokenstream.engine.clock import TimerClock
 from tokenstream.engine.events import ReplySource
+from tokenstream.engine.lateness import LatenessHistogram
 from tokenstream.engine.registry import StreamRegistry
 from tokenstream.engine.runner import Runner, StreamLimits
 from tokenstream.engine.scheduler import BucketClock
@@ -25,7 +26,7 @@ from tokenstream.server import routes
 from tokenstream.server.accesslog import ACCESS_LOGGER, access_log_middleware
 from tokenstream.server.auth import KeyChecker, auth_middleware, load_api_keys
 from tokenstream.server.cors import CorsPolicy, cors_preflight_middleware
-from tokenstream.server.metrics import LatenessHistogram, metrics_registry
+from tokenstream.server.metrics import metrics_registry
 from tokenstream.server.middleware import openai_errors, valid_query
 from tokenstream.server.state import CONFIG, METRICS, STATE, AppState
 from tokenstream.server.ui import add_ui_routes

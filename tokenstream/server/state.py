@@ -12,11 +12,11 @@ from tokenstream.config import Config
 from tokenstream.engine.accounting import StreamStats
 from tokenstream.engine.clock import TimerClock
 from tokenstream.engine.events import ReplySource
+from tokenstream.engine.lateness import LatenessHistogram
 from tokenstream.engine.registry import StreamRegistry
 from tokenstream.engine.runner import Runner
 from tokenstream.engine.tokenizer import Tokenizer
 from tokenstream.server.auth import KeyChecker
-from tokenstream.server.metrics import LatenessHistogram
 
 __all__ = ["CONFIG", "METRICS", "STATE", "AppState"]
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 
-import regex
-
+from tokenstream.config import ReplyRule
 from tokenstream.engine.events import ReplyEvent, TextDelta
 from tokenstream.engine.messages import ChatMessage, last_user_text
 
@@ -22,12 +20,6 @@ log = logging.getLogger(__name__)
 # A rule pattern comes from the config and is trusted, but the text it runs on is not:
 # the `regex` engine's timeout bounds any backtracking a prompt can provoke.
 MATCH_TIMEOUT_S = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyRule:
-    pattern: regex.Pattern[str]
-    reply: str
 
 
 async def _whole(text: str) -> AsyncIterator[ReplyEvent]:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import timeout as _timeout
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.http_writer import StreamWriter
 
-from tokenstream.engine.clock import Clock
 from tokenstream.sse.encoder import encode_comment
 
 __all__ = [
@@ -54,6 +54,12 @@ def head_response() -> web.Response:
     return web.Response(headers=SSE_HEADERS)
 
 
+class Now(Protocol):
+    """The clock writes are stamped with (``last_write``): the engine's pacing clock."""
+
+    def now(self) -> float: ...
+
+
 class ClientGone(Exception):
     """The client closed the connection; nothing more can be sent."""
 
@@ -70,7 +76,7 @@ class SSEResponse:
     def __init__(
         self,
         request: web.Request,
-        clock: Clock,
+        clock: Now,
         *,
         send_timeout: float | None = None,
         max_buffered: int | None = None,
