@@ -11,8 +11,15 @@ from typing import Any
 import pytest
 
 from tokenstream.engine.clock import FakeClock
-from tokenstream.engine.events import Finish, ModelName, Passthrough, ReplyError, TextDelta
-from tokenstream.engine.live import LiveEvent, LiveItem, pace_live
+from tokenstream.engine.events import (
+    Finish,
+    ModelName,
+    Passthrough,
+    ReplyError,
+    ReplyEvent,
+    TextDelta,
+)
+from tokenstream.engine.live import LiveEvent, pace_live
 from tokenstream.engine.pacer import PacingProfile, Schedule, catch_up_gap
 from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.errors import UpstreamStreamError
@@ -32,7 +39,7 @@ def tokenizer() -> Tokenizer:
     return Tokenizer(load_encoding())
 
 
-async def _items(*items: LiveItem | str) -> AsyncGenerator[LiveItem, None]:
+async def _items(*items: ReplyEvent | str) -> AsyncGenerator[ReplyEvent, None]:
     """A live source; a str is a ``TextDelta``."""
     for item in items:
         yield TextDelta(item) if isinstance(item, str) else item
@@ -40,7 +47,7 @@ async def _items(*items: LiveItem | str) -> AsyncGenerator[LiveItem, None]:
 
 async def _timed(
     clock: SimClock | FakeClock, script: list[tuple[float, str]]
-) -> AsyncGenerator[LiveItem, None]:
+) -> AsyncGenerator[ReplyEvent, None]:
     """A live source: each text at its time on ``clock``."""
     for at, text in script:
         await clock.sleep_until(at)
@@ -198,7 +205,7 @@ async def test_passthrough_keeps_its_place_and_flushes_held_text(tokenizer: Toke
 
 
 async def test_error_comes_after_the_text_that_arrived_before_it(tokenizer: Tokenizer) -> None:
-    async def failing() -> AsyncGenerator[LiveItem, None]:
+    async def failing() -> AsyncGenerator[ReplyEvent, None]:
         yield TextDelta("Partial answer")
         raise UpstreamStreamError("gone", code="upstream_disconnected")
 
@@ -214,7 +221,7 @@ async def test_closing_the_stage_cancels_the_reader_and_closes_the_source(
     closed = asyncio.Event()
     gate = asyncio.Event()
 
-    async def endless() -> AsyncGenerator[LiveItem, None]:
+    async def endless() -> AsyncGenerator[ReplyEvent, None]:
         try:
             yield TextDelta("first words of a reply that never ends")
             await gate.wait()

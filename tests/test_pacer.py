@@ -15,8 +15,8 @@ import pytest
 from pydantic import ValidationError
 
 from tokenstream.engine.clock import FakeClock
-from tokenstream.engine.events import TextDelta
-from tokenstream.engine.live import LiveItem, pace_live
+from tokenstream.engine.events import ReplyEvent, TextDelta
+from tokenstream.engine.live import pace_live
 from tokenstream.engine.pacer import PacingProfile, Schedule, timed
 from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 
@@ -104,7 +104,7 @@ async def test_deadlines_are_absolute_so_a_late_wake_up_does_not_shift_later_eve
             if len(self.sleeps) == 2:
                 self.advance(0.055)  # the second wake-up comes 55 ms late
 
-    async def reply() -> AsyncGenerator[LiveItem, None]:
+    async def reply() -> AsyncGenerator[ReplyEvent, None]:
         yield TextDelta("one two three four five six")  # six pieces, all there at 0 s
 
     profile = PacingProfile(tokens_per_second=50, ttft_ms=0)

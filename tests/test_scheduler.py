@@ -8,8 +8,8 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from tokenstream.engine.events import TextDelta
-from tokenstream.engine.live import LiveItem, pace_live
+from tokenstream.engine.events import ReplyEvent, TextDelta
+from tokenstream.engine.live import pace_live
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.engine.scheduler import BucketClock
 from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
@@ -127,7 +127,7 @@ async def test_the_pacer_over_the_bucket_clock_keeps_the_schedule_to_the_millise
     profile = PacingProfile(tokens_per_second=50, ttft_ms=0, jitter=0)
     tokenizer = Tokenizer(load_encoding())
 
-    async def reply() -> AsyncGenerator[LiveItem, None]:
+    async def reply() -> AsyncGenerator[ReplyEvent, None]:
         yield TextDelta("a b c d")  # four pieces, all there at the start
 
     arrivals: list[float] = []

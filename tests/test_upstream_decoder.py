@@ -11,6 +11,7 @@ from tokenstream.engine.events import (
     ModelName,
     Passthrough,
     ReasoningDelta,
+    ReplyEvent,
     TextDelta,
     ToolCallDelta,
     ToolCallEnd,
@@ -18,7 +19,7 @@ from tokenstream.engine.events import (
     Usage,
 )
 from tokenstream.engine.tokenizer import Tokenizer, load_encoding
-from tokenstream.sources.openai_chunks import ChunkDecoder, UpstreamItem
+from tokenstream.sources.openai_chunks import ChunkDecoder
 
 from upstream_support import DONE, UPSTREAM_MODEL, chunk, reply_stream, sse, usage_chunk
 
@@ -31,9 +32,9 @@ def tokenizer() -> Tokenizer:
     return Tokenizer(load_encoding())
 
 
-def _decode(parts: list[bytes]) -> list[UpstreamItem]:
+def _decode(parts: list[bytes]) -> list[ReplyEvent]:
     decoder = ChunkDecoder()
-    items: list[UpstreamItem] = []
+    items: list[ReplyEvent] = []
     for part in parts:
         items += decoder.feed(part)
     items += decoder.close()
@@ -41,11 +42,11 @@ def _decode(parts: list[bytes]) -> list[UpstreamItem]:
     return items
 
 
-def _text(items: list[UpstreamItem]) -> str:
+def _text(items: list[ReplyEvent]) -> str:
     return "".join(item.text for item in items if isinstance(item, TextDelta))
 
 
-def _pieces_text(tokenizer: Tokenizer, items: list[UpstreamItem]) -> tuple[str, list[str]]:
+def _pieces_text(tokenizer: Tokenizer, items: list[ReplyEvent]) -> tuple[str, list[str]]:
     incremental = tokenizer.incremental()
     pieces = []
     for item in items:

@@ -22,8 +22,8 @@ from tokenstream.config import Config, ServerConfig, UpstreamConfig
 from tokenstream.dialects.openai_chat import parse_proxy_request
 from tokenstream.engine import live
 from tokenstream.engine.clock import FakeClock
-from tokenstream.engine.events import ModelName, Passthrough, ReplyError, TextDelta
-from tokenstream.engine.live import LiveEvent, LiveItem, pace_live
+from tokenstream.engine.events import ModelName, Passthrough, ReplyError, ReplyEvent, TextDelta
+from tokenstream.engine.live import LiveEvent, pace_live
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.errors import UpstreamStreamError
@@ -63,7 +63,7 @@ class StrictClock:
         await asyncio.sleep(0)
 
 
-async def _items(*items: LiveItem | str) -> AsyncGenerator[LiveItem, None]:
+async def _items(*items: ReplyEvent | str) -> AsyncGenerator[ReplyEvent, None]:
     """A live source; a str is a ``TextDelta``."""
     for item in items:
         yield TextDelta(item) if isinstance(item, str) else item
@@ -134,7 +134,7 @@ async def test_a_reply_that_ends_before_its_first_piece_needs_no_reader(
 async def test_an_error_before_the_first_piece_comes_after_the_text_before_it(
     tokenizer: Tokenizer,
 ) -> None:
-    async def failing() -> AsyncGenerator[LiveItem, None]:
+    async def failing() -> AsyncGenerator[ReplyEvent, None]:
         yield TextDelta("Partial")
         raise UpstreamStreamError("gone", code="upstream_disconnected")
 
@@ -148,7 +148,7 @@ async def test_leaving_before_the_first_piece_closes_the_source(tokenizer: Token
     closed = asyncio.Event()
     gate = asyncio.Event()
 
-    async def silent() -> AsyncGenerator[LiveItem, None]:
+    async def silent() -> AsyncGenerator[ReplyEvent, None]:
         try:
             await gate.wait()
             yield TextDelta("never")

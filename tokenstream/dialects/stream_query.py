@@ -32,6 +32,7 @@ __all__ = [
     "JsonFormat",
     "StreamRequest",
     "TextFormat",
+    "encoder_for",
     "make_format",
     "parse_stream_query",
 ]
@@ -80,6 +81,17 @@ def make_format(
     if name == "json":
         return JsonFormat(event=event, with_ids=with_ids, sentinel=sentinel)
     return TextFormat(event=event, with_ids=with_ids, sentinel=sentinel)
+
+
+def encoder_for(query: StreamRequest, model: str, sentinel: str) -> ReplyEncoder:
+    """The wire format a ``GET /v1/stream`` query asks for."""
+    return make_format(
+        query.format,
+        model=model,
+        include_usage=query.include_usage,
+        event=query.event,
+        sentinel=sentinel,
+    )
 
 
 class _StreamQuery(PacingOverrides):

@@ -41,10 +41,8 @@ from tokenstream.engine.pacer import PacingProfile, Schedule
 from tokenstream.engine.tokenizer import IncrementalTokenizer, Piece, Tokenizer
 from tokenstream.errors import UpstreamStreamError
 
-__all__ = ["ArrivalBuffer", "LiveEvent", "LiveItem", "LiveReply", "pace_live", "read_into"]
+__all__ = ["ArrivalBuffer", "LiveEvent", "LiveReply", "pace_live", "read_into"]
 
-LiveItem = ReplyEvent
-"""What a live source yields."""
 LiveEvent = Piece | ReplyEvent
 """What the live stage yields: timed pieces of text, and every other event in its place."""
 
@@ -144,7 +142,7 @@ class ArrivalBuffer:
 
 
 def _take(
-    buffer: ArrivalBuffer, incremental: IncrementalTokenizer, item: LiveItem, arrived: float
+    buffer: ArrivalBuffer, incremental: IncrementalTokenizer, item: ReplyEvent, arrived: float
 ) -> None:
     """One item of the source into ``buffer``: text tokenized, anything else after the text."""
     if isinstance(item, TextDelta):
@@ -173,7 +171,7 @@ def _end(
 
 async def read_into(
     buffer: ArrivalBuffer,
-    items: AsyncGenerator[LiveItem, None],
+    items: AsyncGenerator[ReplyEvent, None],
     tokenizer: Tokenizer,
     clock: Clock,
     *,
@@ -204,7 +202,7 @@ _FIRST_SLICE = 32
 
 
 async def pace_live(
-    items: AsyncGenerator[LiveItem, None],
+    items: AsyncGenerator[ReplyEvent, None],
     tokenizer: Tokenizer,
     profile: PacingProfile,
     clock: Clock,
@@ -284,7 +282,7 @@ class LiveReply:
 
     def __init__(
         self,
-        items: AsyncGenerator[LiveItem, None],
+        items: AsyncGenerator[ReplyEvent, None],
         *,
         tokenizer: Tokenizer,
         profile: PacingProfile,

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from tokenstream.dialects.openai_chat import OpenAIChunkFormat, ProxyRequest
 from tokenstream.dialects.overrides import resolve_profile
-from tokenstream.dialects.stream_query import StreamRequest, make_format
+from tokenstream.dialects.stream_query import StreamRequest, encoder_for
 from tokenstream.engine.clock import LoopClock
 from tokenstream.engine.live import LiveReply
 from tokenstream.engine.pacer import PacingProfile
@@ -92,13 +92,7 @@ async def stream_query(
         body["stream_options"] = {"include_usage": True}
     if request.method == "HEAD":
         return head_response()
-    encoder = make_format(
-        query.format,
-        model=model,
-        include_usage=query.include_usage,
-        event=query.event,
-        sentinel=config.server.sentinel,
-    )
+    encoder = encoder_for(query, model, config.server.sentinel)
     auth = client_auth(request, state)
     return await state.runner.stream(
         request, encoder, lambda: _live(state, client, body, auth, profile)

@@ -16,7 +16,7 @@ from tokenstream.dialects.openai_chat import (
     parse_proxy_request,
 )
 from tokenstream.dialects.overrides import PacingOverrides, resolve_profile
-from tokenstream.dialects.stream_query import make_format, parse_stream_query
+from tokenstream.dialects.stream_query import encoder_for, parse_stream_query
 from tokenstream.engine.accounting import current_record
 from tokenstream.engine.events import ReplySource
 from tokenstream.engine.messages import ChatMessage
@@ -175,13 +175,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     profile = resolve_profile(
         config, query.overrides, header_profile=request.headers.get("X-Tokenstream-Profile")
     )
-    encoder = make_format(
-        query.format,
-        model=model,
-        include_usage=query.include_usage,
-        event=query.event,
-        sentinel=config.server.sentinel,
-    )
+    encoder = encoder_for(query, model, config.server.sentinel)
     source = _pick_source(state, query.overrides)
     if request.method == "HEAD":
         return head_response()

@@ -30,9 +30,7 @@ from tokenstream.errors import UpstreamStreamError
 from tokenstream.sources.secrets import redact
 from tokenstream.sse.parser import SSEDecoder
 
-__all__ = ["ChunkDecoder", "UpstreamItem"]
-
-UpstreamItem = ReplyEvent
+__all__ = ["ChunkDecoder"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -88,8 +86,8 @@ class ChunkDecoder:
         self.error: UpstreamStreamError | None = None
         """Why the reply failed; set at most once, and then nothing more is read."""
 
-    def feed(self, data: bytes) -> list[UpstreamItem]:
-        items: list[UpstreamItem] = []
+    def feed(self, data: bytes) -> list[ReplyEvent]:
+        items: list[ReplyEvent] = []
         if self.done or self.error:
             return items
         for event in self._sse.feed(data):
@@ -102,10 +100,10 @@ class ChunkDecoder:
                 break
         return items
 
-    def close(self) -> list[UpstreamItem]:
+    def close(self) -> list[ReplyEvent]:
         """The body ended. Without ``[DONE]`` or a finish reason the reply was cut short."""
         self._sse.close()
-        items: list[UpstreamItem] = []
+        items: list[ReplyEvent] = []
         if self.error:
             return items
         self._release_surrogate(items)
@@ -116,12 +114,12 @@ class ChunkDecoder:
             )
         return items
 
-    def _release_surrogate(self, items: list[UpstreamItem]) -> None:
+    def _release_surrogate(self, items: list[ReplyEvent]) -> None:
         if self._held_surrogate:
             items.append(TextDelta(_join_surrogates(self._held_surrogate)))
             self._held_surrogate = ""
 
-    def _event(self, data: str, items: list[UpstreamItem]) -> None:
+    def _event(self, data: str, items: list[ReplyEvent]) -> None:
         if data == "[DONE]":
             self.done = True
             self._release_surrogate(items)
@@ -153,7 +151,7 @@ class ChunkDecoder:
         if isinstance(usage, dict):
             items.append(_usage(usage))
 
-    def _choice(self, choice: dict[str, Any], items: list[UpstreamItem]) -> None:
+    def _choice(self, choice: dict[str, Any], items: list[ReplyEvent]) -> None:
         delta = choice.get("delta")
         delta = delta if isinstance(delta, dict) else {}
         content = delta.get("content")
@@ -190,7 +188,7 @@ class ChunkDecoder:
             self._open_calls.clear()
             items.append(Finish(str(finish_reason)))
 
-    def _tool_calls(self, calls: object, items: list[UpstreamItem]) -> bool:
+    def _tool_calls(self, calls: object, items: list[ReplyEvent]) -> bool:
         """Type the ``tool_calls`` delta as OpenAI streams it; False (nothing added) for any
         other shape, which then passes through unchanged."""
         if not isinstance(calls, list) or not all(_is_call_delta(call) for call in calls):

@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from tokenstream.config import UpstreamConfig
+from tokenstream.engine.events import ReplyEvent
 from tokenstream.errors import ConfigError, UpstreamError, UpstreamStreamError
 from tokenstream.sources.http_client import (
     ConnectError,
@@ -38,7 +39,7 @@ from tokenstream.sources.http_client import (
     HTTPClientError,
     Response,
 )
-from tokenstream.sources.openai_chunks import ChunkDecoder, UpstreamItem
+from tokenstream.sources.openai_chunks import ChunkDecoder
 from tokenstream.sources.secrets import redact
 
 __all__ = [
@@ -148,7 +149,7 @@ class UpstreamReply:
         """When the current read must have returned, on the loop's clock."""
         self._timer: asyncio.TimerHandle | None = None
 
-    async def items(self) -> AsyncGenerator[UpstreamItem, None]:
+    async def items(self) -> AsyncGenerator[ReplyEvent, None]:
         """The reply as it arrives; raises ``UpstreamStreamError`` when it fails or stalls."""
         decoder = ChunkDecoder(self._secrets)
         response = self._response
