@@ -186,6 +186,10 @@ def parse_proxy_request(raw: bytes, model_override: str | None) -> ProxyRequest:
         raise InvalidRequest(
             f"The request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
+    except RecursionError:
+        raise InvalidRequest(
+            "The request body nests JSON too deeply to be read.", code="invalid_json"
+        ) from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
     # The client's bytes go upstream unchanged unless something in them is replaced. Not

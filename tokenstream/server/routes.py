@@ -169,6 +169,11 @@ async def stream(request: web.Request) -> web.StreamResponse:
     query = parse_stream_query(request.query, [key for key, _ in request.query.items()])
     client = _upstream_for(request, state, query.overrides.source)
     if client is not None:
+        if "Last-Event-ID" in request.headers:
+            # An EventSource reconnecting mid-reply: a new upstream request would bill the
+            # reply again and restart it at id 1. Until streams can be resumed, 204 tells
+            # it to stop.
+            return web.Response(status=204)
         return await proxy.stream_query(request, state, client, query)
     model = query.model or config.models[0]
     _check_model(config, model)
