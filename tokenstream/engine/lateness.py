@@ -52,7 +52,7 @@ class LatenessHistogram:
 
 
 class StreamCounters(Protocol):
-    """What the app counts per stream (``tokenstream.engine.streams.StreamStats``)."""
+    """What the app counts per stream (``tokenstream.engine.accounting.StreamStats``)."""
 
     active: int
     started: int

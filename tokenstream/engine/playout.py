@@ -1,7 +1,7 @@
 """Playout: the events of a reply that is all there, written at their deadlines from timers.
 
 A scripted or echo reply exists whole at the start, so each event's bytes and deadline come
-from a plain iterator (``pipeline.scheduled_reply``), and the events can be written from a
+from a plain iterator (``reply.scheduled_reply``), and the events can be written from a
 timer: no task wakes per event. On the shared ``BucketClock`` the playout is itself the
 bucket entry (``scheduler.Recurring``): one pass writes every stream due in the same
 millisecond, each with one ``send(2)``, calling ``on_due`` once per stream and putting it

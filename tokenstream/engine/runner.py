@@ -98,7 +98,7 @@ class _Heartbeat(Protocol):
 
 
 class StreamWatch:
-    """Heartbeats and the time limit of one reply, on one timer of the pacing clock.
+    """Heartbeats and the time limit of one reply, on one timer of its ``Reply.watch_clock``.
 
     After ``heartbeat`` seconds without a write, a ping comment goes out (only if it can be
     written at once: output still queued means the connection is not silent). At ``limit``

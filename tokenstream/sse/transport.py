@@ -1,9 +1,9 @@
-"""SSE transport: writes encoded events to an aiohttp response, with heartbeats.
+"""SSE transport: writes encoded events to an aiohttp response, within a send timeout.
 
 A client that disconnects surfaces in aiohttp 3.x as ``ConnectionResetError`` on the next
 write (or, when the server runs with ``handler_cancellation=True`` as ``tokenstream serve``
 does, as a cancellation of the handler at once). Both end the stream: ``ClientGone`` is
-raised from the write, and closing the pipeline's iterators stops the source.
+raised from the write, and the runner then lets go of the reply's source.
 
 A client that stays connected but stops reading fills its socket buffers; then our own
 output queue grows. Two bounds keep that cheap: the queue of one stream is capped at
