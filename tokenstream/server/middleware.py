@@ -1,5 +1,5 @@
 """The middleware every request passes: errors rendered in the OpenAI error shape, and the
-query string checked before any handler reads it."""
+query string and body encoding checked before any handler reads them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from tokenstream.errors import RequestError, error_body
-from tokenstream.server.limits import check_query_encoding
+from tokenstream.server.limits import check_body_encoding, check_query_encoding
 from tokenstream.server.state import CONFIG
 
 __all__ = ["json_error", "openai_errors", "valid_query"]
@@ -89,4 +89,5 @@ def valid_query(request: web.Request, handler: _Handler) -> Awaitable[web.Stream
     # A plain function handing on the handler's awaitable: no frame of its own stays alive
     # (in memory) for the whole length of every stream.
     check_query_encoding(request.rel_url.raw_query_string)
+    check_body_encoding(request.headers.get("Content-Encoding"))
     return handler(request)

@@ -3,6 +3,7 @@ reply to the runner. A request for the upstream goes to ``proxy``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from urllib.parse import quote
 
@@ -47,6 +48,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_COUNT_INLINE_CHARS = 16_384
+"""Prompts longer than this are counted in a worker thread (about 2 ms of tokenizing)."""
 
 
 def _pick_source(state: AppState, overrides: PacingOverrides) -> ReplySource:
@@ -96,7 +100,12 @@ async def _scheduled(
 ) -> ScheduledReply:
     """A scripted or echo reply made ready: the prompt counted and checked, the text got."""
     server = state.config.server
-    progress = ReplyProgress(prompt_tokens=count_prompt_tokens(state.tokenizer, messages))
+    if sum(len(message.content) for message in messages) > _COUNT_INLINE_CHARS:
+        # tiktoken releases the GIL: a long prompt is counted without stalling every stream
+        prompt_tokens = await asyncio.to_thread(count_prompt_tokens, state.tokenizer, messages)
+    else:
+        prompt_tokens = count_prompt_tokens(state.tokenizer, messages)
+    progress = ReplyProgress(prompt_tokens=prompt_tokens)
     check_prompt_tokens(server, progress.prompt_tokens, prompt_param)
     max_tokens = reply_token_limit(server, max_tokens, "max_tokens")
     return ScheduledReply(
