@@ -83,6 +83,16 @@ class ServerConfig(_Strict):
         default=1000, ge=0, le=1_000_000, description="beyond it: 429; 0 or null = no limit"
     )
     retry_after_s: int = Field(default=1, ge=1, le=3600, description="Retry-After with a 429")
+    max_streams_per_client: int | None = Field(
+        default=None, ge=0, le=1_000_000,
+        description="streams one API key (or, without keys, one address) may run at once",
+    )
+    body_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="a request body must arrive within this time"
+    )
+    keepalive_timeout_s: float = Field(
+        default=75.0, gt=0, le=3600, description="an idle keep-alive connection is closed after"
+    )
     max_prompt_tokens: int | None = Field(default=128_000, ge=0, description="0/null = no limit")
     max_reply_tokens: int | None = Field(default=16_384, ge=0, description="0/null = no limit")
     max_stream_duration_s: float | None = Field(
@@ -118,7 +128,9 @@ class ServerConfig(_Strict):
             return value
         return value or None
 
-    @field_validator("max_concurrent_streams", "max_prompt_tokens", "max_reply_tokens")
+    @field_validator(
+        "max_concurrent_streams", "max_prompt_tokens", "max_reply_tokens", "max_streams_per_client"
+    )
     @classmethod
     def _zero_means_unlimited(cls, value: int | None) -> int | None:
         return value or None

@@ -30,10 +30,12 @@ StopReason = Literal["shutdown", "time_limit"]
 class StreamControl:
     """The handle the registry keeps on one running reply."""
 
-    __slots__ = ("_interruptible", "_stop_cancelled", "stop_reason", "task")
+    __slots__ = ("_interruptible", "_stop_cancelled", "client", "stop_reason", "task")
 
-    def __init__(self, task: asyncio.Task[object] | None) -> None:
+    def __init__(self, task: asyncio.Task[object] | None, client: str | None = None) -> None:
         self.task = task
+        self.client = client
+        """Who asked (an API key or an address), for the per-client limit."""
         self.stop_reason: StopReason | None = None
         self._interruptible = False
         self._stop_cancelled = False
@@ -81,11 +83,15 @@ class StreamControl:
 class StreamRegistry:
     """Every running reply, the concurrency limit, and the shutdown sequence."""
 
-    def __init__(self, max_concurrent: int | None, retry_after_s: int) -> None:
+    def __init__(
+        self, max_concurrent: int | None, retry_after_s: int, max_per_client: int | None = None
+    ) -> None:
         self.max_concurrent = max_concurrent
+        self.max_per_client = max_per_client
         self.retry_after_s = retry_after_s
         self.closing = False
         self._active: set[StreamControl] = set()
+        self._per_client: dict[str, int] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._hurry = asyncio.Event()
@@ -93,7 +99,8 @@ class StreamRegistry:
     def __len__(self) -> int:
         return len(self._active)
 
-    def open(self) -> StreamControl:
+    def open(self, client: str | None = None) -> StreamControl:
+        """Admit a reply of ``client`` (None: not counted per client), or refuse it."""
         retry = {"Retry-After": str(self.retry_after_s)}
         if self.closing:
             raise Unavailable(
@@ -109,12 +116,30 @@ class StreamRegistry:
                 code="rate_limit_exceeded",
                 headers=retry,
             )
-        control = StreamControl(asyncio.current_task())
+        if client is not None and self.max_per_client is not None:
+            if self._per_client.get(client, 0) >= self.max_per_client:
+                raise TooManyRequests(
+                    f"Too many concurrent streams from this client: at most "
+                    f"{self.max_per_client} at once (server.max_streams_per_client). Retry "
+                    f"after {self.retry_after_s} s.",
+                    code="rate_limit_exceeded",
+                    headers=retry,
+                )
+            self._per_client[client] = self._per_client.get(client, 0) + 1
+        else:
+            client = None
+        control = StreamControl(asyncio.current_task(), client)
         self._active.add(control)
         self._idle.clear()
         return control
 
     def close(self, control: StreamControl) -> None:
+        if control in self._active and control.client is not None:
+            left = self._per_client[control.client] - 1
+            if left:
+                self._per_client[control.client] = left
+            else:
+                del self._per_client[control.client]
         self._active.discard(control)
         if not self._active:
             self._idle.set()

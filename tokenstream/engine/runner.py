@@ -164,11 +164,14 @@ class Runner:
         registry: StreamRegistry,
         stats: StreamStats,
         limits: StreamLimits,
+        client_of: Callable[[web.Request], str | None] = lambda request: None,
     ) -> None:
+        """``client_of`` names who sent a request, for the registry's per-client limit."""
         self.clock = clock
         self.registry = registry
         self.stats = stats
         self.limits = limits
+        self.client_of = client_of
 
     def _deadline(self, clock: TimerClock) -> float | None:
         limit = self.limits.max_stream_duration_s
@@ -181,7 +184,7 @@ class Runner:
         start: Callable[[], Awaitable[Reply]],
     ) -> web.StreamResponse:
         """Admit, start, and stream a reply to ``request`` in ``encoder``'s wire format."""
-        control = self.registry.open()
+        control = self.registry.open(self.client_of(request))
         try:
             reply = await _started(control, start)
         except BaseException:
@@ -247,12 +250,16 @@ class Runner:
         return Unavailable(SHUTTING_DOWN, code="server_shutting_down")
 
     async def whole(
-        self, work: Callable[[], Awaitable[T]], *, clock: TimerClock | None = None
+        self,
+        request: web.Request,
+        work: Callable[[], Awaitable[T]],
+        *,
+        clock: TimerClock | None = None,
     ) -> T:
         """A reply answered whole: admitted, limited in time and stopped at shutdown as a
         stream is; a stop answers the error (400 time limit, 503 shutdown). ``clock``: the
         time limit's, when ``work`` waits on another than the pacing clock."""
-        control = self.registry.open()
+        control = self.registry.open(self.client_of(request))
         clock = clock or self.clock
         watch = StreamWatch(clock, control, limit=self._deadline(clock))
         try:

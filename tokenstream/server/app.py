@@ -24,7 +24,7 @@ from tokenstream.engine.scheduler import BucketClock
 from tokenstream.engine.tokenizer import Tokenizer, load_encoding
 from tokenstream.server import routes
 from tokenstream.server.accesslog import ACCESS_LOGGER, access_log_middleware
-from tokenstream.server.auth import KeyChecker, auth_middleware, load_api_keys
+from tokenstream.server.auth import KeyChecker, auth_middleware, client_of, load_api_keys
 from tokenstream.server.cors import CorsPolicy, cors_preflight_middleware
 from tokenstream.server.metrics import metrics_registry
 from tokenstream.server.middleware import openai_errors, valid_query
@@ -73,6 +73,7 @@ def create_app(
             # tokenstream.access replaces aiohttp's access log, whose request line has the
             # query string (prompts) in it
             "access_log": None,
+            "keepalive_timeout": server.keepalive_timeout_s,
         },
     )
     sources: dict[str, ReplySource] = {
@@ -80,7 +81,9 @@ def create_app(
         "echo": EchoSource(),
     }
     stats = StreamStats()
-    streams = StreamRegistry(server.max_concurrent_streams, server.retry_after_s)
+    streams = StreamRegistry(
+        server.max_concurrent_streams, server.retry_after_s, server.max_streams_per_client
+    )
     app[CONFIG] = config
     app[STATE] = AppState(
         config=config,
@@ -100,6 +103,7 @@ def create_app(
                 send_timeout_s=server.send_timeout_s,
                 max_buffered_bytes=server.max_buffered_bytes,
             ),
+            client_of=client_of,
         ),
         keys=keys,
     )

@@ -112,6 +112,15 @@ def path_is_open(path: str, open_paths: Iterable[str]) -> bool:
     return False
 
 
+def client_of(request: web.Request) -> str:
+    """Who sent ``request``, for the per-client stream limit: the hash of the API key it
+    presented (never the key), else its address."""
+    token = _bearer_token(request.headers.get("Authorization"))
+    if token is not None:
+        return "key:" + _digest(token).hex()[:32]
+    return "address:" + (request.remote or "-")
+
+
 def _bearer_token(header: str | None) -> str | None:
     if header is None:
         return None

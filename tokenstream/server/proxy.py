@@ -51,7 +51,9 @@ async def chat_completions(
     auth = client_auth(request, state)
     body = proxied.body if proxied.raw is None else proxied.raw
     if not proxied.stream:
-        return await state.runner.whole(lambda: client.forward(body, auth), clock=LoopClock())
+        return await state.runner.whole(
+            request, lambda: client.forward(body, auth), clock=LoopClock()
+        )
     encoder = OpenAIChunkFormat(
         model=proxied.model,
         include_usage=proxied.include_usage,

@@ -28,7 +28,7 @@ from tokenstream.engine.reply import (
     count_prompt_tokens,
     whole_text,
 )
-from tokenstream.errors import InvalidRequest, NotFound
+from tokenstream.errors import InvalidRequest, NotFound, RequestError
 from tokenstream.server import proxy
 from tokenstream.server.limits import check_prompt_tokens, reply_token_limit
 from tokenstream.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -120,11 +120,25 @@ async def _scheduled(
     )
 
 
+async def _read_body(request: web.Request, timeout_s: float) -> bytes:
+    """The whole body, if it arrives within ``timeout_s`` (a client that trickles it in
+    does not hold a connection for ever)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError:
+        raise RequestError(
+            f"The request body did not arrive within {timeout_s:g} s (server.body_timeout_s).",
+            status=408,
+            code="request_timeout",
+        ) from None
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions``: the OpenAI chat dialect, streamed or whole."""
     state = request.app[STATE]
     config = state.config
-    raw = await request.read()
+    raw = await _read_body(request, config.server.body_timeout_s)
     if config.upstream.base_url is not None:
         proxied = parse_proxy_request(raw, config.upstream.model)
         client = _upstream_for(request, state, proxied.overrides.source)
@@ -160,7 +174,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             await state.clock.sleep_until(events[-1][0])
         return reply, "".join(piece.text for _, piece in events)
 
-    reply, text = await state.runner.whole(complete)
+    reply, text = await state.runner.whole(request, complete)
     progress = reply.progress
     current_record().tokens = progress.completion_tokens
     return web.json_response(

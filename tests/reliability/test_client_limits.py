@@ -1,0 +1,78 @@
+"""One client cannot shut out the others, and a slow or idle one does not keep its
+connection for ever."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pytest_aiohttp import AiohttpClient
+from relhelp import (
+    assert_openai_error,
+    get_request,
+    guarded,
+    held_app,
+    make_app,
+    raw_connect,
+    read_to_end,
+    read_until,
+    running,
+)
+
+from tokenstream.server.app import STATE
+
+from support import wait_for
+
+KEYS = ["sk-client-one-0123456789", "sk-client-two-0123456789"]
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_one_client_is_held_to_its_share_and_others_still_get_in(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    app, clock = held_app({"max_streams_per_client": 2, "api_keys": KEYS})
+    client = await aiohttp_client(app)
+    first = [await client.get("/v1/stream", params={"prompt": "x"}, headers=_auth(KEYS[0]))
+             for _ in range(2)]
+    assert [r.status for r in first] == [200, 200]
+    refused = await client.get("/v1/stream", params={"prompt": "x"}, headers=_auth(KEYS[0]))
+    assert refused.status == 429
+    error = assert_openai_error(await refused.json(), "rate_limit_exceeded")
+    assert "server.max_streams_per_client" in str(error["message"])
+    other = await client.get("/v1/stream", params={"prompt": "x"}, headers=_auth(KEYS[1]))
+    assert other.status == 200  # another key has its own share
+    clock.advance(3600)
+    for response in [*first, other]:
+        await response.read()
+    await wait_for(lambda: app[STATE].stats.active == 0)
+    again = await client.get("/v1/stream", params={"prompt": "x"}, headers=_auth(KEYS[0]))
+    assert again.status == 200  # the finished streams gave their share back
+    clock.advance(3600)
+    await again.read()
+
+
+async def test_a_body_that_trickles_in_gets_a_408() -> None:
+    app = make_app({"body_timeout_s": 0.2})
+    async with running(app) as (_, port, _runner):
+        sock = await raw_connect(port)
+        head = (
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\""
+        )
+        await asyncio.get_running_loop().sock_sendall(sock, head.encode())
+        answer = await read_until(sock, b"\r\n\r\n")
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+
+
+async def test_an_idle_keep_alive_connection_is_closed() -> None:
+    app = make_app({"keepalive_timeout_s": 0.2})
+    async with running(app) as (_, port, _runner):
+        sock = await raw_connect(port)
+        await asyncio.get_running_loop().sock_sendall(sock, get_request("/healthz"))
+        # the answer, then the end of the connection once it has been idle 0.2 s
+        answer = await guarded(read_to_end(sock))
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"status": "ok"' in answer
