@@ -19,7 +19,7 @@ from tokenstream.engine.events import (
     ReplyEvent,
     TextDelta,
 )
-from tokenstream.engine.live import LiveEvent, pace_live
+from tokenstream.engine.live import READ_AHEAD_TOKENS, LiveEvent, pace_live
 from tokenstream.engine.pacer import PacingProfile, Schedule, catch_up_gap
 from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.errors import UpstreamStreamError
@@ -254,3 +254,30 @@ async def test_chunks_merge_only_what_has_arrived(tokenizer: Tokenizer) -> None:
         (10.0, " six"),  # final when " seven" starts
         (20.0, " seven eight"),  # final at the end
     ]
+
+
+async def test_the_reader_stops_reading_when_it_is_far_enough_ahead(tokenizer: Tokenizer) -> None:
+    """An upstream faster than the pace is held back (by TCP, in the server), not buffered."""
+    pulled = 0
+
+    async def endless() -> AsyncGenerator[ReplyEvent, None]:
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield TextDelta(" word" * 100)  # 100 tokens
+            await asyncio.sleep(0)
+
+    clock = FakeClock()
+    profile = PacingProfile(tokens_per_second=1, ttft_ms=1)  # the reader starts at once
+    events = pace_live(endless(), tokenizer, profile, clock)
+    first = await anext(events)
+    assert isinstance(first, Piece)
+    for _ in range(2000):  # the reader runs as far as it may
+        await asyncio.sleep(0)
+    assert READ_AHEAD_TOKENS // 100 <= pulled <= READ_AHEAD_TOKENS // 100 + 2
+    for _ in range(300):  # taking what it buffered makes room again
+        await anext(events)
+    for _ in range(200):
+        await asyncio.sleep(0)
+    assert pulled > READ_AHEAD_TOKENS // 100 + 2
+    await events.aclose()

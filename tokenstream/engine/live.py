@@ -59,12 +59,23 @@ class _Group:
     tokens: int
 
 
+READ_AHEAD_TOKENS = 4096
+"""How many tokens the reader buffers ahead of the pacer before it stops reading (minutes of
+reply at any realistic pace): an upstream faster than the pace is then held back by TCP
+instead of filling memory."""
+
+
 class ArrivalBuffer:
     """Pieces and other events in arrival order, with tokens counted per arrival time."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_ahead_tokens: int = READ_AHEAD_TOKENS) -> None:
         self._entries: deque[_Entry] = deque()
         self._groups: deque[_Group] = deque()  # tokens buffered per arrival time
+        self.tokens = 0
+        """Tokens buffered."""
+        self.read_ahead_tokens = read_ahead_tokens
+        self._room = asyncio.Event()
+        self._room.set()
         self._wakeup = asyncio.Event()
         self._ended = False
         self._error: BaseException | None = None
@@ -83,6 +94,9 @@ class ArrivalBuffer:
                 self._groups[-1].tokens += item.tokens
             else:
                 self._groups.append(_Group(arrived, item.tokens))
+            self.tokens += item.tokens
+            if self.tokens >= self.read_ahead_tokens:
+                self._room.clear()
         self._wakeup.set()
 
     def end(self, error: BaseException | None = None) -> None:
@@ -130,8 +144,15 @@ class ArrivalBuffer:
             if isinstance(entry.item, Piece):
                 group = self._groups[0]
                 group.tokens -= entry.item.tokens
+                self.tokens -= entry.item.tokens
                 if group.tokens <= 0:
                     self._groups.popleft()
+        if self.tokens < self.read_ahead_tokens:
+            self._room.set()
+
+    async def room(self) -> None:
+        """Return once the buffer holds fewer than ``read_ahead_tokens`` tokens."""
+        await self._room.wait()
 
     def backlog(self) -> Iterator[tuple[float, int]]:
         """``(arrived, tokens buffered up to and including that arrival)``, oldest first."""
@@ -191,6 +212,7 @@ async def read_into(
         async with aclosing(items) as arriving:
             async for item in arriving:
                 _take(buffer, incremental, item, clock.now())
+                await buffer.room()
     except Exception as exc:  # the consumer raises it after the text that came before it
         _end(buffer, incremental, clock, exc)
         return

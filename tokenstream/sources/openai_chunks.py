@@ -28,9 +28,13 @@ from tokenstream.engine.events import (
 )
 from tokenstream.errors import UpstreamStreamError
 from tokenstream.sources.secrets import redact
-from tokenstream.sse.parser import SSEDecoder
+from tokenstream.sse.parser import LineTooLong, SSEDecoder
 
 __all__ = ["ChunkDecoder"]
+
+MAX_LINE_CHARS = 1 << 20
+"""The longest line an upstream may send (a chunk is far shorter; a line without an end
+would otherwise grow without bound)."""
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -72,8 +76,10 @@ class ChunkDecoder:
     announces the assistant itself), and so are delta fields that are null.
     """
 
-    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
-        self._sse = SSEDecoder()
+    def __init__(
+        self, secrets: tuple[str, ...] = (), max_line_chars: int = MAX_LINE_CHARS
+    ) -> None:
+        self._sse = SSEDecoder(max_line_chars)
         self._secrets = secrets
         self._model: str | None = None
         self._held_surrogate = ""
@@ -90,7 +96,16 @@ class ChunkDecoder:
         items: list[ReplyEvent] = []
         if self.done or self.error:
             return items
-        for event in self._sse.feed(data):
+        try:
+            events = self._sse.feed(data)
+        except LineTooLong:
+            self.error = UpstreamStreamError(
+                f"The upstream sent a line longer than {self._sse.max_line_chars} characters "
+                "(upstream.max_line_chars).",
+                code="upstream_bad_event",
+            )
+            return items
+        for event in events:
             self.events += 1
             try:
                 self._event(event.data, items)
