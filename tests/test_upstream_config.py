@@ -99,6 +99,16 @@ def test_ca_file_is_found_relative_to_the_config_file(tmp_path: Path) -> None:
     assert config.upstream.ca_file == tmp_path / "certs" / "ca.pem"
 
 
+async def test_a_ca_file_gone_by_start_up_stops_it_naming_the_key(tmp_path: Path) -> None:
+    config = UpstreamConfig(base_url="https://h/v1", ca_file=tmp_path / "gone.pem")
+    client = UpstreamClient(config, None)
+    with pytest.raises(ConfigError) as caught:
+        await client.start()
+    assert "upstream.ca_file" in str(caught.value)
+    assert "gone.pem cannot be read" in str(caught.value)
+    await client.close()
+
+
 def test_key_comes_from_the_named_variable_and_is_stripped() -> None:
     config = UpstreamConfig(base_url="http://h/v1", api_key_env="MY_UPSTREAM_KEY")
     client = UpstreamClient.from_environment(config, {"MY_UPSTREAM_KEY": " sk-abc\n"})
