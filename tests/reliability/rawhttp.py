@@ -170,6 +170,8 @@ class ForwardProxy(_Served):
     """The targets of the CONNECT requests (``host:port``)."""
     absolute: list[str] = field(default_factory=list)
     """The targets of the absolute-form requests (``http://host:port/path``)."""
+    credentials: list[str | None] = field(default_factory=list)
+    """The ``Proxy-Authorization`` of each request, None when it had none."""
 
     @property
     def url(self) -> str:
@@ -182,6 +184,9 @@ class ForwardProxy(_Served):
             return
         line, *headers = head.decode("latin-1").split("\r\n")
         method, target, version = line.split(" ")
+        authorization = [h for h in headers if h.lower().startswith("proxy-authorization:")]
+        self.credentials.append(authorization[0].partition(":")[2].strip() if authorization
+                                else None)
         if method == "CONNECT":
             self.connects.append(target)
             host, _, port = target.rpartition(":")
@@ -197,7 +202,7 @@ class ForwardProxy(_Served):
         assert url.hostname is not None and url.port is not None
         up_reader, up_writer = await asyncio.open_connection(url.hostname, url.port)
         kept = [h for h in headers if h and h.split(":")[0].lower() not in (
-            "connection", "proxy-connection", "keep-alive")]
+            "connection", "proxy-connection", "keep-alive", "proxy-authorization")]
         origin_form = url.path + (f"?{url.query}" if url.query else "")
         up_writer.write(
             "\r\n".join([f"{method} {origin_form} {version}", *kept, "Connection: close", "", ""])

@@ -1,11 +1,15 @@
 """Proxies from the environment: HTTP_PROXY and HTTPS_PROXY are used, NO_PROXY is honoured.
 
+The environment is read when the app starts (``UpstreamClient.start``), so each test sets
+it before its app is started.
+
 A forward proxy on 127.0.0.1 counts what passes through it: absolute-form requests for an
 http:// upstream, CONNECT tunnels for an https:// one.
 """
 
 from __future__ import annotations
 
+import base64
 import socket
 import ssl
 from pathlib import Path
@@ -22,6 +26,7 @@ from upstream_support import FakeUpstream, openai_text, parse_sse, reply_stream,
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+BASIC = "Basic " + base64.b64encode(b"someone:pa55").decode()
 
 
 @pytest.fixture(autouse=True)
@@ -54,14 +59,17 @@ async def test_http_proxy_carries_the_request_unless_no_proxy_covers_the_host(
     server = await aiohttp_server(upstream.app())
     proxy = ForwardProxy()
     async with proxy.serving():
-        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        # credentials in the proxy's URL go to the proxy, not to the upstream
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("://", "://someone:pa55@"))
         if no_proxy is not None:
             monkeypatch.setenv("NO_PROXY", no_proxy)
         client = await aiohttp_client(_app(str(server.make_url("/v1"))))
         assert await _chat_text(client) == "Hello proxy"
     assert len(upstream.seen) == 1
+    assert "Proxy-Authorization" not in upstream.seen[0].headers
     if no_proxy is None:
         assert proxy.absolute == [str(server.make_url("/v1/chat/completions"))]
+        assert proxy.credentials == [BASIC]
     else:
         assert proxy.absolute == []
     assert proxy.connects == []
@@ -84,13 +92,14 @@ async def test_https_proxy_tunnels_to_a_tls_upstream_unless_no_proxy_covers_it(
     server = await aiohttp_server(upstream.app(), ssl=context)
     proxy = ForwardProxy()
     async with proxy.serving():
-        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url.replace("://", "://someone:pa55@"))
         if no_proxy:
             monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         client = await aiohttp_client(_app(str(server.make_url("/v1")), ca_file=str(ca_file)))
         assert await _chat_text(client) == "Hello tunnel"
     assert len(upstream.seen) == 1
     assert proxy.connects == ([] if no_proxy else [f"127.0.0.1:{server.port}"])
+    assert proxy.credentials == ([] if no_proxy else [BASIC])
     assert proxy.absolute == []
 
 
@@ -110,3 +119,17 @@ async def test_an_unreachable_proxy_is_a_502_that_names_the_proxy_and_the_variab
     assert f"proxy 127.0.0.1:{port}" in str(error["message"])
     assert "NO_PROXY" in str(error["message"])
     assert upstream.seen == []
+
+
+async def test_a_proxy_that_is_not_an_http_url_is_not_used_and_says_so(
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    upstream = FakeUpstream(behaviour=streams(reply_stream(["direct"])))
+    server = await aiohttp_server(upstream.app())
+    monkeypatch.setenv("HTTP_PROXY", "127.0.0.1:3128")  # no scheme
+    client = await aiohttp_client(_app(str(server.make_url("/v1"))))
+    assert await _chat_text(client) == "direct"
+    assert "HTTP_PROXY is not used: give it as http://HOST:PORT" in caplog.text
