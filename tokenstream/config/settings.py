@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +41,7 @@ __all__ = [
     "TokenizerConfig",
     "UpstreamConfig",
     "api_key_problem",
+    "ca_context",
     "embedded_defaults",
     "load_config",
     "validate_mapping",
@@ -58,6 +60,22 @@ def api_key_problem(key: str) -> str | None:
     if not key.isascii():
         return "contains non-ASCII characters (HTTP headers are ASCII)"
     return None
+
+
+def ca_context(path: Path) -> ssl.SSLContext:
+    """A TLS client context that trusts the CA certificates in ``path`` (PEM), and no others.
+
+    Raises ``ValueError`` saying why the file cannot serve; the message names the file.
+    """
+    try:
+        return ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:  # before OSError, of which it is a subclass
+        raise ValueError(
+            f"{path} holds no CA certificate that can be loaded ({exc.reason or exc}): give a "
+            "PEM file with the certificate of the CA that signed the upstream's"
+        ) from None
+    except OSError as exc:
+        raise ValueError(f"{path} cannot be read: {exc.strerror or exc}") from None
 
 
 class _Strict(BaseModel):
@@ -244,6 +262,26 @@ class UpstreamConfig(_Strict):
     )
     max_connections: int = Field(default=1000, ge=1, le=100_000)
     max_connections_per_host: int = Field(default=0, ge=0, le=100_000, description="0 = no limit")
+    verify_tls: bool = Field(
+        default=True, description="check the upstream's TLS certificate; false only for tests"
+    )
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the CAs trusted for the upstream instead of the system's, "
+        "relative to the config file",
+    )
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        le=1_073_741_824,
+        description="largest answer passed on whole (stream: false, models); beyond it: 502",
+    )
+    max_line_chars: int = Field(
+        default=1 << 20,
+        ge=1024,
+        le=1 << 30,
+        description="longest line of a streamed answer; beyond it the stream ends with an error",
+    )
 
     @field_validator("connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s")
     @classmethod
@@ -271,6 +309,14 @@ class UpstreamConfig(_Strict):
             raise ValueError("must not have a query or fragment")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _ca_file_needs_verification(self) -> UpstreamConfig:
+        if self.ca_file is not None and not self.verify_tls:
+            raise ValueError(
+                "upstream.ca_file is not used with upstream.verify_tls: false; remove one of them"
+            )
+        return self
+
 
 class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -287,7 +333,9 @@ class Config(_Strict):
     strict_models: bool = Field(
         default=False, description="true: a request for a model not in 'models' gets 404"
     )
-    base_dir: Path = Field(default=Path("."), exclude=True, description="resolves reply_file")
+    base_dir: Path = Field(
+        default=Path("."), exclude=True, description="resolves reply_file and upstream.ca_file"
+    )
 
     @field_validator("profiles")
     @classmethod
@@ -379,7 +427,21 @@ def validate_mapping(data: dict[str, Any], source: str, base_dir: Path = Path(".
         config.reply_rules()
     except ValidationError as exc:
         raise ConfigError(source, _problems(exc)) from None
-    return config
+    return _with_ca_file(config, source)
+
+
+def _with_ca_file(config: Config, source: str) -> Config:
+    """``upstream.ca_file`` resolved relative to the config file, and checked at start-up."""
+    ca_file = config.upstream.ca_file
+    if ca_file is None:
+        return config
+    path = config.base_dir / ca_file
+    try:
+        ca_context(path)
+    except ValueError as exc:
+        raise ConfigError(source, [("upstream.ca_file", str(exc))]) from None
+    upstream = config.upstream.model_copy(update={"ca_file": path})
+    return config.model_copy(update={"upstream": upstream})
 
 
 def load_config(path: str | Path | None = None) -> Config:

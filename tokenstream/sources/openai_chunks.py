@@ -33,8 +33,8 @@ from tokenstream.sse.parser import LineTooLong, SSEDecoder
 __all__ = ["ChunkDecoder"]
 
 MAX_LINE_CHARS = 1 << 20
-"""The longest line an upstream may send (a chunk is far shorter; a line without an end
-would otherwise grow without bound)."""
+"""The longest line an upstream may send (``upstream.max_line_chars``: a chunk is far
+shorter; a line without an end would otherwise grow without bound)."""
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
