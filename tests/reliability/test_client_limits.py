@@ -4,7 +4,9 @@ connection for ever."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import pytest
 from pytest_aiohttp import AiohttpClient
 from relhelp import (
     assert_openai_error,
@@ -76,3 +78,19 @@ async def test_an_idle_keep_alive_connection_is_closed() -> None:
         answer = await guarded(read_to_end(sock))
         sock.close()
     assert answer.startswith(b"HTTP/1.1 200 ") and b'"status": "ok"' in answer
+
+
+async def test_oversized_headers_are_a_400_and_no_error_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    app = make_app()
+    async with running(app) as (_, port, _runner):
+        sock = await raw_connect(port)
+        request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"
+        await asyncio.get_running_loop().sock_sendall(sock, request)
+        answer = await guarded(read_to_end(sock))
+        sock.close()
+    assert b" 400 " in answer.split(b"\r\n", 1)[0]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(r.getMessage().startswith("bad request:") for r in caplog.records)

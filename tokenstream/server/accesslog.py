@@ -23,11 +23,17 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
 from tokenstream.engine.accounting import AccessRecord, record_request
 
-__all__ = ["ACCESS_LOGGER", "access_log_middleware", "format_line"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "access_log_middleware",
+    "format_line",
+    "log_client_errors_at_info",
+]
 
 ACCESS_LOGGER = "tokenstream.access"
 
@@ -103,3 +109,25 @@ def _log(
         if record.outcome == "stalled":
             fields["buffered_bytes"] = record.peak_buffered
         logger.log(level, "access %s", format_line(fields), extra={"access": fields})
+
+
+class _ClientErrorsAtInfo(logging.Filter):
+    """aiohttp logs a request it cannot parse (oversized headers, a malformed request line)
+    at ERROR with a traceback. That is the client's mistake, answered 400: log it at INFO,
+    in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and record.levelno > logging.INFO:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "bad request: %s", (error.message,)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_CLIENT_ERRORS_AT_INFO = _ClientErrorsAtInfo()
+
+
+def log_client_errors_at_info() -> None:
+    """Install the filter on aiohttp's server logger (once, however often it is called)."""
+    logging.getLogger("aiohttp.server").addFilter(_CLIENT_ERRORS_AT_INFO)

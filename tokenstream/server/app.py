@@ -23,7 +23,11 @@ from tokenstream.engine.runner import Runner, StreamLimits
 from tokenstream.engine.scheduler import BucketClock
 from tokenstream.engine.tokenizer import Tokenizer, load_encoding
 from tokenstream.server import routes
-from tokenstream.server.accesslog import ACCESS_LOGGER, access_log_middleware
+from tokenstream.server.accesslog import (
+    ACCESS_LOGGER,
+    access_log_middleware,
+    log_client_errors_at_info,
+)
 from tokenstream.server.auth import KeyChecker, auth_middleware, client_of, load_api_keys
 from tokenstream.server.cors import CorsPolicy, cors_preflight_middleware
 from tokenstream.server.metrics import metrics_registry
@@ -112,6 +116,7 @@ def create_app(
         app[UPSTREAM] = upstream
         app.cleanup_ctx.append(upstream.cleanup_ctx)
     app[METRICS] = metrics_registry(app[STATE].stats, app[STATE].lateness)
+    log_client_errors_at_info()
     app.on_response_prepare.append(cors.on_response_prepare)
     app.on_shutdown.append(_end_streams)
     app.router.add_post("/v1/chat/completions", routes.chat_completions)
