@@ -217,11 +217,11 @@ def test_lone_surrogate_becomes_replacement_character() -> None:
 
 
 def test_a_line_without_an_end_is_an_error_at_the_limit_not_a_growing_buffer() -> None:
-    decoder = ChunkDecoder(max_line_chars=1000)
+    decoder = ChunkDecoder(max_event_chars=1000)
     assert decoder.feed(sse(chunk("ok"))) == [ModelName(UPSTREAM_MODEL), TextDelta("ok")]
     assert decoder.feed(b"data: " + b"x" * 900) == []
     assert decoder.error is None  # 906 characters: within the limit
     assert decoder.feed(b"x" * 100) == []
     assert decoder.error is not None and decoder.error.code == "upstream_bad_event"
-    assert "upstream.max_line_chars" in decoder.error.message
+    assert "upstream.max_event_chars" in decoder.error.message
     assert decoder.feed(b"\n\n" + sse(chunk("never"))) == []  # nothing is read after it

@@ -94,3 +94,16 @@ async def test_oversized_headers_are_a_400_and_no_error_in_the_log(
     assert b" 400 " in answer.split(b"\r\n", 1)[0]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert any(r.getMessage().startswith("bad request:") for r in caplog.records)
+
+
+async def test_without_keys_a_made_up_token_is_no_new_share(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    app, clock = held_app({"max_streams_per_client": 1})
+    client = await aiohttp_client(app)
+    first = await client.get("/v1/stream", params={"prompt": "x"}, headers=_auth("made-up-1"))
+    assert first.status == 200
+    second = await client.get("/v1/stream", params={"prompt": "x"}, headers=_auth("made-up-2"))
+    assert second.status == 429  # the same address: no key is checked, so none counts
+    clock.advance(3600)
+    await first.read()

@@ -78,11 +78,11 @@ class UpstreamConfig(StrictModel):
         le=1_073_741_824,
         description="largest answer passed on whole (stream: false, models); beyond it: 502",
     )
-    max_line_chars: int = Field(
+    max_event_chars: int = Field(
         default=1 << 20,
         ge=1024,
         le=1 << 30,
-        description="longest line of a streamed answer; beyond it the stream ends with an error",
+        description="longest line or event of a streamed answer; beyond: the stream ends in error",
     )
 
     @field_validator("connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s")

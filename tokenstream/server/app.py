@@ -28,7 +28,12 @@ from tokenstream.server.accesslog import (
     access_log_middleware,
     log_client_errors_at_info,
 )
-from tokenstream.server.auth import KeyChecker, auth_middleware, client_of, load_api_keys
+from tokenstream.server.auth import (
+    KeyChecker,
+    auth_middleware,
+    client_identity,
+    load_api_keys,
+)
 from tokenstream.server.cors import CorsPolicy, cors_preflight_middleware
 from tokenstream.server.metrics import metrics_registry
 from tokenstream.server.middleware import openai_errors, valid_query
@@ -107,7 +112,7 @@ def create_app(
                 send_timeout_s=server.send_timeout_s,
                 max_buffered_bytes=server.max_buffered_bytes,
             ),
-            client_of=client_of,
+            client_of=client_identity(keys),
         ),
         keys=keys,
     )

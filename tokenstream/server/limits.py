@@ -1,8 +1,8 @@
 """Request limits from ``server.*``: pure checks that raise an OpenAI-style error.
 
-The concurrency limit and the stream duration live with the streams (``streams``); the
-body size is enforced by aiohttp (``client_max_size``) and rendered by the app's error
-middleware. These are the ones decided from the parsed request.
+The concurrency limits live in ``engine.registry`` and the stream duration in the runner's
+watch; the body size is enforced by aiohttp (``client_max_size``) and rendered by the app's
+error middleware. These are the ones decided from the request itself.
 """
 
 from __future__ import annotations

@@ -28,13 +28,13 @@ from tokenstream.engine.events import (
 )
 from tokenstream.errors import UpstreamStreamError
 from tokenstream.sources.secrets import redact
-from tokenstream.sse.parser import LineTooLong, SSEDecoder
+from tokenstream.sse.parser import EventTooLong, SSEDecoder
 
 __all__ = ["ChunkDecoder"]
 
-MAX_LINE_CHARS = 1 << 20
-"""The longest line an upstream may send (``upstream.max_line_chars``: a chunk is far
-shorter; a line without an end would otherwise grow without bound)."""
+MAX_EVENT_CHARS = 1 << 20
+"""The longest line or event an upstream may send (``upstream.max_event_chars``: a chunk is
+far shorter; a line or an event without an end would otherwise grow without bound)."""
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -77,9 +77,9 @@ class ChunkDecoder:
     """
 
     def __init__(
-        self, secrets: tuple[str, ...] = (), max_line_chars: int = MAX_LINE_CHARS
+        self, secrets: tuple[str, ...] = (), max_event_chars: int = MAX_EVENT_CHARS
     ) -> None:
-        self._sse = SSEDecoder(max_line_chars)
+        self._sse = SSEDecoder(max_event_chars)
         self._secrets = secrets
         self._model: str | None = None
         self._held_surrogate = ""
@@ -98,10 +98,10 @@ class ChunkDecoder:
             return items
         try:
             events = self._sse.feed(data)
-        except LineTooLong:
+        except EventTooLong:
             self.error = UpstreamStreamError(
-                f"The upstream sent a line longer than {self._sse.max_line_chars} characters "
-                "(upstream.max_line_chars).",
+                f"The upstream sent a line or an event longer than {self._sse.max_event_chars} "
+                "characters (upstream.max_event_chars).",
                 code="upstream_bad_event",
             )
             return items

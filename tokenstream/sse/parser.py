@@ -11,9 +11,10 @@ https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-inte
 - An event still being collected when the stream ends is discarded (spec: "any pending data
   must be discarded").
 
-A line is collected in parts, so a long one costs time in proportion to its length; with
-``max_line_chars`` a longer one raises ``LineTooLong`` (the spec sets no limit; a client of
-an untrusted server needs one).
+A line is collected in parts, so a long one costs time in proportion to its length. With
+``max_event_chars``, a line or an event's data (its ``data:`` lines together) longer than
+that raises ``EventTooLong`` (the spec sets no limit; a client of an untrusted server needs
+one).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
-__all__ = ["LineTooLong", "SSEDecoder", "ServerSentEvent"]
+__all__ = ["EventTooLong", "SSEDecoder", "ServerSentEvent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,21 +35,22 @@ class ServerSentEvent:
     retry: int | None = None
 
 
-class LineTooLong(ValueError):
-    """A line went past the decoder's ``max_line_chars`` without ending."""
+class EventTooLong(ValueError):
+    """A line or an event went past the decoder's ``max_event_chars``."""
 
 
 class SSEDecoder:
     """Feed it bytes as they arrive; it returns the events they complete."""
 
-    def __init__(self, max_line_chars: int | None = None) -> None:
+    def __init__(self, max_event_chars: int | None = None) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._started = False
-        self.max_line_chars = max_line_chars
+        self.max_event_chars = max_event_chars
         self._partial: list[str] = []  # the parts of a line not yet ended
         self._partial_chars = 0
         self._skip_lf = False
         self._data: list[str] = []
+        self._data_chars = 0
         self._event_type = ""
         self._last_event_id = ""
         self._retry: int | None = None
@@ -62,6 +64,7 @@ class SSEDecoder:
         self._partial.clear()
         self._partial_chars = 0
         self._data.clear()
+        self._data_chars = 0
         self._event_type = ""
         return events
 
@@ -106,8 +109,8 @@ class SSEDecoder:
 
     def _hold(self, part: str) -> None:
         self._partial_chars += len(part)
-        if self.max_line_chars is not None and self._partial_chars > self.max_line_chars:
-            raise LineTooLong(f"a line longer than {self.max_line_chars} characters")
+        if self.max_event_chars is not None and self._partial_chars > self.max_event_chars:
+            raise EventTooLong(f"a line longer than {self.max_event_chars} characters")
         self._partial.append(part)
 
     def _process_line(self, line: str) -> ServerSentEvent | None:
@@ -119,6 +122,9 @@ class SSEDecoder:
         if colon and value[:1] == " ":
             value = value[1:]
         if field == "data":
+            self._data_chars += len(value) + 1
+            if self.max_event_chars is not None and self._data_chars > self.max_event_chars:
+                raise EventTooLong(f"an event longer than {self.max_event_chars} characters")
             self._data.append(value)
         elif field == "event":
             self._event_type = value
@@ -131,7 +137,7 @@ class SSEDecoder:
 
     def _dispatch(self) -> ServerSentEvent | None:
         data, event_type = self._data, self._event_type
-        self._data, self._event_type = [], ""
+        self._data, self._event_type, self._data_chars = [], "", 0
         if not data:
             return None
         return ServerSentEvent(

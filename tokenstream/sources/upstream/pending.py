@@ -180,7 +180,7 @@ class PendingAnswer:
             first_event_deadline=self._deadline,
             first_byte_timeout=config.first_byte_timeout_s,
             idle_timeout=config.idle_timeout_s,
-            max_line_chars=config.max_line_chars,
+            max_event_chars=config.max_event_chars,
             secrets=self.secrets,
             release=self._release,
         )

@@ -33,7 +33,7 @@ class UpstreamReply:
         first_event_deadline: float,
         first_byte_timeout: float,
         idle_timeout: float,
-        max_line_chars: int,
+        max_event_chars: int,
         secrets: tuple[str, ...],
         release: Callable[[aiohttp.ClientResponse], None],
     ) -> None:
@@ -41,7 +41,7 @@ class UpstreamReply:
         self._first_event_deadline = first_event_deadline
         self._first_byte_timeout = first_byte_timeout
         self._idle_timeout = idle_timeout
-        self._max_line_chars = max_line_chars
+        self._max_event_chars = max_event_chars
         self._secrets = secrets
         self._release = release
 
@@ -50,7 +50,7 @@ class UpstreamReply:
         response = self._response
         if response is None:
             raise RuntimeError("the reply was read or closed already")
-        decoder = ChunkDecoder(self._secrets, self._max_line_chars)
+        decoder = ChunkDecoder(self._secrets, self._max_event_chars)
         content = response.content
         loop = asyncio.get_running_loop()
         limit = self._first_event_deadline
