@@ -32,7 +32,16 @@ from tokenstream.server.accesslog import ACCESS_LOGGER
 from tokenstream.server.app import STATE, create_app
 
 from support import wait_for
-from upstream_support import FakeUpstream, chunk, sse, start_stream, streams
+from upstream_support import (
+    FakeUpstream,
+    answers,
+    chunk,
+    openai_text,
+    reply_stream,
+    sse,
+    start_stream,
+    streams,
+)
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
@@ -189,3 +198,63 @@ async def test_clients_that_leave_right_after_asking_are_disconnects_not_errors(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     access = [r.access for r in caplog.records if r.name == ACCESS_LOGGER]  # type: ignore[attr-defined]
     assert all(line["outcome"] != "failed" for line in access)
+
+
+def _answers_after(seconds: float, behaviour: Any) -> Any:
+    async def late(request: web.Request, fake: FakeUpstream) -> web.StreamResponse:
+        await asyncio.sleep(seconds)
+        return await behaviour(request, fake)  # type: ignore[no-any-return]
+
+    return late
+
+
+async def test_pings_keep_the_connection_while_the_upstream_takes_its_time(
+    proxy: MakeProxy, upstream: FakeUpstream
+) -> None:
+    upstream.behaviour = _answers_after(0.5, streams(reply_stream(["Hello", " there"])))
+    client = await proxy(heartbeat_s=0.1)
+    response = await client.post("/v1/chat/completions", json=CHAT)
+    assert response.status == 200  # before the upstream answered
+    raw = await guarded(response.read())
+    assert raw.startswith(b": ping\n\n")
+    assert raw.count(b": ping\n\n") >= 2
+    assert openai_text(parse_sse(raw)) == "Hello there"
+
+
+async def test_a_late_refusal_after_the_pings_is_an_error_event(
+    proxy: MakeProxy, upstream: FakeUpstream
+) -> None:
+    refusal = {"error": {"message": "slow down", "type": "rate_limit_error", "code": "rl"}}
+    upstream.behaviour = _answers_after(0.5, answers(429, refusal))
+    client = await proxy(heartbeat_s=0.1)
+    response = await client.post("/v1/chat/completions", json=CHAT)
+    assert response.status == 200
+    raw = await guarded(response.read())
+    events = parse_sse(raw)
+    assert raw.startswith(b": ping\n\n") and events[-1].data == "[DONE]"
+    error = assert_openai_error(json.loads(events[-2].data), "rl")
+    assert error["message"] == "slow down" and error["type"] == "rate_limit_error"
+    assert client.app[STATE].stats.failed == 1
+
+
+async def test_a_prompt_refusal_is_still_its_http_status(
+    proxy: MakeProxy, upstream: FakeUpstream
+) -> None:
+    refusal = {"error": {"message": "slow down", "type": "rate_limit_error", "code": "rl"}}
+    upstream.behaviour = answers(429, refusal, {"Retry-After": "2"})
+    client = await proxy(heartbeat_s=5)
+    response = await client.post("/v1/chat/completions", json=CHAT)
+    assert response.status == 429 and response.headers["Retry-After"] == "2"
+
+
+async def test_leaving_while_the_upstream_takes_its_time_drops_the_request(
+    proxy: MakeProxy, upstream: FakeUpstream
+) -> None:
+    upstream.behaviour = _answers_after(3600, streams(reply_stream(["never"])))
+    client = await proxy(heartbeat_s=0.05)
+    response = await client.post("/v1/chat/completions", json=CHAT)
+    assert await guarded(response.content.readuntil(b"\n\n")) == b": ping\n\n"
+    response.close()
+    await guarded(upstream.closed.wait())
+    assert upstream.cancelled
+    await wait_for(lambda: client.app[STATE].stats.active == 0)

@@ -26,7 +26,7 @@ from typing import Protocol, TypeVar
 from aiohttp import web
 
 from tokenstream.engine.accounting import AccessRecord, StreamStats, current_record
-from tokenstream.engine.clock import Cancellable, TimerClock
+from tokenstream.engine.clock import Cancellable, LoopClock, TimerClock
 from tokenstream.engine.events import ReplyEncoder, ReplyError, ReplyEvent
 from tokenstream.engine.registry import StopReason, StreamControl, StreamRegistry
 from tokenstream.errors import InvalidRequest, RequestError, Unavailable, UpstreamStreamError
@@ -182,12 +182,28 @@ class Runner:
         request: web.Request,
         encoder: ReplyEncoder,
         start: Callable[[], Awaitable[Reply]],
+        *,
+        answer_within: float | None = None,
     ) -> web.StreamResponse:
-        """Admit, start, and stream a reply to ``request`` in ``encoder``'s wire format."""
+        """Admit, start, and stream a reply to ``request`` in ``encoder``'s wire format.
+
+        ``answer_within``: when the reply is not ready by then (an upstream that takes its
+        time to answer), the stream begins anyway, with its headers and then heartbeats, so
+        that no proxy in between gives up on a silent connection; a failure from there on is
+        the dialect's error event instead of an HTTP status.
+        """
         control = self.registry.open(self.client_of(request))
+        answering: asyncio.Task[Reply] | None = None
+        reply: Reply | None
         try:
-            reply = await _started(control, start)
+            if answer_within is None:
+                reply = await _started(control, start)
+            else:
+                answering = asyncio.ensure_future(start())
+                reply = await _started(control, lambda: _within(answering, answer_within))
         except BaseException:
+            if answering is not None:
+                answering.cancel()
             self.registry.close(control)
             raise
         limits = self.limits
@@ -204,13 +220,16 @@ class Runner:
             async with _Accounting(self.stats, sse, encoder, record, request.path, limits):
                 await sse.prepare()
                 record.status = sse.response.status
-                clock = reply.watch_clock
+                clock = LoopClock() if reply is None else reply.watch_clock
                 watch = StreamWatch(
                     clock, control, sink=sse, heartbeat=limits.heartbeat_s,
                     limit=self._deadline(clock),
                 )
                 try:
                     with control.interruptible():
+                        if reply is None:
+                            assert answering is not None
+                            reply = await _answered(answering)
                         failure = await reply.play(sse, encoder)
                     if failure is not None:
                         raise UpstreamStreamError(
@@ -225,14 +244,17 @@ class Runner:
                         raise  # the client left
                     ending = self._cut_short(reason, encoder, record)
                 finally:
-                    record.tokens = reply.tokens
+                    record.tokens = 0 if reply is None else reply.tokens
                 await sse.close(ending)
         finally:
             if watch is not None:
                 watch.cancel()
             self.registry.close(control)
             sse.release()
-            await reply.aclose()
+            if reply is not None:
+                await reply.aclose()
+            elif answering is not None:
+                answering.cancel()
         return sse.response
 
     def _cut_short(self, reason: StopReason, encoder: ReplyEncoder, record: AccessRecord) -> bytes:
@@ -275,7 +297,7 @@ class Runner:
             self.registry.close(control)
 
 
-async def _started(control: StreamControl, start: Callable[[], Awaitable[Reply]]) -> Reply:
+async def _started(control: StreamControl, start: Callable[[], Awaitable[T]]) -> T:
     """The reply made ready; a shutdown meanwhile answers 503 (an upstream that takes its
     time to answer does not hold the shutdown up)."""
     try:
@@ -285,6 +307,24 @@ async def _started(control: StreamControl, start: Callable[[], Awaitable[Reply]]
         if control.consume_stop() is None:
             raise
         raise Unavailable(SHUTTING_DOWN, code="server_shutting_down") from None
+
+
+async def _within(answering: asyncio.Task[Reply], seconds: float) -> Reply | None:
+    """The reply, if it is ready within ``seconds``; else None (it goes on being made, which
+    is why this waits with ``asyncio.wait``: a timeout would cancel it)."""
+    done, _ = await asyncio.wait({answering}, timeout=seconds)
+    return answering.result() if done else None
+
+
+async def _answered(answering: asyncio.Task[Reply]) -> Reply:
+    """The reply once ready, after the stream began: a refusal now goes in the stream."""
+    try:
+        return await answering
+    except RequestError as error:
+        raise UpstreamStreamError(
+            error.message, error_type=error.error_type, code=error.code
+        ) from None
+    # (a cancellation of the stream's task reaches ``answering`` too: the request is dropped)
 
 
 class _Accounting:

@@ -60,7 +60,10 @@ async def chat_completions(
         sentinel=config.server.sentinel,
     )
     return await state.runner.stream(
-        request, encoder, lambda: _live(state, client, body, auth, profile)
+        request,
+        encoder,
+        lambda: _live(state, client, body, auth, profile),
+        answer_within=config.server.heartbeat_s,
     )
 
 
@@ -97,7 +100,10 @@ async def stream_query(
     encoder = encoder_for(query, model, config.server.sentinel)
     auth = client_auth(request, state)
     return await state.runner.stream(
-        request, encoder, lambda: _live(state, client, body, auth, profile)
+        request,
+        encoder,
+        lambda: _live(state, client, body, auth, profile),
+        answer_within=config.server.heartbeat_s,
     )
 
 
