@@ -107,3 +107,46 @@ async def test_without_keys_a_made_up_token_is_no_new_share(
     assert second.status == 429  # the same address: no key is checked, so none counts
     clock.advance(3600)
     await first.read()
+
+
+async def test_headers_that_trickle_in_are_cut_off_at_the_keep_alive_timeout() -> None:
+    """aiohttp applies ``keepalive_timeout`` to a connection's request headers too."""
+    app = make_app({"keepalive_timeout_s": 0.3})
+    async with running(app) as (_, port, _runner):
+        sock = await raw_connect(port)
+        loop = asyncio.get_running_loop()
+        closed = asyncio.ensure_future(read_to_end(sock))
+        request = get_request("/healthz")
+        sent = 0
+        for byte in request[:-1]:  # one byte every 50 ms, never the last: about 2 s
+            if closed.done():
+                break
+            try:
+                await loop.sock_sendall(sock, bytes([byte]))
+            except OSError:  # the server closed the connection: a write after it fails
+                break
+            sent += 1
+            await asyncio.sleep(0.05)
+        answer = await guarded(closed)
+        sock.close()
+    assert answer == b""  # closed without an answer
+    assert sent < len(request) // 2  # long before the headers could be complete
+
+
+async def test_shutdown_answers_a_body_still_arriving_at_once(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    app = make_app({"body_timeout_s": 3600, "retry_after_s": 4})
+    async with running(app) as (_, port, _runner):
+        sock = await raw_connect(port)
+        head = (
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\""
+        )
+        await asyncio.get_running_loop().sock_sendall(sock, head.encode())
+        await wait_for(lambda: app[STATE].streams.uploads == 1)
+        stopped = await guarded(app[STATE].streams.shutdown(grace_s=3600, final_timeout_s=5))
+        answer = await guarded(read_until(sock, b"\r\n\r\n"))
+        sock.close()
+    assert stopped == 0
+    assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 4" in answer

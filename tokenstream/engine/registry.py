@@ -92,6 +92,7 @@ class StreamRegistry:
         self.closing = False
         self._active: set[StreamControl] = set()
         self._per_client: dict[str, int] = {}
+        self._uploads: set[StreamControl] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._hurry = asyncio.Event()
@@ -144,6 +145,23 @@ class StreamRegistry:
         if not self._active:
             self._idle.set()
 
+    def open_upload(self) -> StreamControl:
+        """A request whose body is still arriving: shutdown stops it at once (it could only
+        be refused once read), as ``stop()`` stops a stream."""
+        control = StreamControl(asyncio.current_task())
+        self._uploads.add(control)
+        if self.closing:
+            control.stop()
+        return control
+
+    def close_upload(self, control: StreamControl) -> None:
+        self._uploads.discard(control)
+
+    @property
+    def uploads(self) -> int:
+        """Requests whose body is still arriving."""
+        return len(self._uploads)
+
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
@@ -159,6 +177,8 @@ class StreamRegistry:
         sooner, at ``send_timeout_s``).
         """
         self.closing = True
+        for upload in list(self._uploads):
+            upload.stop()
         if self._active and grace_s > 0:
             await _first_of(self._idle.wait(), self._hurry.wait(), within=grace_s)
         remaining = list(self._active)

@@ -28,7 +28,8 @@ from tokenstream.engine.reply import (
     count_prompt_tokens,
     whole_text,
 )
-from tokenstream.errors import InvalidRequest, NotFound, RequestError
+from tokenstream.engine.runner import SHUTTING_DOWN
+from tokenstream.errors import InvalidRequest, NotFound, RequestError, Unavailable
 from tokenstream.server import proxy
 from tokenstream.server.limits import check_prompt_tokens, reply_token_limit
 from tokenstream.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -120,25 +121,35 @@ async def _scheduled(
     )
 
 
-async def _read_body(request: web.Request, timeout_s: float) -> bytes:
-    """The whole body, if it arrives within ``timeout_s`` (a client that trickles it in
-    does not hold a connection for ever)."""
+async def _read_body(request: web.Request, state: AppState) -> bytes:
+    """The whole body, if it arrives within ``server.body_timeout_s`` (a client that trickles
+    it in does not hold a connection for ever) and before shutdown (503)."""
+    timeout_s = state.config.server.body_timeout_s
+    control = state.streams.open_upload()
     try:
-        async with asyncio.timeout(timeout_s):
-            return await request.read()
+        with control.interruptible():
+            async with asyncio.timeout(timeout_s):
+                return await request.read()
     except TimeoutError:
         raise RequestError(
             f"The request body did not arrive within {timeout_s:g} s (server.body_timeout_s).",
             status=408,
             code="request_timeout",
         ) from None
+    except asyncio.CancelledError:
+        if control.consume_stop() is None:
+            raise  # the client left
+        retry = {"Retry-After": str(state.config.server.retry_after_s)}
+        raise Unavailable(SHUTTING_DOWN, code="server_shutting_down", headers=retry) from None
+    finally:
+        state.streams.close_upload(control)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions``: the OpenAI chat dialect, streamed or whole."""
     state = request.app[STATE]
     config = state.config
-    raw = await _read_body(request, config.server.body_timeout_s)
+    raw = await _read_body(request, state)
     if config.upstream.base_url is not None:
         proxied = parse_proxy_request(raw, config.upstream.model)
         client = _upstream_for(request, state, proxied.overrides.source)
