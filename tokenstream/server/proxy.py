@@ -19,6 +19,7 @@ from tokenstream.dialects.openai_chat import OpenAIChunkFormat, ProxyRequest
 from tokenstream.dialects.overrides import resolve_profile
 from tokenstream.dialects.stream_query import StreamRequest, encoder_for
 from tokenstream.engine.clock import LoopClock
+from tokenstream.engine.events import ReplyEncoder
 from tokenstream.engine.live import LiveReply
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.errors import InvalidRequest
@@ -59,12 +60,7 @@ async def chat_completions(
         include_usage=proxied.include_usage,
         sentinel=config.server.sentinel,
     )
-    return await state.runner.stream(
-        request,
-        encoder,
-        lambda: _live(state, client, body, auth, profile),
-        answer_within=config.server.heartbeat_s,
-    )
+    return await _stream_live(request, state, encoder, client, body, auth, profile)
 
 
 async def stream_query(
@@ -99,11 +95,25 @@ async def stream_query(
         return head_response()
     encoder = encoder_for(query, model, config.server.sentinel)
     auth = client_auth(request, state)
+    return await _stream_live(request, state, encoder, client, body, auth, profile)
+
+
+async def _stream_live(
+    request: web.Request,
+    state: AppState,
+    encoder: ReplyEncoder,
+    client: UpstreamClient,
+    body: dict[str, Any] | bytes,
+    auth: str | None,
+    profile: PacingProfile,
+) -> web.StreamResponse:
+    """The upstream's reply, re-paced, through the runner; heartbeats begin while the
+    upstream takes its time to answer."""
     return await state.runner.stream(
         request,
         encoder,
         lambda: _live(state, client, body, auth, profile),
-        answer_within=config.server.heartbeat_s,
+        answer_within=state.config.server.heartbeat_s,
     )
 
 
