@@ -90,7 +90,8 @@ class Reply:
 def make_reply(tokens: int) -> Reply:
     """A reply of exactly ``tokens`` tokens (served by a scripted rule, see ``server``)."""
     sys.path.insert(0, str(ROOT))
-    from tokenstream.dialects.wire import OpenAIChunkFormat
+    from tokenstream.dialects.openai_chat import OpenAIChunkFormat
+    from tokenstream.engine.events import Finish
     from tokenstream.engine.tokenizer import Tokenizer, load_encoding
 
     tokenizer = Tokenizer(load_encoding("cl100k_base"))
@@ -103,7 +104,7 @@ def make_reply(tokens: int) -> Reply:
     # what GET /v1/stream?format=openai sends: with an id: line per event
     wire = OpenAIChunkFormat(model="tokenstream-1", include_usage=False, with_ids=True)
     writes = [wire.piece(piece).decode("utf-8") for piece in pieces]
-    writes.append(wire.finish("stop", None).decode("utf-8"))
+    writes.append((wire.event(Finish("stop")) + wire.end()).decode("utf-8"))
     return Reply(tokens, prompt, writes)
 
 

@@ -37,14 +37,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tokenstream.dialects.wire import OpenAIChunkFormat
+from tokenstream.dialects.openai_chat import OpenAIChunkFormat
+from tokenstream.engine.accounting import StreamStats
+from tokenstream.engine.lateness import LatenessHistogram
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.engine.playout import Playout
 from tokenstream.engine.reply import ReplyProgress, scheduled_reply
 from tokenstream.engine.scheduler import BucketClock
-from tokenstream.engine.streams import StreamStats
 from tokenstream.engine.tokenizer import Tokenizer, load_encoding
-from tokenstream.server.metrics import LatenessHistogram
 from tokenstream.sse.transport import BATCH_BYTES
 
 
@@ -82,7 +82,7 @@ async def run(streams: int, tokens: int, rate: float, ramp: float) -> None:
                                  max_tokens=None, progress=ReplyProgress())
         wire = OpenAIChunkFormat(model="tokenstream-1", include_usage=False, with_ids=True)
         playout = Playout(CountingSink(clock), clock, events, wire, stats,  # type: ignore[arg-type]
-                          heartbeat=15.0, lateness=lateness)
+                          lateness=lateness)
         await playout.run()
 
     cpu0, wall0 = time.process_time(), time.perf_counter()

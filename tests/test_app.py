@@ -124,13 +124,14 @@ async def test_stream_is_paced_on_the_injected_clock(make_client: MakeClient) ->
     client = await make_client(config, clock)
     response = await client.get("/v1/stream", params={"prompt": "hello world", "source": "echo"})
     assert response.status == 200
-    await wait_for(lambda: clock.sleepers == 1)
+    # its next event, and its watch (heartbeats and the time limit)
+    await wait_for(lambda: clock.sleepers == 2)
     clock.advance(0.499)
-    assert clock.sleepers == 1  # not yet: time to first token is 500 ms
+    assert clock.sleepers == 2  # not yet: time to first token is 500 ms
     clock.advance(0.001)
     first = await response.content.readuntil(b"\n\n")
     assert first == b"id: 1\ndata: hello\n\n"
-    await wait_for(lambda: clock.sleepers == 1)
+    await wait_for(lambda: clock.sleepers == 2)
     clock.advance(0.1)
     assert await response.content.readuntil(b"\n\n") == b"id: 2\ndata:  world\n\n"
     assert parse_sse(await response.read())[-1].data == "[DONE]"

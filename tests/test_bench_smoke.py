@@ -84,20 +84,6 @@ def test_the_gc_pause_script_counts_the_collections_of_a_short_run() -> None:
     assert [row[0] for row in rows[-3:]] == ["0", "1", "2"], run.stdout
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_the_http_client_micro_benchmark_measures_all_three(loop: str) -> None:
-    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
-        pytest.skip("uvloop is not installed")
-    run = subprocess.run(
-        [sys.executable, str(SCRIPTS / "bench_http_client.py"), "--requests", "20",
-         "--rounds", "1", "--loop", loop],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    names = [line.split()[0] for line in run.stdout.splitlines()[1:]]
-    assert names == ["aiohttp", "http_client", "raw"], run.stdout
-
-
 @pytest.mark.slow
 def test_the_comparison_serves_each_revision_from_its_own_worktree(tmp_path: Path) -> None:
     root = SCRIPTS.parent

@@ -11,8 +11,15 @@ from typing import Any
 import pytest
 
 from tokenstream.engine.clock import FakeClock
-from tokenstream.engine.events import Passthrough
-from tokenstream.engine.live import LiveEvent, LiveItem, pace_live
+from tokenstream.engine.events import (
+    Finish,
+    ModelName,
+    Passthrough,
+    ReplyError,
+    ReplyEvent,
+    TextDelta,
+)
+from tokenstream.engine.live import READ_AHEAD_TOKENS, LiveEvent, pace_live
 from tokenstream.engine.pacer import PacingProfile, Schedule, catch_up_gap
 from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.errors import UpstreamStreamError
@@ -32,17 +39,19 @@ def tokenizer() -> Tokenizer:
     return Tokenizer(load_encoding())
 
 
-async def _items(*items: LiveItem) -> AsyncGenerator[LiveItem, None]:
+async def _items(*items: ReplyEvent | str) -> AsyncGenerator[ReplyEvent, None]:
+    """A live source; a str is a ``TextDelta``."""
     for item in items:
-        yield item
+        yield TextDelta(item) if isinstance(item, str) else item
 
 
 async def _timed(
-    clock: SimClock | FakeClock, script: list[tuple[float, LiveItem]]
-) -> AsyncGenerator[LiveItem, None]:
-    for at, item in script:
+    clock: SimClock | FakeClock, script: list[tuple[float, str]]
+) -> AsyncGenerator[ReplyEvent, None]:
+    """A live source: each text at its time on ``clock``."""
+    for at, text in script:
         await clock.sleep_until(at)
-        yield item
+        yield TextDelta(text)
 
 
 async def _collect(
@@ -128,7 +137,7 @@ async def test_bursty_upstream_becomes_an_even_cadence(tokenizer: Tokenizer) -> 
     """20-token bursts every 0.5 s (40 tokens/s on average) -> about one token per 25 ms."""
     words = tokenizer.pieces(LONG_TEXT)
     bursts = ["".join(p.text for p in words[i : i + 20]) for i in range(0, len(words), 20)]
-    script: list[tuple[float, LiveItem]] = [(0.5 * i, b) for i, b in enumerate(bursts)]
+    script: list[tuple[float, str]] = [(0.5 * i, b) for i, b in enumerate(bursts)]
     clock = SimClock()
     sent = await clock.run(_collect(pace_live(_timed(clock, script), tokenizer, SMOOTH, clock),
                                     clock))
@@ -164,7 +173,7 @@ def _burst_of(sent: list[tuple[float, LiveEvent]], bursts: list[str]) -> list[in
 
 async def test_slow_upstream_is_passed_on_as_it_arrives(tokenizer: Tokenizer) -> None:
     words = ["One", " two", " three", " four", " five", " six"]
-    script: list[tuple[float, LiveItem]] = [(1.0 * i, w) for i, w in enumerate(words)]
+    script: list[tuple[float, str]] = [(1.0 * i, w) for i, w in enumerate(words)]
     clock = SimClock()
     sent = await clock.run(_collect(pace_live(_timed(clock, script), tokenizer, SMOOTH, clock),
                                     clock))
@@ -179,7 +188,7 @@ async def test_passthrough_keeps_its_place_and_flushes_held_text(tokenizer: Toke
     clock = FakeClock()
     sent = await _collect(
         pace_live(
-            _items(Passthrough(model="m"), "Let me check", tool, Passthrough(finish_reason="x")),
+            _items(ModelName("m"), "Let me check", tool, Finish("x")),
             tokenizer,
             SMOOTH,
             clock,
@@ -188,24 +197,22 @@ async def test_passthrough_keeps_its_place_and_flushes_held_text(tokenizer: Toke
     )
     events = [e for _, e in sent]
     assert events == [
-        Passthrough(model="m"), Piece("Let"), Piece(" me"), Piece(" check"), tool,
-        Passthrough(finish_reason="x"),
+        ModelName("m"), Piece("Let"), Piece(" me"), Piece(" check"), tool,
+        Finish("x"),
     ]
     times = [t for t, _ in sent]
     assert times[-3:] == [0.05, 0.05, 0.05]  # passthrough goes right after the text before it
 
 
 async def test_error_comes_after_the_text_that_arrived_before_it(tokenizer: Tokenizer) -> None:
-    async def failing() -> AsyncGenerator[LiveItem, None]:
-        yield "Partial answer"
+    async def failing() -> AsyncGenerator[ReplyEvent, None]:
+        yield TextDelta("Partial answer")
         raise UpstreamStreamError("gone", code="upstream_disconnected")
 
     clock = FakeClock()
-    received = []
-    with pytest.raises(UpstreamStreamError, match="gone"):
-        async for event in pace_live(failing(), tokenizer, SMOOTH, clock):
-            received.append(event)
+    received = [event async for event in pace_live(failing(), tokenizer, SMOOTH, clock)]
     assert "".join(e.text for e in received if isinstance(e, Piece)) == "Partial answer"
+    assert received[-1] == ReplyError("gone", "upstream_error", "upstream_disconnected")
 
 
 async def test_closing_the_stage_cancels_the_reader_and_closes_the_source(
@@ -214,11 +221,11 @@ async def test_closing_the_stage_cancels_the_reader_and_closes_the_source(
     closed = asyncio.Event()
     gate = asyncio.Event()
 
-    async def endless() -> AsyncGenerator[LiveItem, None]:
+    async def endless() -> AsyncGenerator[ReplyEvent, None]:
         try:
-            yield "first words of a reply that never ends"
+            yield TextDelta("first words of a reply that never ends")
             await gate.wait()
-            yield "never"
+            yield TextDelta("never")
         finally:
             closed.set()
 
@@ -233,7 +240,7 @@ async def test_closing_the_stage_cancels_the_reader_and_closes_the_source(
 
 async def test_chunks_merge_only_what_has_arrived(tokenizer: Tokenizer) -> None:
     profile = PacingProfile(tokens_per_second=10, chunk_tokens=4)
-    script: list[tuple[float, LiveItem]] = [
+    script: list[tuple[float, str]] = [
         (0.0, "one two three four five six"),
         (10.0, " seven"),
         (20.0, " eight"),
@@ -247,3 +254,30 @@ async def test_chunks_merge_only_what_has_arrived(tokenizer: Tokenizer) -> None:
         (10.0, " six"),  # final when " seven" starts
         (20.0, " seven eight"),  # final at the end
     ]
+
+
+async def test_the_reader_stops_reading_when_it_is_far_enough_ahead(tokenizer: Tokenizer) -> None:
+    """An upstream faster than the pace is held back (by TCP, in the server), not buffered."""
+    pulled = 0
+
+    async def endless() -> AsyncGenerator[ReplyEvent, None]:
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield TextDelta(" word" * 100)  # 100 tokens
+            await asyncio.sleep(0)
+
+    clock = FakeClock()
+    profile = PacingProfile(tokens_per_second=1, ttft_ms=1)  # the reader starts at once
+    events = pace_live(endless(), tokenizer, profile, clock)
+    first = await anext(events)
+    assert isinstance(first, Piece)
+    for _ in range(2000):  # the reader runs as far as it may
+        await asyncio.sleep(0)
+    assert READ_AHEAD_TOKENS // 100 <= pulled <= READ_AHEAD_TOKENS // 100 + 2
+    for _ in range(300):  # taking what it buffered makes room again
+        await anext(events)
+    for _ in range(200):
+        await asyncio.sleep(0)
+    assert pulled > READ_AHEAD_TOKENS // 100 + 2
+    await events.aclose()

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tokenstream.engine.clock import Cancellable, FakeClock
-from tokenstream.server.metrics import LATENESS_BUCKETS, LatenessHistogram
+from tokenstream.engine.lateness import LATENESS_BUCKETS, LatenessHistogram
 
 from support import MakeClient
 

@@ -8,12 +8,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tokenstream.engine.accounting import StreamStats
 from tokenstream.engine.clock import FakeClock
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.engine.playout import Playout
+from tokenstream.engine.registry import StopReason, StreamControl
 from tokenstream.engine.reply import ReplyProgress, scheduled_reply
+from tokenstream.engine.runner import StreamWatch
 from tokenstream.engine.scheduler import BucketClock
-from tokenstream.engine.streams import StreamStats, StreamTimeLimit
 from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.sse.transport import BATCH_BYTES, PING, ClientGone
 
@@ -137,13 +139,36 @@ async def test_what_is_due_is_written_before_a_pause(
     ]
 
 
+async def _watched(
+    playout: Playout, clock: FakeClock | BucketClock, sink: RecordingSink, **watch: float
+) -> StopReason | None:
+    """Play with the runner's watch (heartbeats, time limit), as the runner does: the reason
+    the stream was stopped, or None if it played to its end."""
+    control = StreamControl(None)
+
+    async def play() -> None:
+        with control.interruptible():
+            await playout.run()
+
+    task = asyncio.ensure_future(play())
+    control.task = task  # type: ignore[assignment]
+    stream_watch = StreamWatch(clock, control, sink=sink, **watch)
+    try:
+        await task
+    except asyncio.CancelledError:
+        return control.consume_stop()
+    finally:
+        stream_watch.cancel()
+    return None
+
+
 async def test_pings_fill_a_silence_longer_than_the_heartbeat(
     tokenizer: Tokenizer, make_clock: Callable[[], FakeClock | BucketClock]
 ) -> None:
     clock = make_clock()
     sink = RecordingSink(clock)
     events = _events(tokenizer, "late reply", clock, tokens_per_second=1, ttft_ms=35_000)
-    await _playout(sink, clock, events, heartbeat=10).run()
+    assert await _watched(_playout(sink, clock, events), clock, sink, heartbeat=10) is None
     assert [(t, data) for t, _, data in sink.writes] == [
         (10.0, PING), (20.0, PING), (30.0, PING), (35.0, b"late"), (36.0, b" reply"),
     ]
@@ -155,8 +180,7 @@ async def test_the_time_limit_ends_the_stream_at_the_limit(
     clock = make_clock()
     sink = RecordingSink(clock)
     events = _events(tokenizer, "a b c d e f", clock, tokens_per_second=1)
-    with pytest.raises(StreamTimeLimit):
-        await _playout(sink, clock, events, limit=2.5).run()
+    assert await _watched(_playout(sink, clock, events), clock, sink, limit=2.5) == "time_limit"
     assert clock.now() == 2.5
     assert sink.text == "a b c"
 

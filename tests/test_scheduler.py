@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import pytest
 
-from tokenstream.engine.pacer import PacingProfile, pace
+from tokenstream.engine.events import ReplyEvent, TextDelta
+from tokenstream.engine.live import pace_live
+from tokenstream.engine.pacer import PacingProfile
 from tokenstream.engine.scheduler import BucketClock
-from tokenstream.engine.tokenizer import Piece
+from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.server.app import STATE, create_app
 
 from support import FakeTimerLoop
@@ -119,25 +121,29 @@ async def test_a_cancelled_sleeper_is_skipped_and_the_others_wake() -> None:
     assert [d for d, _ in woke] == [0.0105]
 
 
-async def test_pace_over_the_bucket_clock_keeps_the_schedule_to_the_millisecond() -> None:
+async def test_the_pacer_over_the_bucket_clock_keeps_the_schedule_to_the_millisecond() -> None:
     loop = FakeTimerLoop(start=100.0003)
     clock = BucketClock(loop=loop)
     profile = PacingProfile(tokens_per_second=50, ttft_ms=0, jitter=0)
+    tokenizer = Tokenizer(load_encoding())
 
-    async def pieces() -> AsyncIterator[Piece]:
-        for text in ["a", " b", " c", " d"]:
-            yield Piece(text)
+    async def reply() -> AsyncGenerator[ReplyEvent, None]:
+        yield TextDelta("a b c d")  # four pieces, all there at the start
 
     arrivals: list[float] = []
+    sent: list[Piece] = []
 
     async def consume() -> None:
-        async for _ in pace(pieces(), profile, clock):
+        async for event in pace_live(reply(), tokenizer, profile, clock):
+            assert isinstance(event, Piece)
+            sent.append(event)
             arrivals.append(clock.now())
 
     task = asyncio.ensure_future(consume())
     await _settle()
     await loop.advance_to(101.0)
     await task
+    assert [piece.text for piece in sent] == ["a", " b", " c", " d"]
     ideal = [100.0003 + 0.02 * i for i in range(4)]
     assert arrivals[0] == ideal[0]
     for got, want in zip(arrivals[1:], ideal[1:], strict=True):

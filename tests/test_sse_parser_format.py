@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tokenstream.sse.parser import ServerSentEvent, SSEDecoder
+from tokenstream.sse.parser import EventTooLong, ServerSentEvent, SSEDecoder
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "sse_format.json").read_text("utf-8"))
 CASES = VECTORS["cases"]
@@ -95,3 +95,20 @@ def test_events_come_out_as_soon_as_their_blank_line_arrives() -> None:
     assert decoder.feed(b"\n") == [ServerSentEvent("a")]
     assert decoder.feed(b"data: b\r") == []
     assert decoder.feed(b"\r") == [ServerSentEvent("b")]  # CR CR: no need to wait for an LF
+
+
+def test_a_long_line_is_collected_in_parts_up_to_its_limit() -> None:
+    decoder = SSEDecoder(max_event_chars=10)
+    assert decoder.feed(b"data: ab") == []
+    assert decoder.feed(b"cd\n\n")[0].data == "abcd"  # 10 characters with "data: "
+    decoder.feed(b"data: abc")
+    with pytest.raises(EventTooLong):
+        decoder.feed(b"defgh")
+
+
+def test_an_event_of_many_data_lines_is_bounded_too() -> None:
+    decoder = SSEDecoder(max_event_chars=10)
+    assert decoder.feed(b"data: abcd\ndata: efgh\n\n")[0].data == "abcd\nefgh"
+    decoder.feed(b"data: abcd\ndata: efgh\n")
+    with pytest.raises(EventTooLong):
+        decoder.feed(b"data: ij\n")

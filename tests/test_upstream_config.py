@@ -60,6 +60,15 @@ def test_upstream_from_a_file(tmp_path: Path) -> None:
         ("upstream:\n  base_url: http://h/v1\n  profile: nope\n", "(top level)",
          "upstream.profile 'nope'"),
         ("profiles:\n  mine:\n    max_buffer_ms: -1\n", "profiles.mine.max_buffer_ms", ""),
+        ("upstream:\n  max_body_bytes: 10\n", "upstream.max_body_bytes", "1024"),
+        ("upstream:\n  verify_tls: maybe\n", "upstream.verify_tls", "boolean"),
+        ("upstream:\n  ca_file: missing-ca.pem\n", "upstream.ca_file",
+         "missing-ca.pem cannot be read: No such file or directory"),
+        ("upstream:\n  ca_file: .\n", "upstream.ca_file", "cannot be read: Is a directory"),
+        ("upstream:\n  ca_file: tokenstream.yaml\n", "upstream.ca_file",
+         "holds no CA certificate that can be loaded"),
+        ("upstream:\n  ca_file: /ca.pem\n  verify_tls: false\n", "upstream",
+         "remove one of them"),
     ],
 )
 def test_bad_upstream_config_names_file_key_and_reason(
@@ -72,6 +81,32 @@ def test_bad_upstream_config_names_file_key_and_reason(
     assert key in message
     assert reason in message
     assert "sk-x" not in message  # a credential in a bad URL is not repeated
+
+
+def test_new_tls_and_size_settings_default_to_safe_values() -> None:
+    upstream = Config().upstream
+    assert upstream.verify_tls is True
+    assert upstream.ca_file is None
+    assert upstream.max_body_bytes == 16 * 1024 * 1024
+
+
+def test_ca_file_is_found_relative_to_the_config_file(tmp_path: Path) -> None:
+    import trustme
+
+    (tmp_path / "certs").mkdir()
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "certs" / "ca.pem"))
+    config = _load(tmp_path, "upstream:\n  base_url: https://h/v1\n  ca_file: certs/ca.pem\n")
+    assert config.upstream.ca_file == tmp_path / "certs" / "ca.pem"
+
+
+async def test_a_ca_file_gone_by_start_up_stops_it_naming_the_key(tmp_path: Path) -> None:
+    config = UpstreamConfig(base_url="https://h/v1", ca_file=tmp_path / "gone.pem")
+    client = UpstreamClient(config, None)
+    with pytest.raises(ConfigError) as caught:
+        await client.start()
+    assert "upstream.ca_file" in str(caught.value)
+    assert "gone.pem cannot be read" in str(caught.value)
+    await client.close()
 
 
 def test_key_comes_from_the_named_variable_and_is_stripped() -> None:

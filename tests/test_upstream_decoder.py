@@ -6,9 +6,20 @@ import json
 
 import pytest
 
-from tokenstream.engine.events import Passthrough
+from tokenstream.engine.events import (
+    Finish,
+    ModelName,
+    Passthrough,
+    ReasoningDelta,
+    ReplyEvent,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+)
 from tokenstream.engine.tokenizer import Tokenizer, load_encoding
-from tokenstream.sources.openai_chunks import ChunkDecoder, UpstreamItem
+from tokenstream.sources.openai_chunks import ChunkDecoder
 
 from upstream_support import DONE, UPSTREAM_MODEL, chunk, reply_stream, sse, usage_chunk
 
@@ -21,9 +32,9 @@ def tokenizer() -> Tokenizer:
     return Tokenizer(load_encoding())
 
 
-def _decode(parts: list[bytes]) -> list[UpstreamItem]:
+def _decode(parts: list[bytes]) -> list[ReplyEvent]:
     decoder = ChunkDecoder()
-    items: list[UpstreamItem] = []
+    items: list[ReplyEvent] = []
     for part in parts:
         items += decoder.feed(part)
     items += decoder.close()
@@ -31,16 +42,16 @@ def _decode(parts: list[bytes]) -> list[UpstreamItem]:
     return items
 
 
-def _text(items: list[UpstreamItem]) -> str:
-    return "".join(item for item in items if isinstance(item, str))
+def _text(items: list[ReplyEvent]) -> str:
+    return "".join(item.text for item in items if isinstance(item, TextDelta))
 
 
-def _pieces_text(tokenizer: Tokenizer, items: list[UpstreamItem]) -> tuple[str, list[str]]:
+def _pieces_text(tokenizer: Tokenizer, items: list[ReplyEvent]) -> tuple[str, list[str]]:
     incremental = tokenizer.incremental()
     pieces = []
     for item in items:
-        if isinstance(item, str):
-            pieces += incremental.feed(item)
+        if isinstance(item, TextDelta):
+            pieces += incremental.feed(item.text)
     pieces += incremental.flush()
     return "".join(p.text for p in pieces), [p.text for p in pieces]
 
@@ -98,12 +109,13 @@ def test_passthrough_items_in_order() -> None:
         + DONE
     )
     assert _decode([raw]) == [
-        Passthrough(model=UPSTREAM_MODEL),
-        "Let me check.",
-        Passthrough(delta=tool_start),
-        Passthrough(delta=tool_args),
-        Passthrough(finish_reason="tool_calls"),
-        Passthrough(usage={"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}),
+        ModelName(UPSTREAM_MODEL),
+        TextDelta("Let me check."),
+        ToolCallStart(0, "call_1", "get_weather"),
+        ToolCallDelta(0, '{"city":"Paris"}'),
+        ToolCallEnd(0),
+        Finish("tool_calls"),
+        Usage(12, 7),
     ]
 
 
@@ -116,12 +128,18 @@ def test_refusal_and_other_delta_fields_pass_through_but_role_and_nulls_do_not()
         + DONE
     )
     assert _decode([raw]) == [
-        Passthrough(model=UPSTREAM_MODEL),
-        Passthrough(delta={"refusal": "I can't"}),
-        "ok",
-        Passthrough(delta={"reasoning_content": "thinking"}),
-        Passthrough(finish_reason="stop"),
+        ModelName(UPSTREAM_MODEL),
+        Passthrough({"refusal": "I can't"}),
+        TextDelta("ok"),
+        ReasoningDelta("thinking"),
+        Finish("stop"),
     ]
+
+
+def test_tool_calls_in_a_shape_the_model_does_not_type_pass_through_unchanged() -> None:
+    custom = {"tool_calls": [{"index": 0, "type": "code_interpreter", "input": "1+1"}]}
+    raw = sse(chunk(delta=custom)) + sse(chunk(finish="tool_calls")) + DONE
+    assert _decode([raw]) == [ModelName(UPSTREAM_MODEL), Passthrough(custom), Finish("tool_calls")]
 
 
 def test_model_is_announced_once_and_again_when_it_changes() -> None:
@@ -132,7 +150,7 @@ def test_model_is_announced_once_and_again_when_it_changes() -> None:
         + sse(chunk(finish="stop", model="other"))
         + DONE
     )
-    models = [i.model for i in _decode([raw]) if isinstance(i, Passthrough) and i.model]
+    models = [i.name for i in _decode([raw]) if isinstance(i, ModelName)]
     assert models == [UPSTREAM_MODEL, "other"]
 
 
@@ -147,7 +165,7 @@ def test_in_stream_error_comes_after_the_text_before_it_and_stops_decoding() -> 
     decoder = ChunkDecoder()
     error = {"error": {"message": "overloaded", "type": "server_error", "code": 503}}
     items = decoder.feed(sse(chunk("partial")) + sse(error) + sse(chunk("never")))
-    assert items == [Passthrough(model=UPSTREAM_MODEL), "partial"]
+    assert items == [ModelName(UPSTREAM_MODEL), TextDelta("partial")]
     assert decoder.error is not None
     assert (decoder.error.message, decoder.error.error_type, decoder.error.code) == (
         "overloaded",
@@ -187,7 +205,7 @@ def test_stream_ending_before_the_reply_is_complete_is_an_error(raw: bytes) -> N
 
 def test_finish_reason_without_done_is_a_complete_reply() -> None:
     items = _decode([sse(chunk("all")) + sse(chunk(finish="length"))])
-    assert items[-1] == Passthrough(finish_reason="length")
+    assert items[-1] == Finish("length")
 
 
 def test_lone_surrogate_becomes_replacement_character() -> None:
@@ -196,3 +214,14 @@ def test_lone_surrogate_becomes_replacement_character() -> None:
     text = _text(_decode([raw + DONE]))
     assert text == "a\ufffdb"
     json.dumps(text).encode("utf-8")  # encodable: no surrogate left
+
+
+def test_a_line_without_an_end_is_an_error_at_the_limit_not_a_growing_buffer() -> None:
+    decoder = ChunkDecoder(max_event_chars=1000)
+    assert decoder.feed(sse(chunk("ok"))) == [ModelName(UPSTREAM_MODEL), TextDelta("ok")]
+    assert decoder.feed(b"data: " + b"x" * 900) == []
+    assert decoder.error is None  # 906 characters: within the limit
+    assert decoder.feed(b"x" * 100) == []
+    assert decoder.error is not None and decoder.error.code == "upstream_bad_event"
+    assert "upstream.max_event_chars" in decoder.error.message
+    assert decoder.feed(b"\n\n" + sse(chunk("never"))) == []  # nothing is read after it

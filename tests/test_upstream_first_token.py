@@ -19,15 +19,15 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from tokenstream.config import Config, ServerConfig, UpstreamConfig
+from tokenstream.dialects.openai_chat import parse_proxy_request
 from tokenstream.engine import live
 from tokenstream.engine.clock import FakeClock
-from tokenstream.engine.events import Passthrough
-from tokenstream.engine.live import LiveEvent, LiveItem, pace_live
+from tokenstream.engine.events import ModelName, Passthrough, ReplyError, ReplyEvent, TextDelta
+from tokenstream.engine.live import LiveEvent, pace_live
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.errors import UpstreamStreamError
 from tokenstream.server.app import create_app
-from tokenstream.server.proxy import parse_proxy_request
 
 from upstream_support import FakeUpstream, chunk, openai_text, parse_sse, reply_stream, sse
 
@@ -63,9 +63,10 @@ class StrictClock:
         await asyncio.sleep(0)
 
 
-async def _items(*items: LiveItem) -> AsyncGenerator[LiveItem, None]:
+async def _items(*items: ReplyEvent | str) -> AsyncGenerator[ReplyEvent, None]:
+    """A live source; a str is a ``TextDelta``."""
     for item in items:
-        yield item
+        yield TextDelta(item) if isinstance(item, str) else item
 
 
 async def _collect(events: AsyncGenerator[LiveEvent, None]) -> list[LiveEvent]:
@@ -124,34 +125,33 @@ async def test_a_reply_that_ends_before_its_first_piece_needs_no_reader(
     tokenizer: Tokenizer, readers: list[dict[str, Any]]
 ) -> None:
     sent = await _collect(
-        pace_live(_items(Passthrough(model="m"), "Hi"), tokenizer, SMOOTH, StrictClock())
+        pace_live(_items(ModelName("m"), "Hi"), tokenizer, SMOOTH, StrictClock())
     )
-    assert sent == [Passthrough(model="m"), Piece("Hi")]  # "Hi" final at the source's end
+    assert sent == [ModelName("m"), Piece("Hi")]  # "Hi" final at the source's end
     assert readers == []
 
 
 async def test_an_error_before_the_first_piece_comes_after_the_text_before_it(
     tokenizer: Tokenizer,
 ) -> None:
-    async def failing() -> AsyncGenerator[LiveItem, None]:
-        yield "Partial"
+    async def failing() -> AsyncGenerator[ReplyEvent, None]:
+        yield TextDelta("Partial")
         raise UpstreamStreamError("gone", code="upstream_disconnected")
 
-    received: list[LiveEvent] = []
-    with pytest.raises(UpstreamStreamError, match="gone"):
-        async for event in pace_live(failing(), tokenizer, SMOOTH, StrictClock()):
-            received.append(event)
-    assert received == [Piece("Partial")]
+    received = [event async for event in pace_live(failing(), tokenizer, SMOOTH, StrictClock())]
+    assert received == [
+        Piece("Partial"), ReplyError("gone", "upstream_error", "upstream_disconnected")
+    ]
 
 
 async def test_leaving_before_the_first_piece_closes_the_source(tokenizer: Tokenizer) -> None:
     closed = asyncio.Event()
     gate = asyncio.Event()
 
-    async def silent() -> AsyncGenerator[LiveItem, None]:
+    async def silent() -> AsyncGenerator[ReplyEvent, None]:
         try:
             await gate.wait()
-            yield "never"
+            yield TextDelta("never")
         finally:
             closed.set()
 

@@ -55,9 +55,19 @@ def upstream() -> FakeUpstream:
 
 
 @pytest.fixture
-async def upstream_url(aiohttp_server: AiohttpServer, upstream: FakeUpstream) -> str:
-    server = await aiohttp_server(upstream.app())
-    return str(server.make_url("/v1"))
+async def upstream_server(aiohttp_server: AiohttpServer, upstream: FakeUpstream) -> TestServer:
+    return await aiohttp_server(upstream.app())
+
+
+@pytest.fixture
+def upstream_url(upstream_server: TestServer) -> str:
+    return str(upstream_server.make_url("/v1"))
+
+
+def _open_connections(server: TestServer) -> int:
+    """Connections to the fake upstream that are open, as the upstream sees them."""
+    assert server.runner is not None and server.runner.server is not None
+    return len(server.runner.server.connections)
 
 
 def _config(base_url: str, heartbeat_s: float | None = None, **upstream: Any) -> Config:
@@ -264,6 +274,26 @@ async def test_forward_client_auth(proxy: MakeProxy, upstream: FakeUpstream) -> 
         "Bearer client-key",
         f"Bearer {KEY}",  # no client header: the configured key
     ]
+
+
+async def test_a_client_key_that_is_not_ascii_is_refused_not_altered(
+    proxy: MakeProxy, upstream: FakeUpstream
+) -> None:
+    upstream.behaviour = streams(reply_stream(["ok"]))
+    client = await proxy(forward_client_auth=True)
+    body = json.dumps(CHAT).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nAuthorization: Bearer caf\xe9-key\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+    raw = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert raw.startswith(b"HTTP/1.1 400 ")
+    error = json.loads(raw.partition(b"\r\n\r\n")[2])["error"]
+    assert error["code"] == "invalid_authorization"
+    assert upstream.seen == []
 
 
 async def test_no_key_means_no_authorization_header(
@@ -585,12 +615,10 @@ async def test_client_disconnect_closes_the_upstream_request(
 
 
 async def test_client_leaving_before_the_upstream_answered_closes_the_upstream_request(
-    proxy: MakeProxy, upstream: FakeUpstream
+    proxy: MakeProxy, upstream: FakeUpstream, upstream_server: TestServer
 ) -> None:
     """The request was sent (``UpstreamClient.begin``) and its answer is awaited: the client's
     close alone must reach the upstream, and its pool slot must be free again."""
-    from tokenstream.sources.upstream import UPSTREAM
-
     upstream.behaviour = hangs_before_answering()
     client = await proxy(idle_timeout_s=3600, first_byte_timeout_s=3600, max_connections=1)
     request = asyncio.ensure_future(_chat(client))
@@ -598,9 +626,7 @@ async def test_client_leaving_before_the_upstream_answered_closes_the_upstream_r
     request.cancel()  # the client's connection closes
     await asyncio.wait_for(upstream.closed.wait(), 10)  # a bound against hanging only
     assert upstream.cancelled
-    pool = client.app[UPSTREAM]._pool
-    assert pool is not None
-    await wait_for(lambda: pool.open_connections == 0)
+    await wait_for(lambda: _open_connections(upstream_server) == 0)
     upstream.behaviour = streams(reply_stream(["again"]))
     response = await _chat(client)  # with max_connections 1: the slot was given back
     assert response.status == 200
@@ -608,18 +634,25 @@ async def test_client_leaving_before_the_upstream_answered_closes_the_upstream_r
 
 
 async def test_a_proxied_stream_leaves_no_reference_cycle(
-    proxy: MakeProxy, upstream: FakeUpstream
+    proxy: MakeProxy, upstream: FakeUpstream, upstream_url: str
 ) -> None:
     """Finished, and with its client gone mid-stream: freed by reference counting (a cycle
     would wait for a full collection, which stops every stream, see test_no_cycles)."""
     import gc
 
+    from aiohttp import ClientResponse
+
     from tokenstream.engine.live import ArrivalBuffer
-    from tokenstream.sources.http_client import Exchange, Response
     from tokenstream.sources.upstream import PendingAnswer, UpstreamReply
     from tokenstream.sse.transport import SSEResponse
 
-    kinds = (UpstreamReply, PendingAnswer, Exchange, Response, ArrivalBuffer, SSEResponse)
+    kinds = (UpstreamReply, PendingAnswer, ClientResponse, ArrivalBuffer, SSEResponse)
+
+    def ours(o: object) -> bool:  # the test's own responses from tokenstream are not
+        if isinstance(o, ClientResponse):
+            return str(o.url).startswith(upstream_url)
+        return isinstance(o, kinds)
+
     client = await proxy(idle_timeout_s=3600, first_byte_timeout_s=3600)
     stats = client.app[STATE].stats
     gc.collect()
@@ -645,9 +678,9 @@ async def test_a_proxied_stream_leaves_no_reference_cycle(
             await asyncio.sleep(0)
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
-        cyclic = [type(o).__name__ for o in gc.garbage if isinstance(o, kinds)]
+        cyclic = [type(o).__name__ for o in gc.garbage if ours(o)]
         gc.garbage.clear()
-        alive = [type(o).__name__ for o in gc.get_objects() if isinstance(o, kinds)]
+        alive = [type(o).__name__ for o in gc.get_objects() if ours(o)]
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
@@ -761,22 +794,35 @@ async def test_openai_sdk_assembles_text_and_tool_calls_through_the_proxy(
 
 
 async def test_upstream_pool_is_one_for_the_app_reused_and_closed_with_it(
-    aiohttp_client: AiohttpClient, upstream_url: str, upstream: FakeUpstream
+    aiohttp_client: AiohttpClient,
+    upstream_url: str,
+    upstream: FakeUpstream,
+    upstream_server: TestServer,
 ) -> None:
     from tokenstream.sources.upstream import UPSTREAM
 
-    upstream.behaviour = streams(reply_stream(["ok"]))
+    peers: list[object] = []
+    answer = streams(reply_stream(["ok"]))
+
+    async def behaviour(request: web.Request, fake: FakeUpstream) -> web.StreamResponse:
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername"))
+        return await answer(request, fake)
+
+    upstream.behaviour = behaviour
     app = create_app(_config(upstream_url), clock=FakeClock())
     client = await aiohttp_client(app)
-    pool = app[UPSTREAM]._pool
-    assert pool is not None
+    session = app[UPSTREAM]._session
+    assert session is not None
     for _ in range(3):
         await (await _chat(client)).read()
-    assert app[UPSTREAM]._pool is pool
-    assert pool.open_connections == 1  # one keep-alive connection carried all three
+    assert app[UPSTREAM]._session is session
+    assert len(peers) == 3
+    assert len(set(peers)) == 1  # one keep-alive connection carried all three
+    assert _open_connections(upstream_server) == 1
     await client.close()
-    assert pool.closed
-    assert pool.open_connections == 0
+    assert session.closed
+    await wait_for(lambda: _open_connections(upstream_server) == 0)
 
 
 async def test_upstream_stream_handler_is_cancelled_when_proxy_stops(

@@ -5,9 +5,17 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenstream.dialects.wire import JsonFormat, OpenAIChunkFormat, TextFormat, Usage
+from tokenstream.dialects.openai_chat import OpenAIChunkFormat
+from tokenstream.dialects.stream_query import JsonFormat, TextFormat
+from tokenstream.engine.events import Finish, ReplyEncoder, Usage
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.sse.parser import SSEDecoder
+
+
+def _finish(wire: ReplyEncoder, reason: str, usage: Usage | None) -> bytes:
+    """A complete reply's closing events and ending, as the runner writes them."""
+    closing = [Finish(reason)] if usage is None else [Finish(reason), usage]
+    return b"".join(wire.event(event) for event in closing) + wire.end()
 
 
 def _events(raw: bytes) -> list[tuple[str, str, str]]:
@@ -18,7 +26,7 @@ def _events(raw: bytes) -> list[tuple[str, str, str]]:
 def test_openai_chunks_have_openai_shape() -> None:
     wire = OpenAIChunkFormat(model="m", include_usage=True, completion_id="chatcmpl-1", created=5)
     raw = wire.piece(Piece(" hi\n")) + wire.piece(Piece("你", 2))
-    raw += wire.finish("length", Usage(prompt_tokens=7, completion_tokens=3))
+    raw += _finish(wire, "length", Usage(prompt_tokens=7, completion_tokens=3))
     events = _events(raw)
     assert events[-1][2] == "[DONE]"
     chunks = [json.loads(data) for _, _, data in events[:-1]]
@@ -39,7 +47,7 @@ def test_openai_chunks_have_openai_shape() -> None:
 
 def test_openai_without_usage_has_no_usage_key_and_empty_reply_still_sends_role() -> None:
     wire = OpenAIChunkFormat(model="m", include_usage=False)
-    events = _events(wire.finish("stop", Usage(1, 0)))
+    events = _events(_finish(wire, "stop", Usage(1, 0)))
     chunks = [json.loads(data) for _, _, data in events[:-1]]
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert chunks[1]["choices"][0]["finish_reason"] == "stop"
@@ -54,7 +62,7 @@ def test_openai_keeps_carriage_returns_inside_json() -> None:
 
 def test_text_format_ids_event_names_and_sentinel() -> None:
     wire = TextFormat(event="custom", with_ids=True, sentinel="[DONE]")
-    raw = wire.piece(Piece(" a")) + wire.piece(Piece("\n\n")) + wire.finish("stop", None)
+    raw = wire.piece(Piece(" a")) + wire.piece(Piece("\n\n")) + _finish(wire, "stop", None)
     assert _events(raw) == [
         ("custom", "1", " a"),
         ("custom", "2", "\n\n"),
@@ -64,7 +72,7 @@ def test_text_format_ids_event_names_and_sentinel() -> None:
 
 def test_json_format_objects() -> None:
     wire = JsonFormat(event=None, with_ids=False, sentinel="END")
-    raw = wire.piece(Piece("x")) + wire.piece(Piece("懒", 3)) + wire.finish("stop", None)
+    raw = wire.piece(Piece("x")) + wire.piece(Piece("懒", 3)) + _finish(wire, "stop", None)
     events = _events(raw)
     assert [json.loads(d) for _, _, d in events[:-1]] == [
         {"index": 0, "token": "x", "tokens": 1},

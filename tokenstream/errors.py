@@ -8,7 +8,6 @@
           ├── InvalidRequest    400 invalid_request_error
           ├── Unauthorized      401 (missing or wrong API key)
           ├── NotFound          404
-          ├── PayloadTooLarge   413
           ├── TooManyRequests   429 (with Retry-After)
           ├── Unavailable       503 (shutting down, with Retry-After)
           └── UpstreamError     the upstream failed before the reply started: its own status,
@@ -76,10 +75,6 @@ class InvalidRequest(RequestError):
 class NotFound(RequestError):
     status = 404
     error_type = "not_found_error"
-
-
-class PayloadTooLarge(RequestError):
-    status = 413
 
 
 class UpstreamError(RequestError):

@@ -66,9 +66,18 @@ for the test to advance the clock before each of the others."""
 
 
 def held_app(server: dict[str, Any] | None = None) -> tuple[web.Application, ManualClock]:
-    """An app whose streams stay open, mid-reply, until the test advances the clock."""
+    """An app whose streams stay open, mid-reply, until the test advances the clock.
+
+    No time limit unless ``server`` sets one (and no heartbeats, as in ``make_config``): a
+    stream then waits on one timer only, its next event, and advancing the clock by an hour
+    lets every reply finish."""
     clock = ManualClock()
-    app = make_app(server, clock=clock, profiles={"held": HELD_PROFILE}, default_profile="held")
+    app = make_app(
+        {"max_stream_duration_s": 0, **(server or {})},
+        clock=clock,
+        profiles={"held": HELD_PROFILE},
+        default_profile="held",
+    )
     return app, clock
 
 

@@ -12,10 +12,11 @@ import gc
 
 import pytest
 
-from tokenstream.dialects.wire import JsonFormat, OpenAIChunkFormat, TextFormat
+from tokenstream.dialects.openai_chat import OpenAIChunkFormat
+from tokenstream.dialects.stream_query import JsonFormat, TextFormat
+from tokenstream.engine.accounting import StreamStats
 from tokenstream.engine.playout import Playout
 from tokenstream.engine.scheduler import BucketClock
-from tokenstream.engine.streams import StreamStats
 from tokenstream.server.app import STATE
 from tokenstream.sse.transport import SSEResponse
 

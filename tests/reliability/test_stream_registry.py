@@ -9,8 +9,7 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 from relhelp import assert_openai_error, guarded, held_app, parse_sse
 
-from tokenstream.engine.clock import FakeClock
-from tokenstream.engine.streams import DeadlineClock, StreamRegistry, StreamTimeLimit
+from tokenstream.engine.registry import StreamRegistry
 from tokenstream.server.app import STATE
 
 from support import wait_for
@@ -85,16 +84,17 @@ async def test_hurry_ends_the_grace_at_once() -> None:
     assert len(registry) == 0
 
 
-async def test_deadline_clock_sleeps_to_the_limit_and_not_past_it() -> None:
-    clock = FakeClock()
-    limited = DeadlineClock(clock, deadline=10.0)
-    await limited.sleep_until(4.0)
-    assert clock.now() == 4.0
-    try:
-        await limited.sleep_until(12.0)
-    except StreamTimeLimit:
-        pass
-    else:
-        raise AssertionError("sleeping past the deadline must end the stream")
-    assert clock.now() == 10.0
-    assert clock.sleeps == [4.0, 10.0]
+async def test_a_stop_reports_its_first_reason_once() -> None:
+    """The time limit and shutdown stop a stream the same way; the runner is told which."""
+    registry = StreamRegistry(None, 1)
+    task = asyncio.ensure_future(asyncio.Event().wait())
+    control = registry.open()
+    control.task = task
+    with control.interruptible():
+        control.stop("time_limit")
+        control.stop("shutdown")  # too late: the stream is already ending
+    with pytest.raises(asyncio.CancelledError):
+        await guarded(task)
+    assert control.consume_stop() == "time_limit"
+    assert control.consume_stop() is None  # a second cancellation would not be ours
+    registry.close(control)

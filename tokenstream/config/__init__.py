@@ -1,26 +1,27 @@
 """Configuration: the settings model, its embedded defaults, and loading a YAML file."""
 
+from tokenstream.config.loading import embedded_defaults, load_config, validate_mapping
 from tokenstream.config.settings import (
     Config,
+    ReplyRule,
     ResponsesConfig,
     RuleConfig,
     ServerConfig,
     TokenizerConfig,
-    UpstreamConfig,
     api_key_problem,
-    embedded_defaults,
-    load_config,
-    validate_mapping,
 )
+from tokenstream.config.upstream import UpstreamConfig, ca_context
 
 __all__ = [
     "Config",
+    "ReplyRule",
     "ResponsesConfig",
     "RuleConfig",
     "ServerConfig",
     "TokenizerConfig",
     "UpstreamConfig",
     "api_key_problem",
+    "ca_context",
     "embedded_defaults",
     "load_config",
     "validate_mapping",

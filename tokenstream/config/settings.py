@@ -1,47 +1,35 @@
-"""Configuration: one YAML file, merged onto the embedded defaults and validated at start-up.
-
-A file only needs the keys it changes: mappings are merged key by key onto the defaults
-(so a file can add a profile and keep the built-in ones), lists and scalars replace them.
-Any problem stops start-up with a ``ConfigError`` naming the file, the key and the reason.
-"""
+"""The settings: every section of the config file as a validated, frozen model."""
 
 from __future__ import annotations
 
-import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import regex
-import yaml
-import yarl
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from tokenstream.config import defaults
+from tokenstream.config.base import StrictModel
+from tokenstream.config.upstream import UpstreamConfig
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.errors import ConfigError
-from tokenstream.sources.scripted import ReplyRule
 
 __all__ = [
     "Config",
+    "ReplyRule",
     "ResponsesConfig",
     "RuleConfig",
     "ServerConfig",
     "TokenizerConfig",
-    "UpstreamConfig",
     "api_key_problem",
-    "embedded_defaults",
-    "load_config",
-    "validate_mapping",
 ]
 
 
@@ -59,11 +47,9 @@ def api_key_problem(key: str) -> str | None:
     return None
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ServerConfig(_Strict):
+class ServerConfig(StrictModel):
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8080, ge=0, le=65535)
     heartbeat_s: float | None = Field(
@@ -82,6 +68,16 @@ class ServerConfig(_Strict):
         default=1000, ge=0, le=1_000_000, description="beyond it: 429; 0 or null = no limit"
     )
     retry_after_s: int = Field(default=1, ge=1, le=3600, description="Retry-After with a 429")
+    max_streams_per_client: int | None = Field(
+        default=None, ge=0, le=1_000_000,
+        description="streams one API key (or, without keys, one address) may run at once",
+    )
+    body_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="a request body must arrive within this time"
+    )
+    keepalive_timeout_s: float = Field(
+        default=75.0, gt=0, le=3600, description="an idle keep-alive connection is closed after"
+    )
     max_prompt_tokens: int | None = Field(default=128_000, ge=0, description="0/null = no limit")
     max_reply_tokens: int | None = Field(default=16_384, ge=0, description="0/null = no limit")
     max_stream_duration_s: float | None = Field(
@@ -117,7 +113,9 @@ class ServerConfig(_Strict):
             return value
         return value or None
 
-    @field_validator("max_concurrent_streams", "max_prompt_tokens", "max_reply_tokens")
+    @field_validator(
+        "max_concurrent_streams", "max_prompt_tokens", "max_reply_tokens", "max_streams_per_client"
+    )
     @classmethod
     def _zero_means_unlimited(cls, value: int | None) -> int | None:
         return value or None
@@ -159,11 +157,11 @@ class ServerConfig(_Strict):
         return value
 
 
-class TokenizerConfig(_Strict):
+class TokenizerConfig(StrictModel):
     encoding: str = "cl100k_base"
 
 
-class RuleConfig(_Strict):
+class RuleConfig(StrictModel):
     match: str = Field(description="regular expression searched in the last user message")
     reply: str | None = None
     reply_file: str | None = Field(
@@ -186,7 +184,15 @@ class RuleConfig(_Strict):
         return self
 
 
-class ResponsesConfig(_Strict):
+@dataclass(frozen=True, slots=True)
+class ReplyRule:
+    """A ``RuleConfig`` compiled (``Config.reply_rules``): what the scripted source matches."""
+
+    pattern: regex.Pattern[str]
+    reply: str
+
+
+class ResponsesConfig(StrictModel):
     source: Literal["scripted", "echo"] = "scripted"
     default_reply: str = defaults.DEFAULT_REPLY
     rules: list[RuleConfig] = Field(
@@ -194,64 +200,7 @@ class ResponsesConfig(_Strict):
     )
 
 
-class UpstreamConfig(_Strict):
-    """An OpenAI-compatible server to forward chat completions to (``sources.upstream``)."""
-
-    base_url: str | None = Field(
-        default=None, description="API root, e.g. https://api.openai.com/v1; null = no upstream"
-    )
-    api_key_env: str = Field(
-        default="OPENAI_API_KEY",
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="environment variable with the upstream key; unset = no Authorization",
-    )
-    forward_client_auth: bool = Field(
-        default=False, description="send the client's own Authorization header upstream"
-    )
-    model: str | None = Field(
-        default=None, min_length=1, description="replaces the model a request names"
-    )
-    profile: str = Field(
-        default="smooth", description="pacing profile of proxied replies that name none"
-    )
-    connect_timeout_s: float = Field(default=10.0, gt=0, le=3600)
-    first_byte_timeout_s: float = Field(
-        default=300.0, gt=0, le=3600, description="request sent -> first event of the reply"
-    )
-    idle_timeout_s: float = Field(
-        default=60.0, gt=0, le=3600, description="longest silence while reading the reply"
-    )
-    max_connections: int = Field(default=1000, ge=1, le=100_000)
-    max_connections_per_host: int = Field(default=0, ge=0, le=100_000, description="0 = no limit")
-
-    @field_validator("connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s")
-    @classmethod
-    def _finite_timeout(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
-
-    @field_validator("base_url")
-    @classmethod
-    def _api_root(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            url = yarl.URL(value)
-        except ValueError as exc:
-            raise ValueError(f"not a URL: {exc}") from exc
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("give an http:// or https:// URL with a host, e.g. "
-                             "https://api.openai.com/v1")
-        if url.user is not None or url.password is not None:
-            raise ValueError("must not hold credentials: put the key in the environment "
-                             "variable named by upstream.api_key_env")
-        if url.query_string or url.fragment:
-            raise ValueError("must not have a query or fragment")
-        return value.rstrip("/")
-
-
-class Config(_Strict):
+class Config(StrictModel):
     server: ServerConfig = Field(default_factory=ServerConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     default_profile: str = defaults.DEFAULT_PROFILE
@@ -266,7 +215,9 @@ class Config(_Strict):
     strict_models: bool = Field(
         default=False, description="true: a request for a model not in 'models' gets 404"
     )
-    base_dir: Path = Field(default=Path("."), exclude=True, description="resolves reply_file")
+    base_dir: Path = Field(
+        default=Path("."), exclude=True, description="resolves reply_file and upstream.ca_file"
+    )
 
     @field_validator("profiles")
     @classmethod
@@ -320,67 +271,3 @@ class Config(_Strict):
         return rules
 
 
-def embedded_defaults() -> Config:
-    return Config()
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _problems(error: ValidationError) -> list[tuple[str, str]]:
-    problems = []
-    for item in error.errors(include_url=False):
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        reason = item["msg"]
-        if item["type"] == "extra_forbidden":
-            reason = "unknown key (check its spelling and where it is nested)"
-        problems.append((key, reason))
-    return problems
-
-
-def validate_mapping(data: dict[str, Any], source: str, base_dir: Path = Path(".")) -> Config:
-    """Validate a config mapping merged onto the defaults; raise ``ConfigError`` on problems."""
-    defaults_dump = embedded_defaults().model_dump(mode="json", exclude={"base_dir"})
-    merged = _deep_merge(defaults_dump, data)
-    if "profiles" in data and isinstance(data["profiles"], dict):
-        # a profile given in the file is whole: fields it omits take the field defaults,
-        # not the values of a built-in profile of the same name
-        merged["profiles"] = {**defaults_dump["profiles"], **data["profiles"]}
-    try:
-        config = Config.model_validate({**merged, "base_dir": base_dir})
-        config.reply_rules()
-    except ValidationError as exc:
-        raise ConfigError(source, _problems(exc)) from None
-    return config
-
-
-def load_config(path: str | Path | None = None) -> Config:
-    """Load ``path`` (YAML) onto the embedded defaults, or the defaults alone when None."""
-    if path is None:
-        return embedded_defaults()
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(str(path), [("(file)", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), [("(file)", str(exc))]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(str(path), [(where, f"not valid YAML: {problem}")]) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(str(path), [("(top level)", "must be a mapping of sections")])
-    return validate_mapping(data, str(path), path.parent)

@@ -1,27 +1,161 @@
-"""Stream events that are not reply text, carried beside the pieces in order and never paced.
+"""The typed reply model: what every source produces and every dialect encodes.
 
-An upstream chunk can hold more than ``delta.content``: tool call deltas, a refusal, the
-finish reason, the usage, the name of the model that answered. Text is re-tokenized and
-re-paced; everything else becomes a ``Passthrough`` that the wire format forwards as it
-came, after every piece of text that arrived before it.
+A reply is a sequence of events in order::
+
+    ModelName?  (TextDelta | ReasoningDelta | ToolCallStart ToolCallDelta* ToolCallEnd
+                 | Passthrough)*  Finish?  Usage?  ReplyError?
+
+Sources (scripted, echo, an upstream model) yield these; the engine tokenizes and paces the
+text (``TextDelta`` becomes ``tokenizer.Piece`` events, timed) and keeps every other event in
+its place: it goes out right after the text that came before it. A dialect's
+``ReplyEncoder`` turns pieces and events into its wire format.
+
+``Passthrough`` carries what a source received but the model does not type (an OpenAI
+``refusal``, ``audio`` or ``function_call`` delta field): a dialect that speaks the same API
+forwards it unchanged, any other leaves it out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-__all__ = ["Passthrough"]
+from tokenstream.engine.messages import ChatMessage
+from tokenstream.engine.tokenizer import Piece
+
+__all__ = [
+    "Finish",
+    "ModelName",
+    "Passthrough",
+    "ReasoningDelta",
+    "ReplyEncoder",
+    "ReplyError",
+    "ReplyEvent",
+    "ReplySource",
+    "TextDelta",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "ToolCallStart",
+    "Usage",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """Reply text as it came from the source: tokenized and paced by the engine."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """Reasoning ("thinking") text, sent in its place, not paced as reply tokens."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStart:
+    index: int
+    """The call's position among the reply's tool calls (0, 1, ...)."""
+    call_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    index: int
+    arguments: str
+    """A part of the call's JSON arguments, as the source streamed it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEnd:
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    reason: str
+    """``stop``, ``length``, ``tool_calls``, ``content_filter``, or what an upstream said."""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    raw: Mapping[str, Any] | None = field(default=None, compare=False)
+    """The source's own usage object (with its details), when it sent one: forwarded as is."""
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.raw is not None:
+            return dict(self.raw)
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ModelName:
+    """The model that answers: announced by an upstream, and again if it changes."""
+
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
 class Passthrough:
-    """What an upstream chunk carries besides its text, to be forwarded unchanged."""
+    """Fields of a source's message delta the model does not type, to forward unchanged."""
 
-    delta: Mapping[str, Any] | None = None
-    """The choice's delta without ``content`` and ``role``: ``tool_calls``, ``refusal``, ..."""
-    finish_reason: str | None = None
-    usage: Mapping[str, Any] | None = None
-    model: str | None = None
-    """The upstream's model name: on its first chunk, and again only if it changes."""
+    delta: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyError:
+    """The source failed after the reply began: the stream ends with the dialect's error."""
+
+    message: str
+    error_type: str = "upstream_error"
+    code: str | None = None
+
+
+ReplyEvent = (
+    TextDelta
+    | ReasoningDelta
+    | ToolCallStart
+    | ToolCallDelta
+    | ToolCallEnd
+    | Finish
+    | Usage
+    | ModelName
+    | Passthrough
+    | ReplyError
+)
+
+
+class ReplyEncoder(Protocol):
+    """A dialect's wire format for one stream: pure, bytes out, no I/O."""
+
+    def piece(self, piece: Piece) -> bytes:
+        """The event(s) for one timed piece of reply text (the hot path)."""
+
+    def event(self, event: ReplyEvent) -> bytes:
+        """The event(s) for anything but text; empty when the dialect has no form for it."""
+
+    def end(self) -> bytes:
+        """What a complete reply ends with, after its ``Finish`` and ``Usage`` events."""
+
+    def error(self, message: str, error_type: str, code: str | None) -> bytes:
+        """An error in the dialect's in-stream error shape, and the stream's ending."""
+
+
+class ReplySource(Protocol):
+    """Where replies come from: a conversation in, the reply's events out, in order."""
+
+    def reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyEvent]: ...

@@ -1,15 +1,17 @@
 """Live stage: text that arrives over time, tokenized on arrival and paced with catch-up.
 
-A reader task takes the source's items (text deltas and ``Passthrough`` items) as fast as
-they come, stamps each with its arrival time on the pacing clock, tokenizes text
-incrementally and puts the pieces in an ``ArrivalBuffer``. ``pace_live`` takes them out at
+A reader task takes the source's events (``engine.events``) as fast as they come, stamps
+each with its arrival time on the pacing clock, tokenizes text incrementally and puts the
+pieces in an ``ArrivalBuffer``. ``pace_live`` takes them out at
 their deadlines: never before a piece arrived, and, with the profile's ``max_buffer_ms``,
 never later than that after it arrived (see ``pacer.catch_up_gap``). Reading eagerly is
 what lets the pacer see the whole backlog of a burst, and stamps true arrival times.
 
-Passthrough items keep their place: the tokenizer's held-back text is flushed before one,
-so every piece that arrived before it is sent before it, and it is sent as soon as those
-are, without a gap of its own.
+Every event that is not text keeps its place: the tokenizer's held-back text is flushed
+before one, so every piece that arrived before it is sent before it, and it is sent as soon
+as those are, without a gap of its own. A source that fails with ``UpstreamStreamError``
+(the upstream's error event, a cut connection) fails in its place too: as a ``ReplyError``
+event after the text that came before it.
 
 With ``chunk_tokens`` > 1, consecutive buffered pieces are merged, but a chunk never waits
 for text that has not arrived.
@@ -26,22 +28,23 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from itertools import islice
+from typing import Protocol
 
-from tokenstream.engine.clock import Clock
-from tokenstream.engine.events import Passthrough
+from tokenstream.engine.clock import Clock, LoopClock, TimerClock
+from tokenstream.engine.events import ReplyEncoder, ReplyError, ReplyEvent, TextDelta
+from tokenstream.engine.lateness import StreamCounters
 from tokenstream.engine.pacer import PacingProfile, Schedule
 from tokenstream.engine.tokenizer import IncrementalTokenizer, Piece, Tokenizer
+from tokenstream.errors import UpstreamStreamError
 
-__all__ = ["ArrivalBuffer", "LiveEvent", "LiveItem", "pace_live", "read_into"]
+__all__ = ["ArrivalBuffer", "LiveEvent", "LiveReply", "pace_live", "read_into"]
 
-LiveItem = str | Passthrough
-"""What a live source yields: a text delta, or what its chunk carried besides text."""
-LiveEvent = Piece | Passthrough
-"""What the live stage yields."""
+LiveEvent = Piece | ReplyEvent
+"""What the live stage yields: timed pieces of text, and every other event in its place."""
 
 
 @dataclass(slots=True)
@@ -56,12 +59,23 @@ class _Group:
     tokens: int
 
 
-class ArrivalBuffer:
-    """Pieces and passthrough items in arrival order, with tokens counted per arrival time."""
+READ_AHEAD_TOKENS = 4096
+"""How many tokens the reader buffers ahead of the pacer before it stops reading (minutes of
+reply at any realistic pace): an upstream faster than the pace is then held back by TCP
+instead of filling memory."""
 
-    def __init__(self) -> None:
+
+class ArrivalBuffer:
+    """Pieces and other events in arrival order, with tokens counted per arrival time."""
+
+    def __init__(self, read_ahead_tokens: int = READ_AHEAD_TOKENS) -> None:
         self._entries: deque[_Entry] = deque()
         self._groups: deque[_Group] = deque()  # tokens buffered per arrival time
+        self.tokens = 0
+        """Tokens buffered."""
+        self.read_ahead_tokens = read_ahead_tokens
+        self._room = asyncio.Event()
+        self._room.set()
         self._wakeup = asyncio.Event()
         self._ended = False
         self._error: BaseException | None = None
@@ -80,6 +94,9 @@ class ArrivalBuffer:
                 self._groups[-1].tokens += item.tokens
             else:
                 self._groups.append(_Group(arrived, item.tokens))
+            self.tokens += item.tokens
+            if self.tokens >= self.read_ahead_tokens:
+                self._room.clear()
         self._wakeup.set()
 
     def end(self, error: BaseException | None = None) -> None:
@@ -127,8 +144,15 @@ class ArrivalBuffer:
             if isinstance(entry.item, Piece):
                 group = self._groups[0]
                 group.tokens -= entry.item.tokens
+                self.tokens -= entry.item.tokens
                 if group.tokens <= 0:
                     self._groups.popleft()
+        if self.tokens < self.read_ahead_tokens:
+            self._room.set()
+
+    async def room(self) -> None:
+        """Return once the buffer holds fewer than ``read_ahead_tokens`` tokens."""
+        await self._room.wait()
 
     def backlog(self) -> Iterator[tuple[float, int]]:
         """``(arrived, tokens buffered up to and including that arrival)``, oldest first."""
@@ -139,11 +163,11 @@ class ArrivalBuffer:
 
 
 def _take(
-    buffer: ArrivalBuffer, incremental: IncrementalTokenizer, item: LiveItem, arrived: float
+    buffer: ArrivalBuffer, incremental: IncrementalTokenizer, item: ReplyEvent, arrived: float
 ) -> None:
     """One item of the source into ``buffer``: text tokenized, anything else after the text."""
-    if isinstance(item, str):
-        for piece in incremental.feed(item):
+    if isinstance(item, TextDelta):
+        for piece in incremental.feed(item.text):
             buffer.put(piece, arrived)
     else:
         for piece in incremental.flush():
@@ -157,14 +181,18 @@ def _end(
     clock: Clock,
     error: BaseException | None = None,
 ) -> None:
+    now = clock.now()
     for piece in incremental.flush():
-        buffer.put(piece, clock.now())
+        buffer.put(piece, now)
+    if isinstance(error, UpstreamStreamError):  # the source's failure, in its place
+        buffer.put(ReplyError(error.message, error.error_type, error.code), now)
+        error = None
     buffer.end(error)
 
 
 async def read_into(
     buffer: ArrivalBuffer,
-    items: AsyncGenerator[LiveItem, None],
+    items: AsyncGenerator[ReplyEvent, None],
     tokenizer: Tokenizer,
     clock: Clock,
     *,
@@ -179,11 +207,12 @@ async def read_into(
     if incremental is None:
         incremental = tokenizer.incremental()
     if pending is not None:
-        _take(buffer, incremental, *pending)
+        _take(buffer, incremental, TextDelta(pending[0]), pending[1])
     try:
         async with aclosing(items) as arriving:
             async for item in arriving:
                 _take(buffer, incremental, item, clock.now())
+                await buffer.room()
     except Exception as exc:  # the consumer raises it after the text that came before it
         _end(buffer, incremental, clock, exc)
         return
@@ -195,12 +224,12 @@ _FIRST_SLICE = 32
 
 
 async def pace_live(
-    items: AsyncGenerator[LiveItem, None],
+    items: AsyncGenerator[ReplyEvent, None],
     tokenizer: Tokenizer,
     profile: PacingProfile,
     clock: Clock,
 ) -> AsyncGenerator[LiveEvent, None]:
-    """Each piece at its deadline, each passthrough item right after the pieces before it."""
+    """Each piece at its deadline, every other event right after the pieces before it."""
     buffer = ArrivalBuffer()
     incremental = tokenizer.incremental()
     reader: asyncio.Task[None] | None = None
@@ -230,17 +259,17 @@ async def pace_live(
                         _end(buffer, incremental, clock, exc)
                         continue
                     arrived = clock.now()
-                    if not isinstance(item, str):
+                    if not isinstance(item, TextDelta):
                         _take(buffer, incremental, item, arrived)
                         continue
-                    text = item
+                    text = item.text
                 text, pending, pending_arrived = text[:_FIRST_SLICE], text[_FIRST_SLICE:], arrived
-                _take(buffer, incremental, text, arrived)
+                _take(buffer, incremental, TextDelta(text), arrived)
                 continue
             if not await buffer.wait():
                 break
             head = buffer.head()
-            if isinstance(head.item, Passthrough):
+            if not isinstance(head.item, Piece):
                 buffer.drop(1)
                 yield head.item
                 continue
@@ -266,3 +295,60 @@ async def pace_live(
             reader.cancel()
             await asyncio.wait([reader])
         await items.aclose()  # the reader's own, unless it never ran (or never existed)
+
+
+class LiveReply:
+    """A reply that arrives over time, re-paced as it comes (``runner.Reply``)."""
+
+    __slots__ = ("_close", "_items", "clock", "profile", "stats", "tokenizer", "tokens")
+
+    def __init__(
+        self,
+        items: AsyncGenerator[ReplyEvent, None],
+        *,
+        tokenizer: Tokenizer,
+        profile: PacingProfile,
+        clock: Clock,
+        stats: StreamCounters,
+        close: Callable[[], None],
+    ) -> None:
+        """``close`` lets go of the source (the upstream's connection)."""
+        self._items = items
+        self._close = close
+        self.tokenizer = tokenizer
+        self.profile = profile
+        self.clock = clock
+        self.stats = stats
+        self.tokens = 0
+
+    async def play(self, sse: Sender, encoder: ReplyEncoder) -> ReplyError | None:
+        events = pace_live(self._items, self.tokenizer, self.profile, self.clock)
+        try:
+            async for event in events:
+                if isinstance(event, Piece):
+                    data = encoder.piece(event)
+                    self.tokens += event.tokens
+                elif isinstance(event, ReplyError):
+                    return event
+                else:
+                    data = encoder.event(event)
+                if data:
+                    await sse.send(data)
+                    self.stats.events_sent += 1
+        finally:
+            await events.aclose()
+        return None
+
+    @property
+    def watch_clock(self) -> TimerClock:
+        return LoopClock()
+
+    def closing_events(self) -> list[ReplyEvent]:
+        return []  # the source's own finish and usage were played in their places
+
+    async def aclose(self) -> None:
+        self._close()
+
+
+class Sender(Protocol):
+    async def send(self, data: bytes) -> None: ...

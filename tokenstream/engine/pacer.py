@@ -2,8 +2,8 @@
 
 The schedule is pure arithmetic (``Schedule``). ``timed`` lays it over a reply that exists
 whole at the start (scripted, echo), without waiting: ``tokenstream.engine.playout`` writes its
-events at their deadlines. ``pace`` applies it to pieces as they come, sleeping on an
-injected clock.
+events at their deadlines. A reply that arrives over time takes ``Schedule`` one piece at a
+time instead, in ``tokenstream.engine.live``, which sleeps to each deadline on an injected clock.
 
 Deadlines are absolute: event *i* is due at ``start + ttft + sum(gaps before i)`` on a
 monotonic clock, so a late wake-up never shifts the events after it. A piece that carries
@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tokenstream.engine.clock import Clock
 from tokenstream.engine.tokenizer import Piece
 
-__all__ = ["PacingProfile", "Schedule", "catch_up_gap", "chunk_pieces", "chunked", "pace", "timed"]
+__all__ = ["PacingProfile", "Schedule", "catch_up_gap", "chunked", "timed"]
 
 _SENTENCE_END = frozenset(".!?")
 _FULLWIDTH_SENTENCE_END = frozenset("。！？")
@@ -208,46 +207,13 @@ def _chunks(pieces: Iterable[Piece], chunker: _Chunker) -> Iterator[Piece]:
         yield event
 
 
-async def chunk_pieces(
-    pieces: AsyncIterable[Piece], chunk_tokens: int
-) -> AsyncGenerator[Piece, None]:
-    """``chunked`` for pieces that arrive over time."""
-    chunker = _Chunker(chunk_tokens)
-    async for piece in pieces:
-        if (event := chunker.add(piece)) is not None:
-            yield event
-    if (event := chunker.rest()) is not None:
-        yield event
-
-
 def timed(
     pieces: Iterable[Piece], profile: PacingProfile, start: float
 ) -> Iterator[tuple[float, Piece]]:
     """The schedule of a reply that exists whole at ``start``: each event with its deadline.
 
-    The deadlines are those ``pace`` sleeps to for a source that is not live; nothing waits.
+    Nothing waits here: the deadlines are absolute, for ``tokenstream.engine.playout`` to keep.
     """
     schedule = Schedule(profile, start)
     for piece in chunked(pieces, profile.chunk_tokens):
         yield schedule.next_deadline(piece), piece
-
-
-async def pace(
-    pieces: AsyncIterable[Piece],
-    profile: PacingProfile,
-    clock: Clock,
-    *,
-    live: bool = False,
-) -> AsyncGenerator[Piece, None]:
-    """Yield each piece at its deadline.
-
-    ``live`` marks a source whose pieces arrive over time (an upstream model): a piece is
-    then never due before the moment it was received. A scripted source is not live: all its
-    text exists at the start, so its schedule stays anchored at the start.
-    """
-    schedule = Schedule(profile, clock.now())
-    events = pieces if profile.chunk_tokens <= 1 else chunk_pieces(pieces, profile.chunk_tokens)
-    async for piece in events:
-        deadline = schedule.next_deadline(piece, clock.now() if live else None)
-        await clock.sleep_until(deadline)
-        yield piece

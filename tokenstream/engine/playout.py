@@ -1,7 +1,7 @@
 """Playout: the events of a reply that is all there, written at their deadlines from timers.
 
 A scripted or echo reply exists whole at the start, so each event's bytes and deadline come
-from a plain iterator (``pipeline.scheduled_reply``), and the events can be written from a
+from a plain iterator (``reply.scheduled_reply``), and the events can be written from a
 timer: no task wakes per event. On the shared ``BucketClock`` the playout is itself the
 bucket entry (``scheduler.Recurring``): one pass writes every stream due in the same
 millisecond, each with one ``send(2)``, calling ``on_due`` once per stream and putting it
@@ -13,15 +13,14 @@ The stream's handler task awaits ``run()`` once, and is woken only when
 - the reply is all written (``run`` returns; the task sends the ending);
 - a write would have to wait, because the client is not keeping up: the task sends it
   through ``SSEResponse.send`` (the send timeout and the queue cap), then playing resumes;
-- the stream reaches its time limit (``StreamTimeLimit``), the client left (``ClientGone``)
-  or producing an event failed: ``run`` raises it.
+- the client left (``ClientGone``) or producing an event failed: ``run`` raises it.
 
-Cancelling the task (the client left, shutdown) takes the playout out of its bucket (or
-cancels its timer) with it.
+Cancelling the task (the client left, the time limit, shutdown) takes the playout out of
+its bucket (or cancels its timer) with it. Heartbeats and the time limit are the runner's
+(``runner.StreamWatch``), the same for every reply.
 
 Events due together (an unpaced reply, a late wake-up) go out in one write of up to
-``batch_bytes``; the loop gets a turn between batches. A silence longer than ``heartbeat``
-seconds (a long time to first token, a slow pace) gets a ping comment.
+``batch_bytes``; the loop gets a turn between batches.
 """
 
 from __future__ import annotations
@@ -30,18 +29,13 @@ import asyncio
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from tokenstream.dialects.wire import WireFormat
 from tokenstream.engine.clock import Cancellable, TimerClock
+from tokenstream.engine.events import ReplyEncoder
+from tokenstream.engine.lateness import LatenessHistogram, StreamCounters
 from tokenstream.engine.scheduler import BucketClock
-from tokenstream.engine.streams import StreamTimeLimit
 from tokenstream.engine.tokenizer import Piece
-from tokenstream.server.metrics import LatenessHistogram, StreamCounters
-from tokenstream.sse.transport import PING
 
 __all__ = ["EventSink", "Playout"]
-
-_EVENT, _PING, _LIMIT = 0, 1, 2  # what a timer was set for
-
 
 def _idle() -> None:
     """What the timer callbacks are when the playout is not running."""
@@ -49,9 +43,6 @@ def _idle() -> None:
 
 class EventSink(Protocol):
     """Where the events go: ``tokenstream.sse.transport.SSEResponse``."""
-
-    @property
-    def last_write(self) -> float: ...
 
     @property
     def batch_bytes(self) -> int:
@@ -72,9 +63,7 @@ class Playout:
         "_clock",
         "_events",
         "_failure",
-        "_heartbeat",
         "_lateness",
-        "_limit",
         "_next",
         "_resume",
         "_sse",
@@ -82,7 +71,6 @@ class Playout:
         "_timer",
         "_waiter",
         "_wake_at",
-        "_wake_for",
         "_wire",
         "bucket",
         "tokens",
@@ -93,28 +81,22 @@ class Playout:
         sse: EventSink,
         clock: TimerClock,
         events: Iterator[tuple[float, Piece]],
-        wire: WireFormat,
+        wire: ReplyEncoder,
         stats: StreamCounters,
         *,
-        heartbeat: float | None = None,
-        limit: float | None = None,
         lateness: LatenessHistogram | None = None,
     ) -> None:
-        """``limit`` is the stream's end of time (absolute); ``lateness`` observes each
-        event's write time minus its deadline (for paced replies)."""
+        """``lateness`` observes each event's write time minus its deadline (paced replies)."""
         self._sse = sse
         self._clock = clock
         self._bucket_clock = clock if isinstance(clock, BucketClock) else None
         self._events = events
         self._wire = wire
         self._stats = stats
-        self._heartbeat = heartbeat or None
-        self._limit = limit
         self._lateness = lateness
         self._next: tuple[float, Piece] | None = None
         self._timer: Cancellable | None = None
         self._wake_at = 0.0
-        self._wake_for = _EVENT
         self._waiter: asyncio.Future[None] | None = None
         self._blocked: bytes | None = None
         self._failure: Exception | None = None
@@ -154,19 +136,12 @@ class Playout:
             self._resume = _idle
 
     def on_due(self, now: float) -> float | None:
-        """What the playout waits for is due at ``now`` (events, a ping or the time limit):
-        write it. The time to be called at next; None when the task takes over (the reply is
-        written, a write must wait, it failed or ran out of time), or when more is due at once:
-        then a timer calls again after the loop's next turn."""
+        """The events the playout waits for are due at ``now``: write them. The time to be
+        called at next; None when the task takes over (the reply is written, a write must
+        wait, or it failed), or when more is due at once: then a timer calls again after the
+        loop's next turn."""
         self._timer = None
-        wake_for = self._wake_for
-        if wake_for == _EVENT:
-            data = self._due_events(now)
-        elif wake_for == _PING:
-            data = PING
-        else:
-            self._end(StreamTimeLimit())
-            return None
+        data = self._due_events(now)
         if data is not None and not self._write(data, now):
             return None
         wake = self._next_wake()
@@ -231,22 +206,13 @@ class Playout:
         return written
 
     def _next_wake(self) -> float | None:
-        """When to wake next: the next event, a ping or the time limit; None (and the task
-        woken) when nothing is left."""
+        """When the next event is due; None (and the task woken) when nothing is left."""
         item = self._next
         if item is None:
             self._end(self._failure)
             return None
-        wake_at, wake_for = item[0], _EVENT
-        if self._limit is not None and wake_at > self._limit:
-            wake_at, wake_for = self._limit, _LIMIT
-        if self._heartbeat is not None:
-            ping_at = self._sse.last_write + self._heartbeat
-            if wake_at > ping_at:
-                wake_at, wake_for = ping_at, _PING
-        self._wake_at = wake_at
-        self._wake_for = wake_for
-        return wake_at
+        self._wake_at = item[0]
+        return item[0]
 
     def _end(self, error: BaseException | None) -> None:
         """Wake the task: done, blocked on a write (``_blocked``), or failed with ``error``."""

@@ -8,20 +8,23 @@ live path instead (``tokenstream.engine.live``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from tokenstream.dialects.wire import FinishReason, Usage
+from tokenstream.engine.clock import TimerClock
+from tokenstream.engine.events import Finish, ReplyEncoder, ReplyEvent, TextDelta, Usage
+from tokenstream.engine.lateness import LatenessHistogram, StreamCounters
 from tokenstream.engine.messages import ChatMessage
 from tokenstream.engine.pacer import PacingProfile, Schedule, timed
+from tokenstream.engine.playout import EventSink, Playout
 from tokenstream.engine.tokenizer import Piece, Tokenizer
-from tokenstream.sources.scripted import Source
 
 __all__ = [
     "ReplyProgress",
+    "ScheduledReply",
     "count_prompt_tokens",
     "scheduled_reply",
-    "whole_reply",
+    "whole_text",
     "within_token_limit",
 ]
 
@@ -59,12 +62,16 @@ class ReplyProgress:
         return True
 
     @property
-    def finish_reason(self) -> FinishReason:
+    def finish_reason(self) -> str:
         return "length" if self.truncated else "stop"
 
     @property
     def usage(self) -> Usage:
         return Usage(self.prompt_tokens, self.completion_tokens)
+
+    def closing_events(self) -> list[ReplyEvent]:
+        """What the reply ends with, once its text is all out: the finish and the usage."""
+        return [Finish(self.finish_reason), self.usage]
 
 
 def within_token_limit(
@@ -77,9 +84,9 @@ def within_token_limit(
         yield piece
 
 
-async def whole_reply(source: Source, messages: Sequence[ChatMessage]) -> str:
-    """The text of a reply from a source that is not live (it has it all at the start)."""
-    return "".join([delta async for delta in source.reply(messages)])
+async def whole_text(events: AsyncIterable[ReplyEvent]) -> str:
+    """The text of a reply that a source has all at the start (scripted, echo)."""
+    return "".join([event.text async for event in events if isinstance(event, TextDelta)])
 
 
 def scheduled_reply(
@@ -114,3 +121,63 @@ def _one_event_per_piece(
         if not progress.admit(piece, max_tokens):
             return
         yield schedule.next_deadline(piece), piece
+
+
+class ScheduledReply:
+    """A reply that is all there, played out by a ``Playout`` (``runner.Reply``)."""
+
+    __slots__ = ("_playout", "clock", "lateness", "max_tokens", "profile", "progress", "stats",
+                 "text", "tokenizer")
+
+    def __init__(
+        self,
+        text: str,
+        *,
+        tokenizer: Tokenizer,
+        profile: PacingProfile,
+        max_tokens: int | None,
+        progress: ReplyProgress,
+        clock: TimerClock,
+        stats: StreamCounters,
+        lateness: LatenessHistogram | None,
+    ) -> None:
+        self.text = text
+        self.tokenizer = tokenizer
+        self.profile = profile
+        self.max_tokens = max_tokens
+        self.progress = progress
+        self.clock = clock
+        self.stats = stats
+        self.lateness = lateness if profile.tokens_per_second is not None else None
+        self._playout: Playout | None = None
+
+    def schedule(self) -> Iterator[tuple[float, Piece]]:
+        """Every event with its deadline, from now, computed as it is taken."""
+        return scheduled_reply(
+            self.text,
+            tokenizer=self.tokenizer,
+            profile=self.profile,
+            start=self.clock.now(),
+            max_tokens=self.max_tokens,
+            progress=self.progress,
+        )
+
+    @property
+    def tokens(self) -> int:
+        return 0 if self._playout is None else self._playout.tokens
+
+    @property
+    def watch_clock(self) -> TimerClock:
+        return self.clock
+
+    async def play(self, sse: EventSink, encoder: ReplyEncoder) -> None:
+        self._playout = Playout(
+            sse, self.clock, self.schedule(), encoder, self.stats, lateness=self.lateness
+        )
+        await self._playout.run()
+
+    def closing_events(self) -> list[ReplyEvent]:
+        return self.progress.closing_events()
+
+    async def aclose(self) -> None:
+        pass  # nothing is held open: the text was all there

@@ -21,46 +21,23 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Literal
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
-__all__ = ["ACCESS_LOGGER", "AccessRecord", "Outcome", "access_log_middleware", "current_record"]
+from tokenstream.engine.accounting import AccessRecord, record_request
+
+__all__ = [
+    "ACCESS_LOGGER",
+    "access_log_middleware",
+    "format_line",
+    "log_client_errors_at_info",
+]
 
 ACCESS_LOGGER = "tokenstream.access"
 
-Outcome = Literal["", "completed", "disconnected", "stalled", "shutdown", "time_limit", "failed"]
-"""How a stream ended; a request that streamed nothing is logged as ``ok`` or ``error``."""
-
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(slots=True)
-class AccessRecord:
-    stream: bool = False
-    status: int | None = None
-    """Set by a streaming handler once its headers are sent."""
-    tokens: int = 0
-    """Completion tokens written to the client."""
-    outcome: Outcome = ""
-    peak_buffered: int = 0
-    """Largest output queue of the stream, in bytes (logged when a client stalled)."""
-
-    @property
-    def disconnected(self) -> bool:
-        return self.outcome in ("disconnected", "stalled")
-
-
-_CURRENT: ContextVar[AccessRecord | None] = ContextVar("tokenstream_access", default=None)
-
-
-def current_record() -> AccessRecord:
-    """The record of the request being handled (a detached one outside a request)."""
-    record = _CURRENT.get()
-    return record if record is not None else AccessRecord()
 
 
 def _value(value: object) -> str:
@@ -90,36 +67,67 @@ def access_log_middleware(
 
     @web.middleware
     async def access_log(request: web.Request, handler: _Handler) -> web.StreamResponse:
-        record = AccessRecord()
-        token = _CURRENT.set(record)
         start = now()
         status: int | None = None
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        except asyncio.CancelledError:
-            record.outcome = record.outcome or "disconnected"
-            raise
-        finally:
-            _CURRENT.reset(token)
-            if level is not None and logger.isEnabledFor(level):
-                fields: dict[str, object] = {
-                    "method": request.method,
-                    "path": request.path,
-                    "status": record.status or status or 499,  # 499: client closed request
-                    "duration_ms": round((now() - start) * 1000, 1),
-                    "stream": record.stream,
-                    "tokens": record.tokens,
-                    "outcome": record.outcome or _plain_outcome(status),
-                    "disconnected": record.disconnected or status is None,
-                    "remote": request.remote or "-",
-                }
-                if record.outcome == "stalled":
-                    fields["buffered_bytes"] = record.peak_buffered
-                logger.log(level, "access %s", format_line(fields), extra={"access": fields})
+        with record_request() as record:
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except web.HTTPException as exc:
+                status = exc.status
+                raise
+            except asyncio.CancelledError:
+                record.outcome = record.outcome or "disconnected"
+                raise
+            finally:
+                _log(logger, level, request, record, status, now() - start)
 
     return access_log
+
+
+def _log(
+    logger: logging.Logger,
+    level: int | None,
+    request: web.Request,
+    record: AccessRecord,
+    status: int | None,
+    duration: float,
+) -> None:
+    if level is not None and logger.isEnabledFor(level):
+        fields: dict[str, object] = {
+            "method": request.method,
+            "path": request.path,
+            "status": record.status or status or 499,  # 499: client closed request
+            "duration_ms": round(duration * 1000, 1),
+            "stream": record.stream,
+            "tokens": record.tokens,
+            "outcome": record.outcome or _plain_outcome(status),
+            "disconnected": record.disconnected or status is None,
+            "remote": request.remote or "-",
+        }
+        if record.outcome == "stalled":
+            fields["buffered_bytes"] = record.peak_buffered
+        logger.log(level, "access %s", format_line(fields), extra={"access": fields})
+
+
+class _ClientErrorsAtInfo(logging.Filter):
+    """aiohttp logs a request it cannot parse (oversized headers, a malformed request line)
+    at ERROR with a traceback. That is the client's mistake, answered 400: log it at INFO,
+    in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and record.levelno > logging.INFO:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "bad request: %s", (error.message,)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_CLIENT_ERRORS_AT_INFO = _ClientErrorsAtInfo()
+
+
+def log_client_errors_at_info() -> None:
+    """Install the filter on aiohttp's server logger (once, however often it is called)."""
+    logging.getLogger("aiohttp.server").addFilter(_CLIENT_ERRORS_AT_INFO)

@@ -112,6 +112,26 @@ def path_is_open(path: str, open_paths: Iterable[str]) -> bool:
     return False
 
 
+def client_identity(checker: KeyChecker) -> Callable[[web.Request], str]:
+    """Who sent a request, for the per-client stream limit: with keys configured, the hash of
+    the key it presented (never the key; the auth middleware has checked it), else its
+    address (a token no one checks would let a client make up a new share per request)."""
+
+    def by_address(request: web.Request) -> str:
+        return "address:" + (request.remote or "-")
+
+    if not checker:
+        return by_address
+
+    def by_key(request: web.Request) -> str:
+        token = _bearer_token(request.headers.get("Authorization"))
+        if token is None:
+            return by_address(request)  # an open path: no key was asked for
+        return "key:" + _digest(token).hex()[:32]
+
+    return by_key
+
+
 def _bearer_token(header: str | None) -> str | None:
     if header is None:
         return None

@@ -1,8 +1,8 @@
 """Request limits from ``server.*``: pure checks that raise an OpenAI-style error.
 
-The concurrency limit and the stream duration live with the streams (``streams``); the
-body size is enforced by aiohttp (``client_max_size``) and rendered by the app's error
-middleware. These are the ones decided from the parsed request.
+The concurrency limits live in ``engine.registry`` and the stream duration in the runner's
+watch; the body size is enforced by aiohttp (``client_max_size``) and rendered by the app's
+error middleware. These are the ones decided from the request itself.
 """
 
 from __future__ import annotations
@@ -10,9 +10,14 @@ from __future__ import annotations
 from urllib.parse import unquote_to_bytes
 
 from tokenstream.config import ServerConfig
-from tokenstream.errors import InvalidRequest
+from tokenstream.errors import InvalidRequest, RequestError
 
-__all__ = ["check_prompt_tokens", "check_query_encoding", "reply_token_limit"]
+__all__ = [
+    "check_body_encoding",
+    "check_prompt_tokens",
+    "check_query_encoding",
+    "reply_token_limit",
+]
 
 
 def check_prompt_tokens(server: ServerConfig, prompt_tokens: int, param: str) -> None:
@@ -59,3 +64,18 @@ def check_query_encoding(raw_query: str) -> None:
             "Percent-encode the UTF-8 bytes of the text.",
             code="invalid_encoding",
         ) from None
+
+
+def check_body_encoding(content_encoding: str | None) -> None:
+    """Refuse a compressed request body before it is read.
+
+    aiohttp would inflate it while reading: a small gzip body can inflate to gigabytes, all
+    of it CPU on the event loop before the size limit is reached.
+    """
+    if content_encoding and content_encoding.strip().lower() != "identity":
+        raise RequestError(
+            f"Request bodies with Content-Encoding {content_encoding!r} are not accepted: "
+            "send the JSON uncompressed.",
+            status=415,
+            code="unsupported_content_encoding",
+        )

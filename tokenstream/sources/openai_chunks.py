@@ -1,6 +1,11 @@
-"""OpenAI chat-completion chunks in, reply items out: the decoding half of the upstream source.
+"""OpenAI chat-completion chunks in, typed reply events out: the upstream source's decoder.
 
-``ChunkDecoder`` is pure: response bytes in, items out, through the WHATWG ``SSEDecoder``.
+``ChunkDecoder`` is pure: response bytes in, ``engine.events`` out, through the WHATWG
+``SSEDecoder``. ``delta.content`` is ``TextDelta``, ``delta.reasoning_content`` (vLLM,
+DeepSeek) ``ReasoningDelta``, ``delta.tool_calls`` ``ToolCallStart``/``ToolCallDelta`` (and
+``ToolCallEnd`` for every open call when the finish reason comes), ``finish_reason``
+``Finish``, ``usage`` ``Usage`` (its object kept whole), a new ``model`` ``ModelName``; any
+other non-null delta field (``refusal``, ``audio``, ...) is a ``Passthrough``.
 """
 
 from __future__ import annotations
@@ -9,14 +14,27 @@ import json
 import re
 from typing import Any
 
-from tokenstream.engine.events import Passthrough
+from tokenstream.engine.events import (
+    Finish,
+    ModelName,
+    Passthrough,
+    ReasoningDelta,
+    ReplyEvent,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+)
 from tokenstream.errors import UpstreamStreamError
 from tokenstream.sources.secrets import redact
-from tokenstream.sse.parser import SSEDecoder
+from tokenstream.sse.parser import EventTooLong, SSEDecoder
 
-__all__ = ["ChunkDecoder", "UpstreamItem"]
+__all__ = ["ChunkDecoder"]
 
-UpstreamItem = str | Passthrough
+MAX_EVENT_CHARS = 1 << 20
+"""The longest line or event an upstream may send (``upstream.max_event_chars``: a chunk is
+far shorter; a line or an event without an end would otherwise grow without bound)."""
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -48,22 +66,24 @@ def _stream_error(payload: Any, secrets: tuple[str, ...]) -> UpstreamStreamError
 
 
 class ChunkDecoder:
-    """Bytes of a streamed chat completion in, text deltas and ``Passthrough`` items out.
+    """Bytes of a streamed chat completion in, typed reply events out.
 
     A failure (an error event, a broken event, a stream cut short) does not raise: ``feed``
-    and ``close`` return the items before it and set ``error``, so that the text which
+    and ``close`` return the events before it and set ``error``, so that the text which
     arrived before the failure is still delivered ahead of it. Nothing is read after it.
 
-    Only choice 0 is read (proxied streams have ``n`` = 1). ``role`` is left out (the wire
-    format announces the assistant itself), and so are delta fields that are null; every
-    other delta field (``tool_calls``, ``refusal``, ``reasoning_content``, ...) passes through.
+    Only choice 0 is read (proxied streams have ``n`` = 1). ``role`` is left out (a dialect
+    announces the assistant itself), and so are delta fields that are null.
     """
 
-    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
-        self._sse = SSEDecoder()
+    def __init__(
+        self, secrets: tuple[str, ...] = (), max_event_chars: int = MAX_EVENT_CHARS
+    ) -> None:
+        self._sse = SSEDecoder(max_event_chars)
         self._secrets = secrets
         self._model: str | None = None
         self._held_surrogate = ""
+        self._open_calls: list[int] = []
         self.events = 0
         self.done = False
         """The ``[DONE]`` sentinel arrived: the reply is complete."""
@@ -72,11 +92,20 @@ class ChunkDecoder:
         self.error: UpstreamStreamError | None = None
         """Why the reply failed; set at most once, and then nothing more is read."""
 
-    def feed(self, data: bytes) -> list[UpstreamItem]:
-        items: list[UpstreamItem] = []
+    def feed(self, data: bytes) -> list[ReplyEvent]:
+        items: list[ReplyEvent] = []
         if self.done or self.error:
             return items
-        for event in self._sse.feed(data):
+        try:
+            events = self._sse.feed(data)
+        except EventTooLong:
+            self.error = UpstreamStreamError(
+                f"The upstream sent a line or an event longer than {self._sse.max_event_chars} "
+                "characters (upstream.max_event_chars).",
+                code="upstream_bad_event",
+            )
+            return items
+        for event in events:
             self.events += 1
             try:
                 self._event(event.data, items)
@@ -86,15 +115,13 @@ class ChunkDecoder:
                 break
         return items
 
-    def close(self) -> list[UpstreamItem]:
+    def close(self) -> list[ReplyEvent]:
         """The body ended. Without ``[DONE]`` or a finish reason the reply was cut short."""
         self._sse.close()
-        items: list[UpstreamItem] = []
+        items: list[ReplyEvent] = []
         if self.error:
             return items
-        if self._held_surrogate:
-            items.append(_join_surrogates(self._held_surrogate))
-            self._held_surrogate = ""
+        self._release_surrogate(items)
         if not (self.done or self.finished):
             self.error = UpstreamStreamError(
                 "The upstream closed the stream before the reply was complete.",
@@ -102,12 +129,15 @@ class ChunkDecoder:
             )
         return items
 
-    def _event(self, data: str, items: list[UpstreamItem]) -> None:
+    def _release_surrogate(self, items: list[ReplyEvent]) -> None:
+        if self._held_surrogate:
+            items.append(TextDelta(_join_surrogates(self._held_surrogate)))
+            self._held_surrogate = ""
+
+    def _event(self, data: str, items: list[ReplyEvent]) -> None:
         if data == "[DONE]":
             self.done = True
-            if self._held_surrogate:
-                items.append(_join_surrogates(self._held_surrogate))
-                self._held_surrogate = ""
+            self._release_surrogate(items)
             return
         try:
             payload = json.loads(data)
@@ -126,7 +156,7 @@ class ChunkDecoder:
         model = payload.get("model")
         if isinstance(model, str) and model and model != self._model:
             self._model = model
-            items.append(Passthrough(model=model))
+            items.append(ModelName(model))
         choices = payload.get("choices")
         if isinstance(choices, list):
             for choice in choices:
@@ -134,9 +164,9 @@ class ChunkDecoder:
                     self._choice(choice, items)
         usage = payload.get("usage")
         if isinstance(usage, dict):
-            items.append(Passthrough(usage=usage))
+            items.append(_usage(usage))
 
-    def _choice(self, choice: dict[str, Any], items: list[UpstreamItem]) -> None:
+    def _choice(self, choice: dict[str, Any], items: list[ReplyEvent]) -> None:
         delta = choice.get("delta")
         delta = delta if isinstance(delta, dict) else {}
         content = delta.get("content")
@@ -146,22 +176,73 @@ class ChunkDecoder:
             if "\ud800" <= text[-1] <= "\udbff":  # the low half may come in the next chunk
                 text, self._held_surrogate = text[:-1], text[-1]
             if text:
-                items.append(_join_surrogates(text))
+                items.append(TextDelta(_join_surrogates(text)))
         rest = {
             key: value
             for key, value in delta.items()
             if key not in ("content", "role") and value is not None
         }
         finish_reason = choice.get("finish_reason")
+        if not rest and finish_reason is None:
+            return
+        self._release_surrogate(items)  # what follows text goes after all of it
+        reasoning = rest.pop("reasoning_content", None)
+        if isinstance(reasoning, str):
+            if reasoning:
+                items.append(ReasoningDelta(reasoning))
+        elif reasoning is not None:
+            rest["reasoning_content"] = reasoning
+        calls = rest.pop("tool_calls", None)
+        if calls is not None and not self._tool_calls(calls, items):
+            rest["tool_calls"] = calls
+        if rest:
+            items.append(Passthrough(rest))
         if finish_reason is not None:
             self.finished = True
-        if rest or finish_reason is not None:
-            if self._held_surrogate:
-                items.append(_join_surrogates(self._held_surrogate))
-                self._held_surrogate = ""
-            items.append(
-                Passthrough(
-                    delta=rest or None,
-                    finish_reason=None if finish_reason is None else str(finish_reason),
+            items.extend(ToolCallEnd(index) for index in self._open_calls)
+            self._open_calls.clear()
+            items.append(Finish(str(finish_reason)))
+
+    def _tool_calls(self, calls: object, items: list[ReplyEvent]) -> bool:
+        """Type the ``tool_calls`` delta as OpenAI streams it; False (nothing added) for any
+        other shape, which then passes through unchanged."""
+        if not isinstance(calls, list) or not all(_is_call_delta(call) for call in calls):
+            return False
+        for call in calls:
+            index = call["index"]
+            function = call.get("function") or {}
+            if index not in self._open_calls:
+                self._open_calls.append(index)
+                items.append(
+                    ToolCallStart(index, call.get("id") or "", function.get("name") or "")
                 )
-            )
+            if function.get("arguments"):
+                items.append(ToolCallDelta(index, function["arguments"]))
+        return True
+
+
+def _is_call_delta(call: object) -> bool:
+    if not isinstance(call, dict) or not isinstance(call.get("index"), int):
+        return False
+    if not set(call) <= {"index", "id", "type", "function"}:
+        return False
+    if call.get("type") not in (None, "function"):
+        return False
+    function = call.get("function")
+    if function is None:
+        return True
+    return (
+        isinstance(function, dict)
+        and set(function) <= {"name", "arguments"}
+        and all(isinstance(value, str | None) for value in function.values())
+    )
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    return Usage(
+        prompt if isinstance(prompt, int) else 0,
+        completion if isinstance(completion, int) else 0,
+        raw=usage,
+    )

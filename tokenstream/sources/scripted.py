@@ -1,22 +1,19 @@
-"""Source stage: where reply text comes from.
+"""Scripted and echo replies: the sources that have the whole reply at the start.
 
-A source turns a conversation into an async iterator of text deltas. Scripted and echo
-replies exist whole at the start; an upstream model (``tokenstream.sources.upstream``) yields
-deltas as they arrive, and fits the same slot.
+A source turns a conversation into the reply's events (``engine.events.ReplySource``); an
+upstream model (``tokenstream.sources.upstream``) yields them as they arrive instead.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import AsyncIterator, Sequence
 
-import regex
-
+from tokenstream.config import ReplyRule
+from tokenstream.engine.events import ReplyEvent, TextDelta
 from tokenstream.engine.messages import ChatMessage, last_user_text
 
-__all__ = ["EchoSource", "ReplyRule", "ScriptedSource", "Source"]
+__all__ = ["EchoSource", "ReplyRule", "ScriptedSource"]
 
 log = logging.getLogger(__name__)
 
@@ -25,28 +22,13 @@ log = logging.getLogger(__name__)
 MATCH_TIMEOUT_S = 0.05
 
 
-class Source(Protocol):
-    live: bool
-    """True when deltas arrive over time (the pacer then never sends a piece before it came)."""
-
-    def reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyRule:
-    pattern: regex.Pattern[str]
-    reply: str
-
-
-async def _whole(text: str) -> AsyncGenerator[str, None]:
+async def _whole(text: str) -> AsyncIterator[ReplyEvent]:
     if text:
-        yield text
+        yield TextDelta(text)
 
 
 class ScriptedSource:
     """Replies from rules: the first rule whose pattern is found in the last user message."""
-
-    live = False
 
     def __init__(self, rules: Sequence[ReplyRule], default_reply: str) -> None:
         self.rules = tuple(rules)
@@ -62,14 +44,12 @@ class ScriptedSource:
                             rule.pattern.pattern, len(prompt))
         return self.default_reply
 
-    def reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+    def reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyEvent]:
         return _whole(self.choose(last_user_text(messages)))
 
 
 class EchoSource:
     """Replies with the last user message, unchanged."""
 
-    live = False
-
-    def reply(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+    def reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyEvent]:
         return _whole(last_user_text(messages))

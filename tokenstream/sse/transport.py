@@ -1,9 +1,9 @@
-"""SSE transport: writes encoded events to an aiohttp response, with heartbeats.
+"""SSE transport: writes encoded events to an aiohttp response, within a send timeout.
 
 A client that disconnects surfaces in aiohttp 3.x as ``ConnectionResetError`` on the next
 write (or, when the server runs with ``handler_cancellation=True`` as ``tokenstream serve``
 does, as a cancellation of the handler at once). Both end the stream: ``ClientGone`` is
-raised from the write, and closing the pipeline's iterators stops the source.
+raised from the write, and the runner then lets go of the reply's source.
 
 A client that stays connected but stops reading fills its socket buffers; then our own
 output queue grows. Two bounds keep that cheap: the queue of one stream is capped at
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import timeout as _timeout
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.http_writer import StreamWriter
 
-from tokenstream.engine.clock import Clock
 from tokenstream.sse.encoder import encode_comment
 
 __all__ = [
@@ -54,6 +54,12 @@ def head_response() -> web.Response:
     return web.Response(headers=SSE_HEADERS)
 
 
+class Now(Protocol):
+    """The clock writes are stamped with (``last_write``): the engine's pacing clock."""
+
+    def now(self) -> float: ...
+
+
 class ClientGone(Exception):
     """The client closed the connection; nothing more can be sent."""
 
@@ -69,7 +75,7 @@ class SSEResponse:
     def __init__(
         self,
         request: web.Request,
-        clock: Clock,
+        clock: Now,
         *,
         send_timeout: float | None = None,
         max_buffered: int | None = None,
@@ -188,6 +194,15 @@ class SSEResponse:
         transport = self.request.transport
         if transport is not None:
             transport.abort()
+
+    def release(self) -> None:
+        """At the stream's end: forget the traceback of a connection error aiohttp keeps for
+        the request (``request.content.exception()``). A write that met the client's reset
+        raised it inside this object's frames, so it holds them, and through them this
+        object: a reference cycle that would leave every such stream to the cyclic GC."""
+        error = self.request.content.exception()
+        if error is not None:
+            error.__traceback__ = None
 
     def _note_buffered(self) -> None:
         transport = self.request.transport

@@ -1,0 +1,76 @@
+"""What streams did: the counters of the whole server, and the record of one request.
+
+``StreamStats`` is read by ``GET /healthz`` and ``/metrics``. An ``AccessRecord`` is what
+the access log writes when its request ends; the runner fills in what only it knows (the
+tokens sent, how the stream ended) through ``current_record()``, a context variable that
+the access log middleware binds for the request's task with ``record_request()``.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["AccessRecord", "Outcome", "StreamStats", "current_record", "record_request"]
+
+Outcome = Literal["", "completed", "disconnected", "stalled", "shutdown", "time_limit", "failed"]
+"""How a stream ended; a request that streamed nothing is logged as ``ok`` or ``error``."""
+
+
+@dataclass(slots=True)
+class StreamStats:
+    active: int = 0
+    started: int = 0
+    completed: int = 0
+    disconnected: int = 0
+    failed: int = 0
+    events_sent: int = 0
+    stalled: int = 0  # disconnected by send_timeout_s (counted in disconnected too)
+
+
+@dataclass(slots=True)
+class AccessRecord:
+    stream: bool = False
+    status: int | None = None
+    """Set by the runner once a stream's headers are sent."""
+    tokens: int = 0
+    """Completion tokens written to the client."""
+    outcome: Outcome = ""
+    peak_buffered: int = 0
+    """Largest output queue of the stream, in bytes (logged when a client stalled)."""
+
+    @property
+    def disconnected(self) -> bool:
+        return self.outcome in ("disconnected", "stalled")
+
+
+_CURRENT: ContextVar[AccessRecord | None] = ContextVar("tokenstream_access", default=None)
+
+
+def current_record() -> AccessRecord:
+    """The record of the request being handled (a detached one outside a request)."""
+    record = _CURRENT.get()
+    return record if record is not None else AccessRecord()
+
+
+class record_request:
+    """Bind a new record to the current task's context for the duration of a request.
+
+    A slotted class rather than a ``contextmanager``: it lives as long as the request, and
+    is a fraction of the size of a suspended generator (memory per open stream).
+    """
+
+    __slots__ = ("_token", "record")
+
+    def __init__(self) -> None:
+        self.record = AccessRecord()
+        self._token: Token[AccessRecord | None] | None = None
+
+    def __enter__(self) -> AccessRecord:
+        self._token = _CURRENT.set(self.record)
+        return self.record
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _CURRENT.reset(self._token)

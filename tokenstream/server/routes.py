@@ -1,0 +1,293 @@
+"""The handlers: each parses its request with its dialect, picks the source, and hands the
+reply to the runner. A request for the upstream goes to ``proxy``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import quote
+
+from aiohttp import web
+
+from tokenstream.config import Config
+from tokenstream.dialects.openai_chat import (
+    OpenAIChunkFormat,
+    completion_body,
+    parse_chat_completion,
+    parse_proxy_request,
+)
+from tokenstream.dialects.overrides import PacingOverrides, resolve_profile
+from tokenstream.dialects.stream_query import encoder_for, parse_stream_query
+from tokenstream.engine.accounting import current_record
+from tokenstream.engine.events import ReplySource
+from tokenstream.engine.messages import ChatMessage
+from tokenstream.engine.pacer import PacingProfile
+from tokenstream.engine.reply import (
+    ReplyProgress,
+    ScheduledReply,
+    count_prompt_tokens,
+    whole_text,
+)
+from tokenstream.engine.runner import SHUTTING_DOWN
+from tokenstream.errors import InvalidRequest, NotFound, RequestError, Unavailable
+from tokenstream.server import proxy
+from tokenstream.server.limits import check_prompt_tokens, reply_token_limit
+from tokenstream.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from tokenstream.server.metrics import render
+from tokenstream.server.state import CONFIG, METRICS, STATE, AppState
+from tokenstream.sources.upstream import UPSTREAM, UpstreamClient
+from tokenstream.sse.transport import head_response
+
+__all__ = [
+    "chat_completions",
+    "healthz",
+    "metrics",
+    "model",
+    "models",
+    "profiles",
+    "stream",
+]
+
+log = logging.getLogger(__name__)
+
+_COUNT_INLINE_CHARS = 16_384
+"""Prompts longer than this are counted in a worker thread (about 2 ms of tokenizing)."""
+
+
+def _pick_source(state: AppState, overrides: PacingOverrides) -> ReplySource:
+    name = overrides.source or state.config.default_source
+    if name not in state.sources:
+        raise InvalidRequest(
+            f"The source '{name}' is not available here"
+            + (": set upstream.base_url to use it." if name == "upstream" else "."),
+            param="source",
+            code="invalid_value",
+        )
+    return state.sources[name]
+
+
+def _upstream_for(
+    request: web.Request, state: AppState, source: str | None
+) -> UpstreamClient | None:
+    """The upstream client when this request is to be proxied, else None."""
+    if (source or state.config.default_source) != "upstream":
+        return None
+    client = request.app.get(UPSTREAM)
+    if client is None:
+        raise InvalidRequest(
+            "The source 'upstream' is not available here: set upstream.base_url to use it.",
+            param="source",
+            code="invalid_value",
+        )
+    return client
+
+
+def _check_model(config: Config, model: str, param: str = "model") -> None:
+    if config.strict_models and model not in config.models:
+        raise NotFound(
+            f"The model '{model}' does not exist. Available models: {', '.join(config.models)}.",
+            param=param,
+            code="model_not_found",
+        )
+
+
+async def _scheduled(
+    state: AppState,
+    source: ReplySource,
+    messages: list[ChatMessage],
+    profile: PacingProfile,
+    max_tokens: int | None,
+    prompt_param: str,
+) -> ScheduledReply:
+    """A scripted or echo reply made ready: the prompt counted and checked, the text got."""
+    server = state.config.server
+    if sum(len(message.content) for message in messages) > _COUNT_INLINE_CHARS:
+        # tiktoken releases the GIL: a long prompt is counted without stalling every stream
+        prompt_tokens = await asyncio.to_thread(count_prompt_tokens, state.tokenizer, messages)
+    else:
+        prompt_tokens = count_prompt_tokens(state.tokenizer, messages)
+    progress = ReplyProgress(prompt_tokens=prompt_tokens)
+    check_prompt_tokens(server, progress.prompt_tokens, prompt_param)
+    max_tokens = reply_token_limit(server, max_tokens, "max_tokens")
+    return ScheduledReply(
+        await whole_text(source.reply(messages)),
+        tokenizer=state.tokenizer,
+        profile=profile,
+        max_tokens=max_tokens,
+        progress=progress,
+        clock=state.clock,
+        stats=state.stats,
+        lateness=state.lateness,
+    )
+
+
+async def _read_body(request: web.Request, state: AppState) -> bytes:
+    """The whole body, if it arrives within ``server.body_timeout_s`` (a client that trickles
+    it in does not hold a connection for ever) and before shutdown (503)."""
+    timeout_s = state.config.server.body_timeout_s
+    control = state.streams.open_upload()
+    try:
+        with control.interruptible():
+            async with asyncio.timeout(timeout_s):
+                return await request.read()
+    except TimeoutError:
+        raise RequestError(
+            f"The request body did not arrive within {timeout_s:g} s (server.body_timeout_s).",
+            status=408,
+            code="request_timeout",
+        ) from None
+    except asyncio.CancelledError:
+        if control.consume_stop() is None:
+            raise  # the client left
+        retry = {"Retry-After": str(state.config.server.retry_after_s)}
+        raise Unavailable(SHUTTING_DOWN, code="server_shutting_down", headers=retry) from None
+    finally:
+        state.streams.close_upload(control)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/chat/completions``: the OpenAI chat dialect, streamed or whole."""
+    state = request.app[STATE]
+    config = state.config
+    raw = await _read_body(request, state)
+    if config.upstream.base_url is not None:
+        proxied = parse_proxy_request(raw, config.upstream.model)
+        client = _upstream_for(request, state, proxied.overrides.source)
+        if client is not None:
+            return await proxy.chat_completions(request, state, client, proxied)
+    parsed = parse_chat_completion(raw)
+    _check_model(config, parsed.model)
+    profile = resolve_profile(
+        config,
+        parsed.overrides,
+        header_profile=request.headers.get("X-Tokenstream-Profile"),
+        prefix="tokenstream.",
+    )
+    source = _pick_source(state, parsed.overrides)
+    messages, max_tokens = parsed.messages, parsed.max_tokens
+
+    async def start() -> ScheduledReply:
+        return await _scheduled(state, source, messages, profile, max_tokens, "messages")
+
+    if parsed.stream:
+        encoder = OpenAIChunkFormat(
+            model=parsed.model,
+            include_usage=parsed.include_usage,
+            sentinel=config.server.sentinel,
+        )
+        return await state.runner.stream(request, encoder, start)
+
+    async def complete() -> tuple[ScheduledReply, str]:
+        """The whole reply, returned when the paced reply would have ended."""
+        reply = await start()
+        events = list(reply.schedule())
+        if events:
+            await state.clock.sleep_until(events[-1][0])
+        return reply, "".join(piece.text for _, piece in events)
+
+    reply, text = await state.runner.whole(request, complete)
+    progress = reply.progress
+    current_record().tokens = progress.completion_tokens
+    return web.json_response(
+        completion_body(parsed.model, text, progress.finish_reason, progress.usage)
+    )
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/stream``: the EventSource and curl endpoint."""
+    state = request.app[STATE]
+    config = state.config
+    if request.headers.get("Last-Event-ID") == "done":
+        # An EventSource reconnects when a finished stream closes; 204 tells it to stop.
+        return web.Response(status=204)
+    query = parse_stream_query(request.query, [key for key, _ in request.query.items()])
+    client = _upstream_for(request, state, query.overrides.source)
+    if client is not None:
+        if "Last-Event-ID" in request.headers:
+            # An EventSource reconnecting mid-reply: a new upstream request would bill the
+            # reply again and restart it at id 1. Until streams can be resumed, 204 tells
+            # it to stop.
+            return web.Response(status=204)
+        return await proxy.stream_query(request, state, client, query)
+    model = query.model or config.models[0]
+    _check_model(config, model)
+    profile = resolve_profile(
+        config, query.overrides, header_profile=request.headers.get("X-Tokenstream-Profile")
+    )
+    encoder = encoder_for(query, model, config.server.sentinel)
+    source = _pick_source(state, query.overrides)
+    if request.method == "HEAD":
+        return head_response()
+    messages = [ChatMessage("user", query.prompt)]
+    max_tokens = query.max_tokens
+    del query  # an open stream keeps only what it uses (memory per idle stream)
+
+    async def start() -> ScheduledReply:
+        return await _scheduled(state, source, messages, profile, max_tokens, "prompt")
+
+    return await state.runner.stream(request, encoder, start)
+
+
+async def models(request: web.Request) -> web.Response:
+    client = request.app.get(UPSTREAM)
+    if client is not None:  # the models that can answer are the upstream's
+        return await client.get("/models", proxy.client_auth(request, request.app[STATE]))
+    created = 1_700_000_000
+    return web.json_response(
+        {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": created, "owned_by": "tokenstream"}
+                for name in request.app[CONFIG].models
+            ],
+        }
+    )
+
+
+async def model(request: web.Request) -> web.Response:
+    name = request.match_info["model"]
+    client = request.app.get(UPSTREAM)
+    if client is not None:
+        return await client.get(
+            "/models/" + quote(name, safe=""), proxy.client_auth(request, request.app[STATE])
+        )
+    if name not in request.app[CONFIG].models:
+        raise NotFound(f"The model '{name}' does not exist.", param="model",
+                       code="model_not_found")
+    return web.json_response(
+        {"id": name, "object": "model", "created": 1_700_000_000, "owned_by": "tokenstream"}
+    )
+
+
+async def profiles(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    return web.json_response(
+        {
+            "default": config.default_profile,
+            "profiles": {
+                name: profile.model_dump(mode="json") for name, profile in config.profiles.items()
+            },
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text format (pacing lateness, stream counters, process)."""
+    return web.Response(
+        body=render(request.app[METRICS]), headers={"Content-Type": METRICS_CONTENT_TYPE}
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    stats = request.app[STATE].stats
+    return web.json_response(
+        {
+            "status": "ok",
+            "active_streams": stats.active,
+            "streams_started": stats.started,
+            "streams_completed": stats.completed,
+            "client_disconnects": stats.disconnected,
+            "stream_errors": stats.failed,
+            "client_stalls": stats.stalled,
+        }
+    )
