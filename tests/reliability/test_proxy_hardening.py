@@ -258,3 +258,24 @@ async def test_leaving_while_the_upstream_takes_its_time_drops_the_request(
     await guarded(upstream.closed.wait())
     assert upstream.cancelled
     await wait_for(lambda: client.app[STATE].stats.active == 0)
+
+
+async def test_a_whole_proxied_reply_counts_toward_the_limit_too(
+    proxy: MakeProxy, upstream: FakeUpstream
+) -> None:
+    gate = asyncio.Event()
+
+    async def held(request: web.Request, fake: FakeUpstream) -> web.StreamResponse:
+        await gate.wait()
+        return await answers(200, {"object": "chat.completion", "choices": []})(request, fake)
+
+    upstream.behaviour = held
+    client = await proxy(max_concurrent_streams=1)
+    whole = {**CHAT, "stream": False}
+    first = asyncio.ensure_future(client.post("/v1/chat/completions", json=whole))
+    await wait_for(lambda: len(upstream.seen) == 1)
+    second = await client.post("/v1/chat/completions", json=whole)
+    assert second.status == 429
+    assert len(upstream.seen) == 1  # refused before it was sent
+    gate.set()
+    assert (await guarded(first)).status == 200
