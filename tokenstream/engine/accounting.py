@@ -3,7 +3,7 @@
 ``StreamStats`` is read by ``GET /healthz`` and ``/metrics``. An ``AccessRecord`` is what
 the access log writes when its request ends; the runner fills in what only it knows (the
 tokens sent, how the stream ended) through ``current_record()``, a context variable that
-the access log middleware binds for the request's task with ``record_request()``.
+the access log middleware binds for the request's task with ``bind_record()``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["AccessRecord", "Outcome", "StreamStats", "current_record", "record_request"]
+__all__ = [
+    "AccessRecord",
+    "Outcome",
+    "StreamStats",
+    "bind_record",
+    "current_record",
+    "unbind_record",
+]
 
 Outcome = Literal["", "completed", "disconnected", "stalled", "shutdown", "time_limit", "failed"]
 """How a stream ended; a request that streamed nothing is logged as ``ok`` or ``error``."""
@@ -54,23 +61,15 @@ def current_record() -> AccessRecord:
     return record if record is not None else AccessRecord()
 
 
-class record_request:
-    """Bind a new record to the current task's context for the duration of a request.
+def bind_record() -> tuple[AccessRecord, Token[AccessRecord | None]]:
+    """A new record for the request being handled; ``unbind_record(token)`` when it ends.
 
-    A slotted class rather than a ``contextmanager``: it lives as long as the request, and
-    is a fraction of the size of a suspended generator (memory per open stream).
+    (Two functions rather than a context manager: nothing but the token stays alive with the
+    request, which for a stream is as long as the stream.)
     """
+    record = AccessRecord()
+    return record, _CURRENT.set(record)
 
-    __slots__ = ("_token", "record")
 
-    def __init__(self) -> None:
-        self.record = AccessRecord()
-        self._token: Token[AccessRecord | None] | None = None
-
-    def __enter__(self) -> AccessRecord:
-        self._token = _CURRENT.set(self.record)
-        return self.record
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._token is not None:
-            _CURRENT.reset(self._token)
+def unbind_record(token: Token[AccessRecord | None]) -> None:
+    _CURRENT.reset(token)

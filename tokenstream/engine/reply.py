@@ -8,7 +8,7 @@ live path instead (``tokenstream.engine.live``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, Awaitable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from tokenstream.engine.clock import TimerClock
@@ -170,11 +170,13 @@ class ScheduledReply:
     def watch_clock(self) -> TimerClock:
         return self.clock
 
-    async def play(self, sse: EventSink, encoder: ReplyEncoder) -> None:
+    def play(self, sse: EventSink, encoder: ReplyEncoder) -> Awaitable[None]:
+        # the playout's own coroutine, handed on: no frame of this one stays alive (memory
+        # per open stream)
         self._playout = Playout(
             sse, self.clock, self.schedule(), encoder, self.stats, lateness=self.lateness
         )
-        await self._playout.run()
+        return self._playout.run()
 
     def closing_events(self) -> list[ReplyEvent]:
         return self.progress.closing_events()

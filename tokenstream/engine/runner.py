@@ -21,6 +21,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol, TypeVar
 
 from aiohttp import web
@@ -77,7 +78,7 @@ class Reply(Protocol):
         whose silences and duration are real time whatever clock paces the text."""
         ...
 
-    async def play(self, sse: SSEResponse, encoder: ReplyEncoder) -> ReplyError | None:
+    def play(self, sse: SSEResponse, encoder: ReplyEncoder) -> Awaitable[ReplyError | None]:
         """Write every event at its deadline; the source's failure, if it failed."""
         ...
 
@@ -200,7 +201,7 @@ class Runner:
                 reply = await _started(control, start)
             else:
                 answering = asyncio.ensure_future(start())
-                reply = await _started(control, lambda: _within(answering, answer_within))
+                reply = await _started(control, partial(_within, answering, answer_within))
         except BaseException:
             if answering is not None:
                 answering.cancel()

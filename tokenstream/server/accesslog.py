@@ -26,7 +26,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
-from tokenstream.engine.accounting import AccessRecord, record_request
+from tokenstream.engine.accounting import AccessRecord, bind_record, unbind_record
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -69,19 +69,20 @@ def access_log_middleware(
     async def access_log(request: web.Request, handler: _Handler) -> web.StreamResponse:
         start = now()
         status: int | None = None
-        with record_request() as record:
-            try:
-                response = await handler(request)
-                status = response.status
-                return response
-            except web.HTTPException as exc:
-                status = exc.status
-                raise
-            except asyncio.CancelledError:
-                record.outcome = record.outcome or "disconnected"
-                raise
-            finally:
-                _log(logger, level, request, record, status, now() - start)
+        record, token = bind_record()
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            record.outcome = record.outcome or "disconnected"
+            raise
+        finally:
+            unbind_record(token)
+            _log(logger, level, request, record, status, now() - start)
 
     return access_log
 

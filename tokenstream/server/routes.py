@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from urllib.parse import quote
 
 from aiohttp import web
@@ -145,6 +147,17 @@ async def _read_body(request: web.Request, state: AppState) -> bytes:
         state.streams.close_upload(control)
 
 
+async def _complete(
+    state: AppState, start: Callable[[], Awaitable[ScheduledReply]]
+) -> tuple[ScheduledReply, str]:
+    """A whole reply, returned when the paced reply would have ended."""
+    reply = await start()
+    events = list(reply.schedule())
+    if events:
+        await state.clock.sleep_until(events[-1][0])
+    return reply, "".join(piece.text for _, piece in events)
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions``: the OpenAI chat dialect, streamed or whole."""
     state = request.app[STATE]
@@ -164,11 +177,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         prefix="tokenstream.",
     )
     source = _pick_source(state, parsed.overrides)
-    messages, max_tokens = parsed.messages, parsed.max_tokens
-
-    async def start() -> ScheduledReply:
-        return await _scheduled(state, source, messages, profile, max_tokens, "messages")
-
+    # partials, not closures: an open stream keeps its handler's frame, and a closure would
+    # turn each variable it uses into a cell object (memory and GC work per stream)
+    start = partial(
+        _scheduled, state, source, parsed.messages, profile, parsed.max_tokens, "messages"
+    )
     if parsed.stream:
         encoder = OpenAIChunkFormat(
             model=parsed.model,
@@ -176,16 +189,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             sentinel=config.server.sentinel,
         )
         return await state.runner.stream(request, encoder, start)
-
-    async def complete() -> tuple[ScheduledReply, str]:
-        """The whole reply, returned when the paced reply would have ended."""
-        reply = await start()
-        events = list(reply.schedule())
-        if events:
-            await state.clock.sleep_until(events[-1][0])
-        return reply, "".join(piece.text for _, piece in events)
-
-    reply, text = await state.runner.whole(request, complete)
+    reply, text = await state.runner.whole(request, partial(_complete, state, start))
     progress = reply.progress
     current_record().tokens = progress.completion_tokens
     return web.json_response(
@@ -222,9 +226,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     max_tokens = query.max_tokens
     del query  # an open stream keeps only what it uses (memory per idle stream)
 
-    async def start() -> ScheduledReply:
-        return await _scheduled(state, source, messages, profile, max_tokens, "prompt")
-
+    start = partial(_scheduled, state, source, messages, profile, max_tokens, "prompt")
     return await state.runner.stream(request, encoder, start)
 
 
