@@ -9,7 +9,8 @@
     end        a complete reply: its closing events (finish, usage) and the dialect's ending;
                a source that failed, the time limit or shutdown: the dialect's error event
                and ending; a client that left or stalled: nothing more
-    account    ``StreamStats``, the access record, one log line for anything unusual
+    account    ``endings.Accounting``: ``StreamStats``, the access record, one log line for
+               anything unusual
 
 A whole (``stream: false``) reply goes through the same admission, start, time limit and
 shutdown (``Runner.whole``); its events are collected instead of written.
@@ -28,10 +29,11 @@ from aiohttp import web
 
 from tokenstream.engine.accounting import AccessRecord, StreamStats, current_record
 from tokenstream.engine.clock import Cancellable, LoopClock, TimerClock
+from tokenstream.engine.endings import Accounting
 from tokenstream.engine.events import ReplyEncoder, ReplyError, ReplyEvent
 from tokenstream.engine.registry import StopReason, StreamControl, StreamRegistry
 from tokenstream.errors import InvalidRequest, RequestError, Unavailable, UpstreamStreamError
-from tokenstream.sse.transport import PING, ClientGone, ClientStalled, SSEResponse
+from tokenstream.sse.transport import PING, ClientGone, SSEResponse
 
 __all__ = [
     "SHUTTING_DOWN",
@@ -218,7 +220,9 @@ class Runner:
         )
         watch: StreamWatch | None = None
         try:
-            async with _Accounting(self.stats, sse, encoder, record, request.path, limits):
+            async with Accounting(
+                self.stats, sse, encoder, record, request.path, limits.send_timeout_s
+            ):
                 await sse.prepare()
                 record.status = sse.response.status
                 clock = LoopClock() if reply is None else reply.watch_clock
@@ -326,87 +330,3 @@ async def _answered(answering: asyncio.Task[Reply]) -> Reply:
             error.message, error_type=error.error_type, code=error.code
         ) from None
     # (a cancellation of the stream's task reaches ``answering`` too: the request is dropped)
-
-
-class _Accounting:
-    """How a started stream ends, counted and logged the same way for every reply.
-
-    A client that left or stalled gets nothing more (a stalled one is aborted, which frees
-    its queue); a source that failed, or any other error, is reported to the client as the
-    dialect's error event and ending. A cancellation (the client left) propagates.
-
-    A class rather than an ``asynccontextmanager``: it stays alive as long as the stream, and
-    a slotted object is a fraction of a suspended generator and its wrapper.
-    """
-
-    __slots__ = ("encoder", "limits", "path", "record", "sse", "stats")
-
-    def __init__(
-        self,
-        stats: StreamStats,
-        sse: SSEResponse,
-        encoder: ReplyEncoder,
-        record: AccessRecord,
-        path: str,
-        limits: StreamLimits,
-    ) -> None:
-        self.stats = stats
-        self.sse = sse
-        self.encoder = encoder
-        self.record = record
-        self.path = path
-        self.limits = limits
-
-    async def __aenter__(self) -> None:
-        self.stats.active += 1
-        self.stats.started += 1
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> bool:
-        stats, sse, record, path = self.stats, self.sse, self.record, self.path
-        try:
-            if exc is None:
-                stats.completed += 1
-            elif isinstance(exc, ClientStalled):
-                stats.disconnected += 1
-                stats.stalled += 1
-                record.outcome = "stalled"
-                record.peak_buffered = sse.peak_buffered
-                log.info("client stalled on %s: no write completed in %g s, %d bytes queued; "
-                         "connection aborted", path, self.limits.send_timeout_s,
-                         sse.peak_buffered)
-                sse.abort()
-            elif isinstance(exc, ClientGone):
-                stats.disconnected += 1
-                record.outcome = "disconnected"
-                log.info("client left %s after %d completion tokens", path, record.tokens)
-            elif isinstance(exc, asyncio.CancelledError):
-                stats.disconnected += 1
-                record.outcome = "disconnected"
-                log.info("client left %s after %d completion tokens (handler cancelled)",
-                         path, record.tokens)
-                return False
-            elif isinstance(exc, UpstreamStreamError):
-                log.warning("upstream failed after %d tokens on %s: %s", record.tokens, path,
-                            exc.message)
-                await self._report_failure(self.encoder.error(exc.message, exc.error_type,
-                                                              exc.code))
-            elif isinstance(exc, Exception):
-                log.error("stream failed on %s", path, exc_info=exc)
-                await self._report_failure(
-                    self.encoder.error("The stream failed on the server.", "server_error", None)
-                )
-            else:
-                return False  # KeyboardInterrupt, SystemExit, GeneratorExit: not ours
-            return True
-        finally:
-            stats.active -= 1
-
-    async def _report_failure(self, error_event: bytes) -> None:
-        self.stats.failed += 1
-        self.record.outcome = "failed"
-        try:
-            await self.sse.close(error_event)
-        except ClientGone:
-            self.sse.abort()
