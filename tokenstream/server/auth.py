@@ -124,12 +124,21 @@ def client_identity(checker: KeyChecker) -> Callable[[web.Request], str]:
         return by_address
 
     def by_key(request: web.Request) -> str:
-        token = _bearer_token(request.headers.get("Authorization"))
+        token = presented_key(request)
         if token is None:
             return by_address(request)  # an open path: no key was asked for
         return "key:" + _digest(token).hex()[:32]
 
     return by_key
+
+
+def presented_key(request: web.Request) -> str | None:
+    """The API key a request presents: ``Authorization: Bearer KEY``, or ``x-api-key: KEY``
+    as Anthropic's clients send it."""
+    token = _bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        token = request.headers.get("x-api-key", "").strip() or None
+    return token
 
 
 def _bearer_token(header: str | None) -> str | None:
@@ -158,7 +167,7 @@ def auth_middleware(checker: KeyChecker, open_paths: list[str]) -> Middleware:
     async def authenticate(request: web.Request, handler: _Handler) -> web.StreamResponse:
         if path_is_open(request.path, open_paths):
             return await handler(request)
-        token = _bearer_token(request.headers.get("Authorization"))
+        token = presented_key(request)
         if token is None:
             log.info("refused %s %s: no API key", request.method, request.path)
             raise Unauthorized(_MISSING, code="missing_api_key", headers=_CHALLENGE)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from tokenstream.dialects.anthropic_messages import error_body as anthropic_error_body
 from tokenstream.errors import RequestError, error_body
 from tokenstream.server.limits import check_body_encoding, check_query_encoding
 from tokenstream.server.state import CONFIG
@@ -20,8 +21,14 @@ log = logging.getLogger(__name__)
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_error(error: RequestError) -> web.Response:
-    response = web.json_response(error.to_dict(), status=error.status)
+ANTHROPIC_PATHS = frozenset({"/v1/messages"})
+"""Paths whose errors take Anthropic's shape instead of OpenAI's."""
+
+
+def json_error(error: RequestError, path: str = "") -> web.Response:
+    """``error`` in the error shape of the API ``path`` belongs to, with its status."""
+    body = anthropic_error_body(error) if path in ANTHROPIC_PATHS else error.to_dict()
+    response = web.json_response(body, status=error.status)
     response.headers.update(error.headers)
     return response
 
@@ -31,11 +38,12 @@ _HTTP_ERROR_TYPES = {404: "not_found_error", 405: "invalid_request_error"}
 
 @web.middleware
 async def openai_errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Every error leaves as ``{"error": {message, type, param, code}}``; no traceback leaks."""
+    """Every error leaves in its API's shape (OpenAI's ``{"error": {message, type, param,
+    code}}``, or Anthropic's on ``ANTHROPIC_PATHS``); no traceback leaks."""
     try:
         response = await handler(request)
     except RequestError as error:
-        return json_error(error)
+        return json_error(error, request.path)
     except web.HTTPRequestEntityTooLarge as exc:
         limit = request.app[CONFIG].server.max_body_bytes
         return json_error(
@@ -43,7 +51,8 @@ async def openai_errors(request: web.Request, handler: _Handler) -> web.StreamRe
                 f"Request body too large: the limit is {limit} bytes (server.max_body_bytes).",
                 status=exc.status,
                 code="request_too_large",
-            )
+            ),
+            request.path,
         )
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -78,7 +87,7 @@ def _http_error(request: web.Request, exc: web.StreamResponse) -> web.Response:
         error_type=_HTTP_ERROR_TYPES.get(exc.status, "invalid_request_error"),
         code=exc.reason.lower().replace(" ", "_"),
     )
-    response = json_error(http_error)
+    response = json_error(http_error, request.path)
     if "Allow" in exc.headers:
         response.headers["Allow"] = exc.headers["Allow"]
     return response

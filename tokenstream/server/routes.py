@@ -12,6 +12,11 @@ from urllib.parse import quote
 from aiohttp import web
 
 from tokenstream.config import Config
+from tokenstream.dialects.anthropic_messages import (
+    AnthropicMessagesFormat,
+    message_body,
+    parse_messages,
+)
 from tokenstream.dialects.openai_chat import (
     OpenAIChunkFormat,
     completion_body,
@@ -43,6 +48,7 @@ from tokenstream.sse.transport import head_response
 __all__ = [
     "chat_completions",
     "healthz",
+    "messages",
     "metrics",
     "model",
     "models",
@@ -194,6 +200,49 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     current_record().tokens = progress.completion_tokens
     return web.json_response(
         completion_body(parsed.model, text, progress.finish_reason, progress.usage)
+    )
+
+
+async def _counted(
+    start: Callable[[], Awaitable[ScheduledReply]], encoder: AnthropicMessagesFormat
+) -> ScheduledReply:
+    """``start``, and the prompt's token count handed to the encoder (its first event)."""
+    reply = await start()
+    encoder.input_tokens = reply.progress.prompt_tokens
+    return reply
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/messages``: the Anthropic Messages dialect, streamed or whole."""
+    state = request.app[STATE]
+    config = state.config
+    parsed = parse_messages(await _read_body(request, state))
+    if (parsed.overrides.source or config.default_source) == "upstream":
+        raise InvalidRequest(
+            "/v1/messages is answered by the scripted and echo sources; the upstream is "
+            "reached through POST /v1/chat/completions.",
+            param="tokenstream.source",
+            code="invalid_value",
+        )
+    _check_model(config, parsed.model)
+    profile = resolve_profile(
+        config,
+        parsed.overrides,
+        header_profile=request.headers.get("X-Tokenstream-Profile"),
+        prefix="tokenstream.",
+    )
+    source = _pick_source(state, parsed.overrides)
+    start = partial(
+        _scheduled, state, source, parsed.messages, profile, parsed.max_tokens, "messages"
+    )
+    if parsed.stream:
+        encoder = AnthropicMessagesFormat(model=parsed.model)
+        return await state.runner.stream(request, encoder, partial(_counted, start, encoder))
+    reply, text = await state.runner.whole(request, partial(_complete, state, start))
+    progress = reply.progress
+    current_record().tokens = progress.completion_tokens
+    return web.json_response(
+        message_body(parsed.model, text, progress.finish_reason, progress.usage)
     )
 
 
