@@ -126,6 +126,7 @@ def create_app(
     app.on_shutdown.append(_end_streams)
     app.router.add_post("/v1/chat/completions", routes.chat_completions)
     app.router.add_post("/v1/messages", routes.messages)
+    app.router.add_post("/v1/responses", routes.responses)
     app.router.add_get("/v1/stream", routes.stream)
     app.router.add_get("/v1/models", routes.models)
     app.router.add_get("/v1/models/{model}", routes.model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from urllib.parse import quote
@@ -22,6 +23,14 @@ from tokenstream.dialects.openai_chat import (
     completion_body,
     parse_chat_completion,
     parse_proxy_request,
+)
+from tokenstream.dialects.openai_responses import (
+    ResponsesFormat,
+    message_item,
+    new_message_item_id,
+    new_response_id,
+    parse_responses,
+    response_object,
 )
 from tokenstream.dialects.overrides import PacingOverrides, resolve_profile
 from tokenstream.dialects.stream_query import encoder_for, parse_stream_query
@@ -53,6 +62,7 @@ __all__ = [
     "model",
     "models",
     "profiles",
+    "responses",
     "stream",
 ]
 
@@ -212,18 +222,56 @@ async def _counted(
     return reply
 
 
+def _not_upstream(config: Config, overrides: PacingOverrides, path: str) -> None:
+    if (overrides.source or config.default_source) == "upstream":
+        raise InvalidRequest(
+            f"{path} is answered by the scripted and echo sources; the upstream is reached "
+            "through POST /v1/chat/completions.",
+            param="tokenstream.source",
+            code="invalid_value",
+        )
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/responses``: the OpenAI Responses dialect, streamed or whole."""
+    state = request.app[STATE]
+    config = state.config
+    parsed = parse_responses(await _read_body(request, state))
+    _not_upstream(config, parsed.overrides, request.path)
+    _check_model(config, parsed.model)
+    profile = resolve_profile(
+        config,
+        parsed.overrides,
+        header_profile=request.headers.get("X-Tokenstream-Profile"),
+        prefix="tokenstream.",
+    )
+    source = _pick_source(state, parsed.overrides)
+    start = partial(
+        _scheduled, state, source, parsed.messages, profile, parsed.max_output_tokens, "input"
+    )
+    if parsed.stream:
+        encoder = ResponsesFormat(model=parsed.model)
+        return await state.runner.stream(request, encoder, start)
+    reply, text = await state.runner.whole(request, partial(_complete, state, start))
+    progress = reply.progress
+    current_record().tokens = progress.completion_tokens
+    return web.json_response(response_object(
+        response_id=new_response_id(),
+        created_at=int(time.time()),
+        model=parsed.model,
+        status="incomplete" if progress.truncated else "completed",
+        output=[message_item(new_message_item_id(), text)],
+        usage=progress.usage,
+        truncated=progress.truncated,
+    ))
+
+
 async def messages(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages``: the Anthropic Messages dialect, streamed or whole."""
     state = request.app[STATE]
     config = state.config
     parsed = parse_messages(await _read_body(request, state))
-    if (parsed.overrides.source or config.default_source) == "upstream":
-        raise InvalidRequest(
-            "/v1/messages is answered by the scripted and echo sources; the upstream is "
-            "reached through POST /v1/chat/completions.",
-            param="tokenstream.source",
-            code="invalid_value",
-        )
+    _not_upstream(config, parsed.overrides, request.path)
     _check_model(config, parsed.model)
     profile = resolve_profile(
         config,
