@@ -222,39 +222,56 @@ async def _counted(
     return reply
 
 
-def _not_upstream(config: Config, overrides: PacingOverrides, path: str) -> None:
+def _scripted_start(
+    request: web.Request,
+    state: AppState,
+    *,
+    model: str,
+    overrides: PacingOverrides,
+    messages: list[ChatMessage],
+    max_tokens: int | None,
+    prompt_param: str,
+) -> Callable[[], Awaitable[ScheduledReply]]:
+    """How a dialect served by the scripted and echo sources only starts its reply."""
+    config = state.config
     if (overrides.source or config.default_source) == "upstream":
         raise InvalidRequest(
-            f"{path} is answered by the scripted and echo sources; the upstream is reached "
-            "through POST /v1/chat/completions.",
+            f"{request.path} is answered by the scripted and echo sources; the upstream is "
+            "reached through POST /v1/chat/completions.",
             param="tokenstream.source",
             code="invalid_value",
         )
+    _check_model(config, model)
+    profile = resolve_profile(
+        config,
+        overrides,
+        header_profile=request.headers.get("X-Tokenstream-Profile"),
+        prefix="tokenstream.",
+    )
+    source = _pick_source(state, overrides)
+    return partial(_scheduled, state, source, messages, profile, max_tokens, prompt_param)
+
+
+async def _whole(
+    request: web.Request, state: AppState, start: Callable[[], Awaitable[ScheduledReply]]
+) -> tuple[ReplyProgress, str]:
+    """A reply answered whole: its progress (finish, usage) and text."""
+    reply, text = await state.runner.whole(request, partial(_complete, state, start))
+    current_record().tokens = reply.progress.completion_tokens
+    return reply.progress, text
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
     """``POST /v1/responses``: the OpenAI Responses dialect, streamed or whole."""
     state = request.app[STATE]
-    config = state.config
     parsed = parse_responses(await _read_body(request, state))
-    _not_upstream(config, parsed.overrides, request.path)
-    _check_model(config, parsed.model)
-    profile = resolve_profile(
-        config,
-        parsed.overrides,
-        header_profile=request.headers.get("X-Tokenstream-Profile"),
-        prefix="tokenstream.",
-    )
-    source = _pick_source(state, parsed.overrides)
-    start = partial(
-        _scheduled, state, source, parsed.messages, profile, parsed.max_output_tokens, "input"
+    start = _scripted_start(
+        request, state, model=parsed.model, overrides=parsed.overrides,
+        messages=parsed.messages, max_tokens=parsed.max_output_tokens, prompt_param="input",
     )
     if parsed.stream:
-        encoder = ResponsesFormat(model=parsed.model)
-        return await state.runner.stream(request, encoder, start)
-    reply, text = await state.runner.whole(request, partial(_complete, state, start))
-    progress = reply.progress
-    current_record().tokens = progress.completion_tokens
+        return await state.runner.stream(request, ResponsesFormat(model=parsed.model), start)
+    progress, text = await _whole(request, state, start)
     return web.json_response(response_object(
         response_id=new_response_id(),
         created_at=int(time.time()),
@@ -269,26 +286,15 @@ async def responses(request: web.Request) -> web.StreamResponse:
 async def messages(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages``: the Anthropic Messages dialect, streamed or whole."""
     state = request.app[STATE]
-    config = state.config
     parsed = parse_messages(await _read_body(request, state))
-    _not_upstream(config, parsed.overrides, request.path)
-    _check_model(config, parsed.model)
-    profile = resolve_profile(
-        config,
-        parsed.overrides,
-        header_profile=request.headers.get("X-Tokenstream-Profile"),
-        prefix="tokenstream.",
-    )
-    source = _pick_source(state, parsed.overrides)
-    start = partial(
-        _scheduled, state, source, parsed.messages, profile, parsed.max_tokens, "messages"
+    start = _scripted_start(
+        request, state, model=parsed.model, overrides=parsed.overrides,
+        messages=parsed.messages, max_tokens=parsed.max_tokens, prompt_param="messages",
     )
     if parsed.stream:
         encoder = AnthropicMessagesFormat(model=parsed.model)
         return await state.runner.stream(request, encoder, partial(_counted, start, encoder))
-    reply, text = await state.runner.whole(request, partial(_complete, state, start))
-    progress = reply.progress
-    current_record().tokens = progress.completion_tokens
+    progress, text = await _whole(request, state, start)
     return web.json_response(
         message_body(parsed.model, text, progress.finish_reason, progress.usage)
     )
