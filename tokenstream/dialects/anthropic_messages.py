@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tokenstream.dialects.content import ContentPart, text_of
 from tokenstream.dialects.framing import dumps, json_string
 from tokenstream.dialects.overrides import NO_OVERRIDES, PacingOverrides, invalid_request
 from tokenstream.engine.events import Finish, ModelName, ReplyEvent, Usage
@@ -60,24 +61,10 @@ def error_body(error: RequestError) -> dict[str, Any]:
     return {"type": "error", "error": {"type": error_type, "message": error.message}}
 
 
-class _Block(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
-
-
-def _text(content: str | list[_Block] | None) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(block.text or "" for block in content if block.type == "text")
-
-
 class _Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["user", "assistant"]
-    content: str | list[_Block]
+    content: str | list[ContentPart]
 
 
 class _MessagesBody(BaseModel):
@@ -86,7 +73,7 @@ class _MessagesBody(BaseModel):
     model: str = Field(min_length=1, max_length=256)
     messages: list[_Message] = Field(min_length=1, max_length=10_000)
     max_tokens: int = Field(ge=1, le=1_000_000)
-    system: str | list[_Block] | None = None
+    system: str | list[ContentPart] | None = None
     stream: bool = False
     tokenstream: PacingOverrides | None = None
 
@@ -116,8 +103,8 @@ def parse_messages(body: bytes) -> MessagesRequest:
         parsed = _MessagesBody.model_validate_json(body)
     except ValidationError as exc:
         raise invalid_request(exc) from None
-    messages = [ChatMessage("system", _text(parsed.system))] if parsed.system else []
-    messages += [ChatMessage(m.role, _text(m.content)) for m in parsed.messages]
+    messages = [ChatMessage("system", text_of(parsed.system))] if parsed.system else []
+    messages += [ChatMessage(m.role, text_of(m.content)) for m in parsed.messages]
     return MessagesRequest(
         model=parsed.model,
         messages=messages,

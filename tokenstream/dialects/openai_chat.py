@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tokenstream.dialects.content import ContentPart, text_of
 from tokenstream.dialects.framing import EventFraming, dumps, json_string
 from tokenstream.dialects.overrides import (
     NO_OVERRIDES,
@@ -66,24 +67,14 @@ __all__ = [
 # -- requests ------------------------------------------------------------------------------
 
 
-class _TextPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
-
-
 class _Message(BaseModel):
     model_config = ConfigDict(extra="allow")  # tool_calls, refusal, audio, ... are carried along
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[_TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
 
     def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text or "" for part in self.content if part.type == "text")
+        return text_of(self.content)
 
 
 class _StreamOptions(BaseModel):

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tokenstream.dialects.content import ContentPart, text_of
 from tokenstream.dialects.framing import dumps, json_string
 from tokenstream.dialects.overrides import NO_OVERRIDES, PacingOverrides, invalid_request
 from tokenstream.engine.events import Finish, ReplyEvent, Usage
@@ -43,24 +44,14 @@ __all__ = [
 ]
 
 
-class _Part(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
-
-
 class _InputItem(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system", "developer"]
-    content: str | list[_Part]
+    content: str | list[ContentPart]
 
     def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(
-            part.text or "" for part in self.content if part.type in ("input_text", "output_text")
-        )
+        return text_of(self.content, ("input_text", "output_text"))
 
 
 class _ResponsesBody(BaseModel):

@@ -205,9 +205,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             sentinel=config.server.sentinel,
         )
         return await state.runner.stream(request, encoder, start)
-    reply, text = await state.runner.whole(request, partial(_complete, state, start))
-    progress = reply.progress
-    current_record().tokens = progress.completion_tokens
+    progress, text = await _whole(request, state, start)
     return web.json_response(
         completion_body(parsed.model, text, progress.finish_reason, progress.usage)
     )
