@@ -29,11 +29,13 @@ __all__ = [
     "ModelName",
     "Passthrough",
     "ReasoningDelta",
+    "ReplyContent",
     "ReplyEncoder",
     "ReplyError",
     "ReplyEvent",
     "ReplySource",
     "TextDelta",
+    "ToolCall",
     "ToolCallDelta",
     "ToolCallEnd",
     "ToolCallStart",
@@ -137,6 +139,49 @@ ReplyEvent = (
     | Passthrough
     | ReplyError
 )
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """One whole tool call of a reply (``ReplyContent``)."""
+
+    call_id: str
+    name: str
+    arguments: str = ""
+    """The JSON arguments as the reply gave them (cut short if the token limit cut them)."""
+    index: int = 0
+    """Its ``ToolCallStart.index``."""
+
+
+@dataclass(slots=True)
+class ReplyContent:
+    """A reply's events added up: what a dialect's whole (not streamed) answer shows."""
+
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str = "stop"
+    usage: Usage | None = None
+    model: str | None = None
+
+    def add(self, event: ReplyEvent | Piece) -> None:
+        """Add one event (or a piece of text) in reply order."""
+        if isinstance(event, (Piece, TextDelta)):
+            self.text += event.text
+        elif isinstance(event, ReasoningDelta):
+            self.reasoning += event.text
+        elif isinstance(event, ToolCallStart):
+            self.tool_calls.append(ToolCall(event.call_id, event.name, index=event.index))
+        elif isinstance(event, ToolCallDelta):
+            for call in self.tool_calls:
+                if call.index == event.index:
+                    call.arguments += event.arguments
+        elif isinstance(event, Finish):
+            self.finish_reason = event.reason
+        elif isinstance(event, Usage):
+            self.usage = event
+        elif isinstance(event, ModelName):
+            self.model = event.name
 
 
 class ReplyEncoder(Protocol):
