@@ -147,3 +147,13 @@ class JumpingTimerLoop:
     def _jump(self, when: float, callback: Any, args: tuple[Any, ...]) -> None:
         self.now = max(self.now, when)
         callback(*args)
+
+
+def scripted_reply(keyword: str) -> str:
+    """The reply text of the embedded default rule whose pattern names ``keyword``."""
+    from tokenstream.config import defaults
+
+    return next(
+        rule["reply"] for rule in defaults.DEFAULT_RULES
+        if keyword in rule["match"] and "reply" in rule and "tool_result" not in rule
+    )

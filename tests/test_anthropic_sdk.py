@@ -9,13 +9,15 @@ import pytest
 from aiohttp.test_utils import TestServer
 from anthropic import AsyncAnthropic, AuthenticationError, BadRequestError
 
-from tokenstream.config import Config, defaults
+from tokenstream.config import Config
 from tokenstream.engine.clock import FakeClock
 from tokenstream.engine.tokenizer import Tokenizer, load_encoding
 from tokenstream.server.app import create_app
 
-EMOJI = next(rule["reply"] for rule in defaults.DEFAULT_RULES if "emoji" in rule["match"])
-HELLO = next(rule["reply"] for rule in defaults.DEFAULT_RULES if "hello" in rule["match"])
+from support import scripted_reply
+
+EMOJI = scripted_reply("emoji")
+HELLO = scripted_reply("hello")
 # Chinese, ZWJ emoji, leading spaces, CRLF and a lone CR: echoed back byte for byte
 TRICKY = "  你好，世界！👩‍👩‍👧‍👦 🇯🇵\r\nline two\rend 我懒得写"
 

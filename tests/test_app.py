@@ -9,17 +9,16 @@ from typing import Any
 
 import pytest
 
-from tokenstream.config import Config, defaults
+from tokenstream.config import Config
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.server.app import STATE
 
-from support import MakeClient, ManualClock, parse_sse, wait_for
+from support import MakeClient, ManualClock, parse_sse, scripted_reply, wait_for
 
-RULE_REPLIES = {rule["match"]: rule["reply"] for rule in defaults.DEFAULT_RULES}
-CHINESE = next(r for m, r in RULE_REPLIES.items() if "chinese" in m)
-EMOJI = next(r for m, r in RULE_REPLIES.items() if "emoji" in m)
-CODE = next(r for m, r in RULE_REPLIES.items() if "code" in m)
-HELLO = next(r for m, r in RULE_REPLIES.items() if "hello" in m)
+CHINESE = scripted_reply("chinese")
+EMOJI = scripted_reply("emoji")
+CODE = scripted_reply("code")
+HELLO = scripted_reply("hello")
 
 
 def _openai_text(events: list[Any]) -> str:

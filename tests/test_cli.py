@@ -15,14 +15,13 @@ from aiohttp.test_utils import TestServer
 
 from tokenstream.cli import _loop_factory, main
 from tokenstream.client import stream_prompt
-from tokenstream.config import defaults
 from tokenstream.engine.clock import FakeClock
 from tokenstream.errors import TokenstreamError
 from tokenstream.server.app import create_app
 
-from support import parse_sse
+from support import parse_sse, scripted_reply
 
-CHINESE = next(rule["reply"] for rule in defaults.DEFAULT_RULES if "chinese" in rule["match"])
+CHINESE = scripted_reply("chinese")
 
 
 async def test_terminal_client_prints_text_and_measures() -> None:

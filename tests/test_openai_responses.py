@@ -9,12 +9,13 @@ import pytest
 from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI
 
-from tokenstream.config import defaults
 from tokenstream.engine.clock import FakeClock
 from tokenstream.engine.tokenizer import Tokenizer, load_encoding
 from tokenstream.server.app import create_app
 
-HELLO = next(rule["reply"] for rule in defaults.DEFAULT_RULES if "hello" in rule["match"])
+from support import scripted_reply
+
+HELLO = scripted_reply("hello")
 # Chinese, ZWJ emoji, leading spaces, CRLF and a lone CR: echoed back byte for byte
 TRICKY = "  你好，世界！👩‍👩‍👧‍👦 🇯🇵\r\nline two\rend 我懒得写"
 

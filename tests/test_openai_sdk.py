@@ -6,12 +6,13 @@ import pytest
 from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI, BadRequestError
 
-from tokenstream.config import defaults
 from tokenstream.engine.clock import FakeClock
 from tokenstream.server.app import create_app
 
-EMOJI = next(rule["reply"] for rule in defaults.DEFAULT_RULES if "emoji" in rule["match"])
-HELLO = next(rule["reply"] for rule in defaults.DEFAULT_RULES if "hello" in rule["match"])
+from support import scripted_reply
+
+EMOJI = scripted_reply("emoji")
+HELLO = scripted_reply("hello")
 
 
 @pytest.fixture

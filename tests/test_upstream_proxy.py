@@ -20,11 +20,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from openai import AsyncOpenAI
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from tokenstream.config import Config, ServerConfig, UpstreamConfig, defaults
+from tokenstream.config import Config, ServerConfig, UpstreamConfig
 from tokenstream.engine.clock import FakeClock
 from tokenstream.server.app import STATE, create_app
 
-from support import wait_for
+from support import scripted_reply, wait_for
 from upstream_support import (
     DONE,
     UPSTREAM_MODEL,
@@ -333,7 +333,7 @@ async def test_scripted_source_still_answers_on_request(
     body = {**CHAT, "messages": [{"role": "user", "content": "hello"}],
             "tokenstream": {"source": "scripted"}}
     text = openai_text(parse_sse(await (await _chat(client, body)).read()))
-    assert text == next(r["reply"] for r in defaults.DEFAULT_RULES if "hello" in r["match"])
+    assert text == scripted_reply("hello")
     assert upstream.seen == []
 
 
@@ -726,7 +726,7 @@ async def tokenstream_upstream(aiohttp_server: AiohttpServer) -> str:
 async def test_tokenstream_in_front_of_tokenstream(
     aiohttp_client: AiohttpClient, tokenstream_upstream: str
 ) -> None:
-    chinese = next(r["reply"] for r in defaults.DEFAULT_RULES if "chinese" in r["match"])
+    chinese = scripted_reply("chinese")
     client = await aiohttp_client(create_app(_config(tokenstream_upstream), clock=FakeClock()))
     body = {
         "model": "tokenstream-1",

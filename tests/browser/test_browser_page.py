@@ -13,17 +13,15 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tokenstream.config import defaults
-
 from browser_support import Server
+from support import scripted_reply
 
 pytestmark = pytest.mark.browser
 
-REPLIES = {rule["match"]: rule["reply"] for rule in defaults.DEFAULT_RULES}
-HELLO = next(reply for match, reply in REPLIES.items() if "hello" in match)
-CHINESE = next(reply for match, reply in REPLIES.items() if "chinese" in match)
-EMOJI = next(reply for match, reply in REPLIES.items() if "emoji" in match)
-LONG = next(reply for match, reply in REPLIES.items() if "long" in match)
+HELLO = scripted_reply("hello")
+CHINESE = scripted_reply("chinese")
+EMOJI = scripted_reply("emoji")
+LONG = scripted_reply("long")
 STREAM_LIMIT_MS = 30_000  # a bound for a reply to finish, not a timing check
 
 TRANSPORTS = ["fetch", "eventsource"]

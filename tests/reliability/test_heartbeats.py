@@ -9,10 +9,11 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 from relhelp import FAST, make_app, parse_sse
 
-from tokenstream.config.defaults import DEFAULT_RULES
 from tokenstream.engine.clock import FakeClock
 
-HELLO_REPLY = DEFAULT_RULES[0]["reply"]
+from support import scripted_reply
+
+HELLO_REPLY = scripted_reply("hello")
 PING = b": ping\n\n"
 
 

@@ -8,6 +8,7 @@ from tokenstream.config.settings import (
     RuleConfig,
     ServerConfig,
     TokenizerConfig,
+    ToolCallConfig,
     api_key_problem,
 )
 from tokenstream.config.upstream import UpstreamConfig, ca_context
@@ -19,6 +20,7 @@ __all__ = [
     "RuleConfig",
     "ServerConfig",
     "TokenizerConfig",
+    "ToolCallConfig",
     "UpstreamConfig",
     "api_key_problem",
     "ca_context",

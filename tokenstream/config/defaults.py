@@ -97,7 +97,7 @@ DEFAULT_REPLY = (
     "Ask for a greeting, markdown, code, Chinese, emoji or a long answer to see more."
 )
 
-DEFAULT_RULES: list[dict[str, str]] = [
+DEFAULT_RULES: list[dict[str, Any]] = [
     {
         "match": r"(?i)\b(hello|hi|hey)\b",
         "reply": "Hello! I'm tokenstream. I stream replies token by token, so you can see how "
@@ -145,5 +145,17 @@ DEFAULT_RULES: list[dict[str, str]] = [
         "that is half written, and a user who presses stop. tokenstream lets you produce "
         "each of these on demand, offline and repeatably, so the interface can be tested "
         "before a real model is ever called.",
+    },
+    {
+        "match": r"(?i)\bweather\b",
+        "tool_result": r"(?s).",
+        "reply": "Thanks, the get_weather tool answered. That is the end of a scripted agent "
+        "loop: question, tool call, tool result, answer.",
+    },
+    {
+        "match": r"(?i)\bweather\b",
+        "reasoning": "The user asks about the weather. I have a get_weather tool, so I call "
+        "it for Paris.",
+        "tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}],
     },
 ]

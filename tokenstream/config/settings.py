@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import regex
 from pydantic import (
@@ -29,6 +30,7 @@ __all__ = [
     "RuleConfig",
     "ServerConfig",
     "TokenizerConfig",
+    "ToolCallConfig",
     "api_key_problem",
 ]
 
@@ -161,26 +163,81 @@ class TokenizerConfig(StrictModel):
     encoding: str = "cl100k_base"
 
 
+def _compiled(value: str) -> str:
+    try:
+        regex.compile(value)
+    except regex.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from exc
+    return value
+
+
+class ToolCallConfig(StrictModel):
+    """A tool call a rule answers with, streamed in each dialect's own form."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the function's name, as the tools name it"
+    )
+    arguments: dict[str, Any] | str = Field(
+        default_factory=dict, description="a mapping, or a JSON object as a string"
+    )
+    id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="the call's id; unset = a new 'call_...' id for every reply",
+    )
+
+    @field_validator("arguments")
+    @classmethod
+    def _json_object(cls, value: dict[str, Any] | str) -> dict[str, Any] | str:
+        if isinstance(value, str):
+            try:
+                parsed = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not valid JSON: {exc}") from None
+            if not isinstance(parsed, dict):
+                raise ValueError("must be a JSON object ({...}), as tool arguments are")
+        return value
+
+    @property
+    def arguments_json(self) -> str:
+        """The arguments as the model streams them: JSON text, as written when given so."""
+        if isinstance(self.arguments, str):
+            return self.arguments
+        return json.dumps(self.arguments, ensure_ascii=False)
+
+
 class RuleConfig(StrictModel):
-    match: str = Field(description="regular expression searched in the last user message")
+    match: str = Field(
+        default="", description="regular expression searched in the last user message; "
+        "unset = any"
+    )
+    tool_result: str | None = Field(
+        default=None,
+        description="regular expression searched in a tool's result: the rule then answers "
+        "only a conversation whose last message is a tool result, and others only the rest",
+    )
     reply: str | None = None
     reply_file: str | None = Field(
         default=None, description="file with the reply, relative to the config file"
     )
+    reasoning: str | None = Field(
+        default=None, description="reasoning (thinking) streamed before the reply"
+    )
+    tool_calls: list[ToolCallConfig] = Field(
+        default_factory=list, max_length=128, description="tool calls streamed after the reply"
+    )
 
-    @field_validator("match")
+    @field_validator("match", "tool_result")
     @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            regex.compile(value)
-        except regex.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from exc
-        return value
+    def _compiles(cls, value: str | None) -> str | None:
+        return None if value is None else _compiled(value)
 
     @model_validator(mode="after")
     def _one_reply(self) -> RuleConfig:
-        if (self.reply is None) == (self.reply_file is None):
-            raise ValueError("give exactly one of 'reply' or 'reply_file'")
+        if self.reply is not None and self.reply_file is not None:
+            raise ValueError("give one of 'reply' or 'reply_file', not both")
+        if self.reply is None and self.reply_file is None and not self.tool_calls:
+            raise ValueError("give 'reply', 'reply_file' or 'tool_calls'")
         return self
 
 
@@ -190,13 +247,17 @@ class ReplyRule:
 
     pattern: regex.Pattern[str]
     reply: str
+    reasoning: str = ""
+    tool_calls: tuple[ToolCallConfig, ...] = ()
+    tool_result: regex.Pattern[str] | None = None
+    """Set: the rule answers only a tool's result that this is found in."""
 
 
 class ResponsesConfig(StrictModel):
     source: Literal["scripted", "echo"] = "scripted"
     default_reply: str = defaults.DEFAULT_REPLY
     rules: list[RuleConfig] = Field(
-        default_factory=lambda: [RuleConfig(**rule) for rule in defaults.DEFAULT_RULES]
+        default_factory=lambda: [RuleConfig.model_validate(rule) for rule in defaults.DEFAULT_RULES]
     )
 
 
@@ -258,8 +319,7 @@ class Config(StrictModel):
         for index, rule in enumerate(self.responses.rules):
             if rule.reply is not None:
                 text = rule.reply
-            else:
-                assert rule.reply_file is not None  # guaranteed by RuleConfig._one_reply
+            elif rule.reply_file is not None:
                 path = self.base_dir / rule.reply_file
                 try:
                     text = path.read_text(encoding="utf-8")
@@ -267,7 +327,15 @@ class Config(StrictModel):
                     raise ConfigError(
                         str(path), [(f"responses.rules.{index}.reply_file", str(exc))]
                     ) from exc
-            rules.append(ReplyRule(regex.compile(rule.match), text))
+            else:
+                text = ""
+            rules.append(ReplyRule(
+                regex.compile(rule.match),
+                text,
+                reasoning=rule.reasoning or "",
+                tool_calls=tuple(rule.tool_calls),
+                tool_result=None if rule.tool_result is None else regex.compile(rule.tool_result),
+            ))
         return rules
 
 

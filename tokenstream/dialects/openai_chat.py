@@ -43,6 +43,7 @@ from tokenstream.engine.events import (
     ModelName,
     Passthrough,
     ReasoningDelta,
+    ReplyContent,
     ReplyEvent,
     TextDelta,
     ToolCallDelta,
@@ -72,6 +73,7 @@ class _Message(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         return text_of(self.content)
@@ -145,7 +147,9 @@ def parse_chat_completion(body: bytes) -> ChatCompletionRequest:
             param="stream_options",
             code="invalid_value",
         )
-    messages = [ChatMessage(m.role, m.text(), m.name) for m in parsed.messages]
+    messages = [
+        ChatMessage(m.role, m.text(), m.name, m.tool_call_id) for m in parsed.messages
+    ]
     return ChatCompletionRequest(
         model=parsed.model,
         messages=messages,
@@ -324,10 +328,19 @@ class OpenAIChunkFormat(EventFraming):
         return b""  # ToolCallEnd: OpenAI streams have no event for it
 
 
-def completion_body(
-    model: str, text: str, finish_reason: str, usage: Usage
-) -> dict[str, Any]:
+def completion_body(model: str, content: ReplyContent) -> dict[str, Any]:
     """A whole (``stream: false``) reply: one ``chat.completion`` object."""
+    message: dict[str, Any] = {"role": "assistant", "content": content.text, "refusal": None}
+    if content.reasoning:
+        message["reasoning_content"] = content.reasoning
+    if content.tool_calls:
+        message["content"] = content.text or None
+        message["tool_calls"] = [
+            {"id": call.call_id, "type": "function",
+             "function": {"name": call.name, "arguments": call.arguments}}
+            for call in content.tool_calls
+        ]
+    usage = content.usage or Usage(0, 0)
     return {
         "id": new_completion_id(),
         "object": "chat.completion",
@@ -337,9 +350,9 @@ def completion_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": finish_reason,
+                "finish_reason": content.finish_reason,
             }
         ],
         "usage": usage.to_dict(),

@@ -27,6 +27,7 @@ from tokenstream.engine.tokenizer import Piece
 __all__ = [
     "Finish",
     "ModelName",
+    "PacedEvent",
     "Passthrough",
     "ReasoningDelta",
     "ReplyContent",
@@ -139,6 +140,16 @@ ReplyEvent = (
     | Passthrough
     | ReplyError
 )
+
+
+@dataclass(frozen=True, slots=True)
+class PacedEvent:
+    """An event with its place in a scheduled reply's pacing: a token (or chunk) of reasoning
+    or of a tool call's arguments, paced like text (``tokens`` > 0), or a tool call's start or
+    end, sent with the token next to it (0)."""
+
+    event: ReplyEvent
+    tokens: int
 
 
 @dataclass(slots=True)

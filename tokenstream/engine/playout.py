@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from tokenstream.engine.clock import Cancellable, TimerClock
-from tokenstream.engine.events import ReplyEncoder
+from tokenstream.engine.events import PacedEvent, ReplyEncoder
 from tokenstream.engine.lateness import LatenessHistogram, StreamCounters
 from tokenstream.engine.scheduler import BucketClock
 from tokenstream.engine.tokenizer import Piece
@@ -80,7 +80,7 @@ class Playout:
         self,
         sse: EventSink,
         clock: TimerClock,
-        events: Iterator[tuple[float, Piece]],
+        events: Iterator[tuple[float, Piece | PacedEvent]],
         wire: ReplyEncoder,
         stats: StreamCounters,
         *,
@@ -94,7 +94,7 @@ class Playout:
         self._wire = wire
         self._stats = stats
         self._lateness = lateness
-        self._next: tuple[float, Piece] | None = None
+        self._next: tuple[float, Piece | PacedEvent] | None = None
         self._timer: Cancellable | None = None
         self._wake_at = 0.0
         self._waiter: asyncio.Future[None] | None = None
@@ -103,7 +103,7 @@ class Playout:
         self.bucket: int | None = None
         """The ``BucketClock`` bucket it waits in (the clock's to set)."""
         self.tokens = 0
-        """Completion tokens written so far."""
+        """Completion tokens written so far (reasoning and tool-call arguments included)."""
         self._resume: Callable[[], None] = _idle
 
     async def run(self) -> None:
@@ -174,9 +174,13 @@ class Playout:
             item = self._next
             while item is not None and item[0] <= due_by:
                 deadline, piece = item
-                data = self._wire.piece(piece)
-                writes.append(data)
-                size += len(data)
+                if isinstance(piece, Piece):
+                    data = self._wire.piece(piece)
+                else:  # reasoning, or a tool call (``reply.scheduled_reply``)
+                    data = self._wire.event(piece.event)
+                if data:  # (an event the dialect has no form for writes nothing)
+                    writes.append(data)
+                    size += len(data)
                 tokens += piece.tokens
                 if self._lateness is not None:
                     self._lateness.observe(now - deadline)

@@ -35,16 +35,17 @@ from tokenstream.dialects.openai_responses import (
 from tokenstream.dialects.overrides import PacingOverrides, resolve_profile
 from tokenstream.dialects.stream_query import encoder_for, parse_stream_query
 from tokenstream.engine.accounting import current_record
-from tokenstream.engine.events import ReplySource
+from tokenstream.engine.events import ReplyContent, ReplySource
 from tokenstream.engine.messages import ChatMessage
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.engine.reply import (
     ReplyProgress,
     ScheduledReply,
     count_prompt_tokens,
-    whole_text,
+    whole_reply,
 )
 from tokenstream.engine.runner import SHUTTING_DOWN
+from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import InvalidRequest, NotFound, RequestError, Unavailable
 from tokenstream.server import proxy
 from tokenstream.server.limits import check_prompt_tokens, reply_token_limit
@@ -128,7 +129,7 @@ async def _scheduled(
     check_prompt_tokens(server, progress.prompt_tokens, prompt_param)
     max_tokens = reply_token_limit(server, max_tokens, "max_tokens")
     return ScheduledReply(
-        await whole_text(source.reply(messages)),
+        await whole_reply(source.reply(messages)),
         tokenizer=state.tokenizer,
         profile=profile,
         max_tokens=max_tokens,
@@ -165,13 +166,18 @@ async def _read_body(request: web.Request, state: AppState) -> bytes:
 
 async def _complete(
     state: AppState, start: Callable[[], Awaitable[ScheduledReply]]
-) -> tuple[ScheduledReply, str]:
+) -> tuple[ScheduledReply, ReplyContent]:
     """A whole reply, returned when the paced reply would have ended."""
     reply = await start()
     events = list(reply.schedule())
+    content = ReplyContent()
+    for _, item in events:
+        content.add(item if isinstance(item, Piece) else item.event)
     if events:
         await state.clock.sleep_until(events[-1][0])
-    return reply, "".join(piece.text for _, piece in events)
+    content.finish_reason = reply.progress.finish_reason
+    content.usage = reply.progress.usage
+    return reply, content
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -205,10 +211,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             sentinel=config.server.sentinel,
         )
         return await state.runner.stream(request, encoder, start)
-    progress, text = await _whole(request, state, start)
-    return web.json_response(
-        completion_body(parsed.model, text, progress.finish_reason, progress.usage)
-    )
+    _, content = await _whole(request, state, start)
+    return web.json_response(completion_body(parsed.model, content))
 
 
 async def _counted(
@@ -252,11 +256,11 @@ def _scripted_start(
 
 async def _whole(
     request: web.Request, state: AppState, start: Callable[[], Awaitable[ScheduledReply]]
-) -> tuple[ReplyProgress, str]:
-    """A reply answered whole: its progress (finish, usage) and text."""
-    reply, text = await state.runner.whole(request, partial(_complete, state, start))
+) -> tuple[ReplyProgress, ReplyContent]:
+    """A reply answered whole: its progress and its content (with the finish and usage)."""
+    reply, content = await state.runner.whole(request, partial(_complete, state, start))
     current_record().tokens = reply.progress.completion_tokens
-    return reply.progress, text
+    return reply.progress, content
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
@@ -269,7 +273,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
     )
     if parsed.stream:
         return await state.runner.stream(request, ResponsesFormat(model=parsed.model), start)
-    progress, text = await _whole(request, state, start)
+    progress, content = await _whole(request, state, start)
+    text = content.text
     return web.json_response(response_object(
         response_id=new_response_id(),
         created_at=int(time.time()),
@@ -292,9 +297,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if parsed.stream:
         encoder = AnthropicMessagesFormat(model=parsed.model)
         return await state.runner.stream(request, encoder, partial(_counted, start, encoder))
-    progress, text = await _whole(request, state, start)
+    progress, content = await _whole(request, state, start)
     return web.json_response(
-        message_body(parsed.model, text, progress.finish_reason, progress.usage)
+        message_body(parsed.model, content.text, progress.finish_reason, progress.usage)
     )
 
 
