@@ -49,6 +49,8 @@ def api_key_problem(key: str) -> str | None:
     return None
 
 
+_SERVED_PATHS = frozenset({"/healthz", "/metrics"})
+_SERVED_PREFIXES = ("/v1/", "/static/")
 
 
 class ServerConfig(StrictModel):
@@ -59,6 +61,9 @@ class ServerConfig(StrictModel):
     )
     sentinel: str = Field(default="[DONE]", min_length=1, description="data of the last event")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
+    ai_sdk_chat_path: str = Field(
+        default="/api/chat", description="where the Vercel AI SDK's useChat posts its messages"
+    )
     # --- reliability and security (docs/RELIABILITY.md) ---
     send_timeout_s: float = Field(
         default=10.0, gt=0, le=3600, description="a write that cannot finish in this time ends it"
@@ -150,6 +155,23 @@ class ServerConfig(StrictModel):
                 )
         return value
     # --- end reliability and security ---
+
+    @field_validator("ai_sdk_chat_path")
+    @classmethod
+    def _own_path(cls, value: str) -> str:
+        segments = value.split("/")[1:]
+        if (
+            not regex.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value)
+            or "." in segments
+            or ".." in segments
+        ):
+            raise ValueError(
+                f"{value!r}: a path such as '/api/chat': '/'-separated segments of letters, "
+                "digits, '.', '_', '~' and '-' (not '.' or '..'), with no trailing slash"
+            )
+        if value in _SERVED_PATHS or value.startswith(_SERVED_PREFIXES):
+            raise ValueError(f"{value!r} is a path tokenstream serves already")
+        return value
 
     @field_validator("sentinel")
     @classmethod

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, TypeVar
@@ -187,13 +187,15 @@ class Runner:
         start: Callable[[], Awaitable[Reply]],
         *,
         answer_within: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> web.StreamResponse:
         """Admit, start, and stream a reply to ``request`` in ``encoder``'s wire format.
 
         ``answer_within``: when the reply is not ready by then (an upstream that takes its
         time to answer), the stream begins anyway, with its headers and then heartbeats, so
         that no proxy in between gives up on a silent connection; a failure from there on is
-        the dialect's error event instead of an HTTP status.
+        the dialect's error event instead of an HTTP status. ``headers``: the dialect's own
+        response headers, besides the SSE ones.
         """
         control = self.registry.open(self.client_of(request))
         answering: asyncio.Task[Reply] | None = None
@@ -217,6 +219,7 @@ class Runner:
             self.clock,
             send_timeout=limits.send_timeout_s,
             max_buffered=limits.max_buffered_bytes,
+            headers=headers,
         )
         watch: StreamWatch | None = None
         try:

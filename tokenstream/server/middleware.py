@@ -1,5 +1,6 @@
-"""The middleware every request passes: errors rendered in the OpenAI error shape, and the
-query string and body encoding checked before any handler reads them."""
+"""The middleware every request passes: errors rendered in the shape of the API asked (the
+OpenAI error shape unless the path is another API's), and the query string and body
+encoding checked before any handler reads them."""
 
 from __future__ import annotations
 
@@ -33,26 +34,37 @@ def json_error(error: RequestError, path: str = "") -> web.Response:
     return response
 
 
+def _error_response(error: RequestError, request: web.Request) -> web.Response:
+    """``json_error``, except on the AI SDK's chat path: plain text, because the SDK's chat
+    transport makes a failed response's whole body the error's message, shown as it is."""
+    if request.path == request.app[CONFIG].server.ai_sdk_chat_path:
+        response = web.Response(text=error.message, status=error.status)
+        response.headers.update(error.headers)
+        return response
+    return json_error(error, request.path)
+
+
 _HTTP_ERROR_TYPES = {404: "not_found_error", 405: "invalid_request_error"}
 
 
 @web.middleware
 async def openai_errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Every error leaves in its API's shape (OpenAI's ``{"error": {message, type, param,
-    code}}``, or Anthropic's on ``ANTHROPIC_PATHS``); no traceback leaks."""
+    code}}``, Anthropic's on ``ANTHROPIC_PATHS``, plain text on the AI SDK's chat path); no
+    traceback leaks."""
     try:
         response = await handler(request)
     except RequestError as error:
-        return json_error(error, request.path)
+        return _error_response(error, request)
     except web.HTTPRequestEntityTooLarge as exc:
         limit = request.app[CONFIG].server.max_body_bytes
-        return json_error(
+        return _error_response(
             RequestError(
                 f"Request body too large: the limit is {limit} bytes (server.max_body_bytes).",
                 status=exc.status,
                 code="request_too_large",
             ),
-            request.path,
+            request,
         )
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -87,7 +99,7 @@ def _http_error(request: web.Request, exc: web.StreamResponse) -> web.Response:
         error_type=_HTTP_ERROR_TYPES.get(exc.status, "invalid_request_error"),
         code=exc.reason.lower().replace(" ", "_"),
     )
-    response = json_error(http_error, request.path)
+    response = _error_response(http_error, request)
     if "Allow" in exc.headers:
         response.headers["Allow"] = exc.headers["Allow"]
     return response

@@ -13,6 +13,11 @@ from urllib.parse import quote
 from aiohttp import web
 
 from tokenstream.config import Config
+from tokenstream.dialects.ai_sdk_ui import (
+    UI_MESSAGE_STREAM_HEADERS,
+    UIMessageStreamFormat,
+    parse_ui_chat,
+)
 from tokenstream.dialects.anthropic_messages import (
     AnthropicMessagesFormat,
     message_body,
@@ -56,6 +61,7 @@ from tokenstream.sources.upstream import UPSTREAM, UpstreamClient
 from tokenstream.sse.transport import head_response
 
 __all__ = [
+    "ai_sdk_chat",
     "chat_completions",
     "healthz",
     "messages",
@@ -301,6 +307,19 @@ async def messages(request: web.Request) -> web.StreamResponse:
     return web.json_response(
         message_body(parsed.model, content.text, progress.finish_reason, progress.usage)
     )
+
+
+async def ai_sdk_chat(request: web.Request) -> web.StreamResponse:
+    """``POST /api/chat`` (``server.ai_sdk_chat_path``): the Vercel AI SDK's UI message
+    stream, as ``useChat`` reads it; always streamed (the protocol has no whole answer)."""
+    state = request.app[STATE]
+    parsed = parse_ui_chat(await _read_body(request, state))
+    start = _scripted_start(
+        request, state, model=state.config.models[0], overrides=parsed.overrides,
+        messages=parsed.messages, max_tokens=None, prompt_param="messages",
+    )
+    encoder = UIMessageStreamFormat(message_id=parsed.message_id)
+    return await state.runner.stream(request, encoder, start, headers=UI_MESSAGE_STREAM_HEADERS)
 
 
 async def stream(request: web.Request) -> web.StreamResponse:

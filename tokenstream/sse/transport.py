@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import timeout as _timeout
+from collections.abc import Mapping
 from typing import Protocol
 
 from aiohttp import web
@@ -79,10 +80,14 @@ class SSEResponse:
         *,
         send_timeout: float | None = None,
         max_buffered: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        """``headers``: the dialect's own, added to ``SSE_HEADERS``."""
         self.request = request
         self.clock = clock
-        self.response = web.StreamResponse(headers=SSE_HEADERS)
+        self.response = web.StreamResponse(
+            headers=SSE_HEADERS if headers is None else {**SSE_HEADERS, **headers}
+        )
         self.last_write = clock.now()
         self.bytes_sent = 0
         self.send_timeout = send_timeout

