@@ -10,6 +10,7 @@ import pytest
 
 from tokenstream.config import RuleConfig
 from tokenstream.config.settings import ReplyRule
+from tokenstream.dialects.ai_sdk_ui import UIMessageStreamFormat
 from tokenstream.dialects.anthropic_messages import AnthropicMessagesFormat
 from tokenstream.dialects.openai_chat import OpenAIChunkFormat
 from tokenstream.dialects.openai_responses import ResponsesFormat
@@ -178,6 +179,7 @@ ENCODERS: dict[str, Callable[[], ReplyEncoder]] = {
     "openai-chat": lambda: OpenAIChunkFormat(model="m", include_usage=True),
     "openai-responses": lambda: ResponsesFormat(model="m"),
     "anthropic": lambda: AnthropicMessagesFormat(model="m"),
+    "ai-sdk-ui": lambda: UIMessageStreamFormat(message_id="msg-1"),
 }
 
 
