@@ -35,7 +35,7 @@ from tokenstream.dialects.openai_responses import (
 from tokenstream.dialects.overrides import PacingOverrides, resolve_profile
 from tokenstream.dialects.stream_query import encoder_for, parse_stream_query
 from tokenstream.engine.accounting import current_record
-from tokenstream.engine.events import ReplySource
+from tokenstream.engine.events import ReplyContent, ReplySource
 from tokenstream.engine.messages import ChatMessage
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.engine.reply import (
@@ -293,9 +293,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
         encoder = AnthropicMessagesFormat(model=parsed.model)
         return await state.runner.stream(request, encoder, partial(_counted, start, encoder))
     progress, text = await _whole(request, state, start)
-    return web.json_response(
-        message_body(parsed.model, text, progress.finish_reason, progress.usage)
-    )
+    content = ReplyContent(text=text, finish_reason=progress.finish_reason)
+    return web.json_response(message_body(parsed.model, content, progress.usage))
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
