@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from urllib.parse import quote
@@ -26,11 +25,8 @@ from tokenstream.dialects.openai_chat import (
 )
 from tokenstream.dialects.openai_responses import (
     ResponsesFormat,
-    message_item,
-    new_message_item_id,
-    new_response_id,
     parse_responses,
-    response_object,
+    response_body,
 )
 from tokenstream.dialects.overrides import PacingOverrides, resolve_profile
 from tokenstream.dialects.stream_query import encoder_for, parse_stream_query
@@ -270,15 +266,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
     if parsed.stream:
         return await state.runner.stream(request, ResponsesFormat(model=parsed.model), start)
     progress, text = await _whole(request, state, start)
-    return web.json_response(response_object(
-        response_id=new_response_id(),
-        created_at=int(time.time()),
-        model=parsed.model,
-        status="incomplete" if progress.truncated else "completed",
-        output=[message_item(new_message_item_id(), text)],
-        usage=progress.usage,
-        truncated=progress.truncated,
-    ))
+    content = ReplyContent(text=text, finish_reason=progress.finish_reason)
+    return web.json_response(response_body(parsed.model, content, progress.usage))
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
