@@ -387,3 +387,12 @@ def test_misplaced_or_malformed_tool_blocks_are_refused(
         _parse([message])
     assert refused.value.status == 400
     assert refused.value.param == param
+
+
+def test_a_calls_block_stops_at_its_end_not_later() -> None:
+    encoder = AnthropicMessagesFormat(model="m")
+    encoder.event(ToolCallStart(0, "call_a", "f"))
+    encoder.event(ToolCallDelta(0, "{}"))
+    assert encoder.event(ToolCallEnd(1)) == b""  # not the open call
+    assert _events(encoder.event(ToolCallEnd(0))) == [_stop(0)]
+    assert encoder.event(ToolCallEnd(0)) == b""

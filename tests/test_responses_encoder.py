@@ -302,6 +302,21 @@ def test_a_call_without_an_id_gets_one_and_a_delta_without_a_call_is_left_out() 
     assert re.fullmatch(r"call_[0-9a-f]{24}", events[2]["item"]["call_id"])
 
 
+def test_a_calls_item_is_done_at_its_end_not_later() -> None:
+    encoder = ResponsesFormat(model="m")
+    encoder.event(ToolCallStart(0, "call_a", "f"))
+    encoder.event(ToolCallDelta(0, "{}"))
+    assert encoder.event(ToolCallEnd(1)) == b""  # not the open call
+    assert [event["type"] for event in _events_from(encoder.event(ToolCallEnd(0)))] == [
+        "response.function_call_arguments.done", "response.output_item.done"
+    ]
+    assert encoder.event(ToolCallEnd(0)) == b""
+
+
+def _events_from(body: bytes) -> list[dict[str, Any]]:
+    return [json.loads(event.data) for event in parse_sse(body)]
+
+
 # -- the official SDK as the judge ---------------------------------------------------------
 
 

@@ -332,8 +332,8 @@ _DELTA_EVENTS = {
 class _OutputItem:
     """One output item of a stream, open or done, and the text streamed into it."""
 
-    __slots__ = ("call_id", "delta_event", "delta_head", "delta_tail", "item_id", "kind",
-                 "name", "output_index", "parts", "status")
+    __slots__ = ("call_id", "delta_head", "delta_lead", "delta_tail", "item_id", "kind", "name",
+                 "output_index", "parts", "status")
 
     def __init__(
         self, kind: str, item_id: str, output_index: int, call_id: str = "", name: str = ""
@@ -345,10 +345,11 @@ class _OutputItem:
         self.name = name
         self.parts: list[str] = []  # text, summary or arguments
         self.status = "in_progress"
-        # a delta event's JSON is built around its one changing value (the hot path)
-        self.delta_event = _DELTA_EVENTS[kind]
-        self.delta_head = f"{dumps(self.where())[1:-1]},\"delta\":"
-        self.delta_tail = ',"logprobs":[]}' if kind == _MESSAGE else "}"
+        # a delta event is built around its sequence number and its value (the hot path)
+        event = _DELTA_EVENTS[kind]
+        self.delta_lead = f'event: {event}\ndata: {{"type":"{event}","sequence_number":'
+        self.delta_head = f",{dumps(self.where())[1:-1]},\"delta\":"
+        self.delta_tail = ',"logprobs":[]}\n\n' if kind == _MESSAGE else "}\n\n"
 
     def where(self) -> dict[str, Any]:
         """The fields that place an event of this item: ids and indexes."""
@@ -396,13 +397,11 @@ class ResponsesFormat:
 
     def _delta(self, item: _OutputItem, value: str) -> bytes:
         item.parts.append(value)
-        event = item.delta_event
-        data = (
-            f'{{"type":"{event}","sequence_number":{self._sequence},'
-            f"{item.delta_head}{json_string(value)}{item.delta_tail}"
-        )
-        self._sequence += 1
-        return f"event: {event}\ndata: {data}\n\n".encode()
+        sequence = self._sequence
+        self._sequence = sequence + 1
+        return (
+            f"{item.delta_lead}{sequence}{item.delta_head}{json_string(value)}{item.delta_tail}"
+        ).encode()
 
     def _response(self, status: str) -> dict[str, Any]:
         output = [] if status == "in_progress" else [item.as_dict() for item in self._items]
