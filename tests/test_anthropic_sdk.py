@@ -90,6 +90,29 @@ async def test_a_whole_message(sdk: AsyncAnthropic) -> None:
     assert message.usage.output_tokens == _tokens(HELLO)
 
 
+async def test_a_conversation_with_tool_use_and_tool_result_is_answered(
+    sdk: AsyncAnthropic,
+) -> None:
+    async with sdk.messages.stream(
+        model="tokenstream-1",
+        max_tokens=4096,
+        tools=[{"name": "get_weather", "input_schema": {"type": "object"}}],
+        messages=[
+            {"role": "user", "content": "weather in Tokyo?"},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                 "input": {"city": "Tokyo"}},
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
+            ]},
+        ],
+    ) as stream:
+        final = await stream.get_final_message()
+    assert final.content and final.stop_reason in ("end_turn", "tool_use")
+
+
 async def test_errors_come_in_anthropics_shape(sdk: AsyncAnthropic) -> None:
     with pytest.raises(BadRequestError) as refused:
         await sdk.messages.create(

@@ -98,6 +98,19 @@ async def test_a_whole_response_with_input_items(sdk: AsyncOpenAI) -> None:
     assert response.usage is not None and response.usage.output_tokens == _tokens(HELLO)
 
 
+async def test_input_with_a_function_call_and_its_output_is_answered(sdk: AsyncOpenAI) -> None:
+    response = await sdk.responses.create(
+        model="tokenstream-1",
+        input=[
+            {"role": "user", "content": "weather in Tokyo?"},
+            {"type": "function_call", "call_id": "call_1", "name": "get_weather",
+             "arguments": '{"city":"Tokyo"}'},
+            {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+        ],
+    )
+    assert response.status == "completed" and response.output
+
+
 async def test_a_bad_request_is_a_400_naming_the_parameter(server: TestServer) -> None:
     async with aiohttp.ClientSession() as session, session.post(
         server.make_url("/v1/responses"), json={"model": "m", "input": "x", "warp": 1}

@@ -328,7 +328,7 @@ class OpenAIChunkFormat(EventFraming):
         return b""  # ToolCallEnd: OpenAI streams have no event for it
 
 
-def completion_body(model: str, content: ReplyContent) -> dict[str, Any]:
+def completion_body(model: str, content: ReplyContent, usage: Usage) -> dict[str, Any]:
     """A whole (``stream: false``) reply: one ``chat.completion`` object."""
     message: dict[str, Any] = {"role": "assistant", "content": content.text, "refusal": None}
     if content.reasoning:
@@ -340,7 +340,6 @@ def completion_body(model: str, content: ReplyContent) -> dict[str, Any]:
              "function": {"name": call.name, "arguments": call.arguments}}
             for call in content.tool_calls
         ]
-    usage = content.usage or Usage(0, 0)
     return {
         "id": new_completion_id(),
         "object": "chat.completion",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from urllib.parse import quote
@@ -31,11 +30,8 @@ from tokenstream.dialects.openai_chat import (
 )
 from tokenstream.dialects.openai_responses import (
     ResponsesFormat,
-    message_item,
-    new_message_item_id,
-    new_response_id,
     parse_responses,
-    response_object,
+    response_body,
 )
 from tokenstream.dialects.overrides import PacingOverrides, resolve_profile
 from tokenstream.dialects.stream_query import encoder_for, parse_stream_query
@@ -182,7 +178,6 @@ async def _complete(
     if events:
         await state.clock.sleep_until(events[-1][0])
     content.finish_reason = reply.progress.finish_reason
-    content.usage = reply.progress.usage
     return reply, content
 
 
@@ -217,8 +212,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             sentinel=config.server.sentinel,
         )
         return await state.runner.stream(request, encoder, start)
-    _, content = await _whole(request, state, start)
-    return web.json_response(completion_body(parsed.model, content))
+    progress, content = await _whole(request, state, start)
+    return web.json_response(completion_body(parsed.model, content, progress.usage))
 
 
 async def _counted(
@@ -263,7 +258,7 @@ def _scripted_start(
 async def _whole(
     request: web.Request, state: AppState, start: Callable[[], Awaitable[ScheduledReply]]
 ) -> tuple[ReplyProgress, ReplyContent]:
-    """A reply answered whole: its progress and its content (with the finish and usage)."""
+    """A reply answered whole: its progress (usage) and its content (with the finish)."""
     reply, content = await state.runner.whole(request, partial(_complete, state, start))
     current_record().tokens = reply.progress.completion_tokens
     return reply.progress, content
@@ -280,16 +275,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
     if parsed.stream:
         return await state.runner.stream(request, ResponsesFormat(model=parsed.model), start)
     progress, content = await _whole(request, state, start)
-    text = content.text
-    return web.json_response(response_object(
-        response_id=new_response_id(),
-        created_at=int(time.time()),
-        model=parsed.model,
-        status="incomplete" if progress.truncated else "completed",
-        output=[message_item(new_message_item_id(), text)],
-        usage=progress.usage,
-        truncated=progress.truncated,
-    ))
+    return web.json_response(response_body(parsed.model, content, progress.usage))
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
@@ -304,9 +290,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         encoder = AnthropicMessagesFormat(model=parsed.model)
         return await state.runner.stream(request, encoder, partial(_counted, start, encoder))
     progress, content = await _whole(request, state, start)
-    return web.json_response(
-        message_body(parsed.model, content.text, progress.finish_reason, progress.usage)
-    )
+    return web.json_response(message_body(parsed.model, content, progress.usage))
 
 
 async def ai_sdk_chat(request: web.Request) -> web.StreamResponse:
