@@ -10,15 +10,15 @@ import pytest
 from aiohttp.test_utils import TestServer
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
+from tool_script import ANSWER, ARGUMENTS, REASONING, RULES, count_tokens
 
 from tokenstream.config import Config
 from tokenstream.engine.clock import FakeClock
 from tokenstream.server.app import create_app
 
-from test_tool_calls_openai_chat import ANSWER, ARGUMENTS, REASONING, RULES, _count
-
 QUESTION = "What is the weather in Tokyo?"
 TIME_ARGUMENTS = '{"tz":"Asia/Tokyo"}'
+WEATHER_ARGUMENTS = json.dumps(ARGUMENTS, ensure_ascii=False)  # as a YAML mapping streams
 
 
 @pytest.fixture
@@ -48,8 +48,8 @@ async def test_responses_stream_a_reasoning_item_and_function_calls(base_url: st
     assert argument_deltas > 10  # paced token by token
     assert response.status == "completed"
     assert response.usage is not None
-    arguments_tokens = _count(json.dumps(ARGUMENTS, ensure_ascii=False)) + _count(TIME_ARGUMENTS)
-    assert response.usage.output_tokens == _count(REASONING) + arguments_tokens
+    arguments_tokens = count_tokens(WEATHER_ARGUMENTS) + count_tokens(TIME_ARGUMENTS)
+    assert response.usage.output_tokens == count_tokens(REASONING) + arguments_tokens
 
 
 async def test_responses_answer_a_function_call_output(base_url: str) -> None:
@@ -88,8 +88,8 @@ async def test_anthropic_streams_thinking_and_tool_use_blocks(base_url: str) -> 
     assert time.input == json.loads(TIME_ARGUMENTS)
     assert message.stop_reason == "tool_use"
     assert json_deltas > 10
-    arguments_tokens = _count(json.dumps(ARGUMENTS, ensure_ascii=False)) + _count(TIME_ARGUMENTS)
-    assert message.usage.output_tokens == _count(REASONING) + arguments_tokens
+    arguments_tokens = count_tokens(WEATHER_ARGUMENTS) + count_tokens(TIME_ARGUMENTS)
+    assert message.usage.output_tokens == count_tokens(REASONING) + arguments_tokens
 
 
 async def test_anthropic_answers_a_tool_result(base_url: str) -> None:

@@ -9,27 +9,11 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI
+from tool_script import ANSWER, ARGUMENTS, REASONING, RULES, count_tokens, paced_pieces
 
 from tokenstream.config import Config
 from tokenstream.engine.clock import FakeClock
-from tokenstream.engine.tokenizer import Tokenizer, load_encoding
 from tokenstream.server.app import create_app
-
-REASONING = "The user wants the weather in 東京 🗼; I call the tool.\nThen I answer."
-ARGUMENTS = {"city": "東京", "note": " leading space, 👩‍👩‍👧‍👦 and a\nnewline"}
-ANSWER = " It is sunny in 東京 today ☀️."
-
-RULES = {
-    "responses": {
-        "rules": [
-            {"match": "weather", "tool_result": "sunny", "reply": ANSWER},
-            {"match": "weather", "reasoning": REASONING,
-             "tool_calls": [{"name": "get_weather", "arguments": ARGUMENTS},
-                            {"name": "get_time", "arguments": '{"tz":"Asia/Tokyo"}',
-                             "id": "call_time"}]},
-        ]
-    }
-}
 
 
 @pytest.fixture
@@ -40,19 +24,6 @@ async def sdk() -> AsyncIterator[AsyncOpenAI]:
     yield client
     await client.close()
     await server.close()
-
-
-TOKENIZER = Tokenizer(load_encoding())
-
-
-def _count(text: str) -> int:
-    return sum(piece.tokens for piece in TOKENIZER.pieces(text))
-
-
-def _pieces(text: str) -> int:
-    """Events a text is paced as: a token each, but the tokens of a character split across
-    them make one piece (UTF-8 safe)."""
-    return len(TOKENIZER.pieces(text))
 
 
 QUESTION = [{"role": "user", "content": "What is the weather in Tokyo?"}]
@@ -83,10 +54,10 @@ async def test_streamed_tool_calls_and_reasoning_arrive_exactly(sdk: AsyncOpenAI
     assert calls[0].id.startswith("call_") and calls[1].id == "call_time"
     # paced token by token: an arguments delta per token, not one per call
     arguments = [call.function.arguments for call in calls]  # type: ignore[union-attr]
-    assert deltas == sum(_pieces(text) for text in arguments) + len(calls)  # + the starts
-    arguments_tokens = sum(_count(text) for text in arguments)
+    assert deltas == sum(paced_pieces(text) for text in arguments) + len(calls)  # + the starts
+    arguments_tokens = sum(count_tokens(text) for text in arguments)
     assert completion.usage is not None
-    assert completion.usage.completion_tokens == _count(REASONING) + arguments_tokens
+    assert completion.usage.completion_tokens == count_tokens(REASONING) + arguments_tokens
 
 
 async def test_the_tool_result_gets_the_answer(sdk: AsyncOpenAI) -> None:
