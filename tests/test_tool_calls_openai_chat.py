@@ -44,6 +44,7 @@ async def test_streamed_tool_calls_and_reasoning_arrive_exactly(sdk: AsyncOpenAI
         completion = await stream.get_final_completion()
     choice = completion.choices[0]
     assert reasoning == REASONING
+    assert choice.message.content is None
     assert choice.finish_reason == "tool_calls"
     calls = choice.message.tool_calls or []
     assert [(c.function.name, c.function.arguments) for c in calls] == [  # type: ignore[union-attr]

@@ -289,6 +289,15 @@ class OpenAIChunkFormat(EventFraming):
             self._content_head, json_string(piece.text), self._content_tail
         )
 
+    def _first_or_delta(self, delta: dict[str, Any]) -> bytes:
+        """A chunk with ``delta``; a reply that begins with it (not with text) has the role in
+        the same chunk and ``content: null``, as OpenAI sends a reply that begins with a tool
+        call."""
+        if not self._role_sent:
+            self._role_sent = True
+            delta = {"role": "assistant", "content": None, **delta, "refusal": None}
+        return self._delta_chunk(dumps(delta))
+
     def _delta_chunk(self, delta: str, finish_reason: str = "null") -> bytes:
         """A chunk of choice 0 with ``delta`` (JSON text), after the role chunk if not sent."""
         role = b"" if self._role_sent else self._role_chunk()
@@ -311,7 +320,7 @@ class OpenAIChunkFormat(EventFraming):
         if isinstance(event, TextDelta):
             return self.piece(Piece(event.text))
         if isinstance(event, ReasoningDelta):
-            return self._delta_chunk(dumps({"reasoning_content": event.text}))
+            return self._first_or_delta({"reasoning_content": event.text})
         if isinstance(event, ToolCallStart):
             call = {
                 "index": event.index,
@@ -319,7 +328,7 @@ class OpenAIChunkFormat(EventFraming):
                 "type": "function",
                 "function": {"name": event.name, "arguments": ""},
             }
-            return self._delta_chunk(dumps({"tool_calls": [call]}))
+            return self._first_or_delta({"tool_calls": [call]})
         if isinstance(event, ToolCallDelta):
             call = {"index": event.index, "function": {"arguments": event.arguments}}
             return self._delta_chunk(dumps({"tool_calls": [call]}))
