@@ -10,7 +10,7 @@ from tokenstream.config.settings import (
     TokenizerConfig,
     api_key_problem,
 )
-from tokenstream.config.upstream import UpstreamConfig, ca_context
+from tokenstream.config.upstream import UpstreamConfig, UpstreamDialect, ca_context
 
 __all__ = [
     "Config",
@@ -20,6 +20,7 @@ __all__ = [
     "ServerConfig",
     "TokenizerConfig",
     "UpstreamConfig",
+    "UpstreamDialect",
     "api_key_problem",
     "ca_context",
     "embedded_defaults",

@@ -29,7 +29,7 @@ from tokenstream.dialects.content import ContentPart, text_of
 from tokenstream.dialects.framing import dumps, json_string
 from tokenstream.dialects.overrides import NO_OVERRIDES, PacingOverrides, invalid_request
 from tokenstream.engine.events import Finish, ModelName, ReplyEvent, Usage
-from tokenstream.engine.messages import ChatMessage
+from tokenstream.engine.messages import ChatMessage, RequestedToolCall, ToolSpec
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import RequestError
 
@@ -67,6 +67,13 @@ class _Message(BaseModel):
     content: str | list[ContentPart]
 
 
+class _CustomTool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    description: str | None = None
+    input_schema: dict[str, Any]
+
+
 class _MessagesBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -83,7 +90,7 @@ class _MessagesBody(BaseModel):
     temperature: float | None = None
     top_k: int | None = None
     top_p: float | None = None
-    tools: list[Any] | None = None
+    tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     thinking: Any = None
     service_tier: str | None = None
@@ -96,6 +103,7 @@ class MessagesRequest:
     max_tokens: int
     stream: bool
     overrides: PacingOverrides
+    tools: tuple[ToolSpec, ...] = ()
 
 
 def parse_messages(body: bytes) -> MessagesRequest:
@@ -104,14 +112,65 @@ def parse_messages(body: bytes) -> MessagesRequest:
     except ValidationError as exc:
         raise invalid_request(exc) from None
     messages = [ChatMessage("system", text_of(parsed.system))] if parsed.system else []
-    messages += [ChatMessage(m.role, text_of(m.content)) for m in parsed.messages]
+    for message in parsed.messages:
+        messages += _chat_messages(message)
     return MessagesRequest(
         model=parsed.model,
         messages=messages,
         max_tokens=parsed.max_tokens,
         stream=parsed.stream,
         overrides=parsed.tokenstream or NO_OVERRIDES,
+        tools=tuple(_tool_spec(number, tool) for number, tool in enumerate(parsed.tools or ())),
     )
+
+
+def _chat_messages(message: _Message) -> list[ChatMessage]:
+    """One Anthropic message as neutral messages: a user turn's ``tool_result`` blocks each
+    a ``tool`` message (before its text), an assistant turn's ``tool_use`` blocks its calls."""
+    if isinstance(message.content, str):
+        return [ChatMessage(message.role, message.content)]
+    results: list[ChatMessage] = []
+    calls: list[RequestedToolCall] = []
+    for part in message.content:
+        extra = part.model_extra or {}
+        if part.type == "tool_result":
+            call_id = str(extra.get("tool_use_id", ""))
+            results.append(ChatMessage("tool", _result_text(extra.get("content")),
+                                       tool_call_id=call_id))
+        elif part.type == "tool_use":
+            arguments = dumps(extra.get("input") or {})
+            calls.append(RequestedToolCall(str(extra.get("id", "")), str(extra.get("name", "")),
+                                           arguments))
+    text = text_of(message.content)
+    if results and not text:
+        return results
+    return [*results, ChatMessage(message.role, text, tool_calls=tuple(calls))]
+
+
+def _result_text(content: Any) -> str:
+    """A ``tool_result``'s content: a string, or blocks of which the text ones count."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    return "".join(
+        block["text"] for block in content
+        if isinstance(block, dict) and block.get("type") == "text"
+        and isinstance(block.get("text"), str)
+    )
+
+
+def _tool_spec(number: int, tool: dict[str, Any]) -> ToolSpec:
+    """A tool of Anthropic's: ``{name, description, input_schema}``, or a built-in one (with
+    a ``type`` such as ``web_search_20250305``)."""
+    kind = tool.get("type")
+    if isinstance(kind, str) and kind != "custom":
+        return ToolSpec(str(tool.get("name") or kind), kind=kind)
+    try:
+        parsed = _CustomTool.model_validate(tool)
+    except ValidationError as exc:
+        raise invalid_request(exc, f"tools.{number}.") from None
+    return ToolSpec(parsed.name, parsed.description, parsed.input_schema)
 
 
 def new_message_id() -> str:

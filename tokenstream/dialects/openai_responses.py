@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -30,7 +30,7 @@ from tokenstream.dialects.content import ContentPart, text_of
 from tokenstream.dialects.framing import dumps, json_string
 from tokenstream.dialects.overrides import NO_OVERRIDES, PacingOverrides, invalid_request
 from tokenstream.engine.events import Finish, ReplyEvent, Usage
-from tokenstream.engine.messages import ChatMessage
+from tokenstream.engine.messages import ChatMessage, RequestedToolCall, ToolSpec
 from tokenstream.engine.tokenizer import Piece
 
 __all__ = [
@@ -54,11 +54,38 @@ class _InputItem(BaseModel):
         return text_of(self.content, ("input_text", "output_text"))
 
 
+class _FunctionCallItem(BaseModel):
+    """A call the model made, given back in the conversation."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function_call"]
+    call_id: str
+    name: str
+    arguments: str
+
+
+class _FunctionCallOutputItem(BaseModel):
+    """A tool's result."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function_call_output"]
+    call_id: str
+    output: str | list[ContentPart]
+
+
+class _FunctionTool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
 class _ResponsesBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(min_length=1, max_length=256)
-    input: str | list[_InputItem]
+    input: str | list[_InputItem | _FunctionCallItem | _FunctionCallOutputItem]
     instructions: str | None = None
     max_output_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     stream: bool = False
@@ -67,7 +94,7 @@ class _ResponsesBody(BaseModel):
     # Accepted for compatibility, without effect on a scripted reply.
     temperature: float | None = None
     top_p: float | None = None
-    tools: list[Any] | None = None
+    tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
     reasoning: Any = None
@@ -88,6 +115,7 @@ class ResponsesRequest:
     max_output_tokens: int | None
     stream: bool
     overrides: PacingOverrides
+    tools: tuple[ToolSpec, ...] = ()
 
 
 def parse_responses(body: bytes) -> ResponsesRequest:
@@ -99,14 +127,48 @@ def parse_responses(body: bytes) -> ResponsesRequest:
     if isinstance(parsed.input, str):
         messages.append(ChatMessage("user", parsed.input))
     else:
-        messages += [ChatMessage(item.role, item.text()) for item in parsed.input]
+        for item in parsed.input:
+            _add_item(messages, item)
     return ResponsesRequest(
         model=parsed.model,
         messages=messages,
         max_output_tokens=parsed.max_output_tokens,
         stream=parsed.stream,
         overrides=parsed.tokenstream or NO_OVERRIDES,
+        tools=tuple(_tool_spec(number, tool) for number, tool in enumerate(parsed.tools or ())),
     )
+
+
+def _add_item(
+    messages: list[ChatMessage],
+    item: _InputItem | _FunctionCallItem | _FunctionCallOutputItem,
+) -> None:
+    """One input item as a neutral message: a function call joins the assistant message
+    before it (the calls of one turn are one message), its output is a ``tool`` message."""
+    if isinstance(item, _InputItem):
+        messages.append(ChatMessage(item.role, item.text()))
+    elif isinstance(item, _FunctionCallOutputItem):
+        output = text_of(item.output, ("input_text", "output_text"))
+        messages.append(ChatMessage("tool", output, tool_call_id=item.call_id))
+    else:
+        call = RequestedToolCall(item.call_id, item.name, item.arguments)
+        if messages and messages[-1].role == "assistant":
+            messages[-1] = replace(messages[-1], tool_calls=(*messages[-1].tool_calls, call))
+        else:
+            messages.append(ChatMessage("assistant", "", tool_calls=(call,)))
+
+
+def _tool_spec(number: int, tool: dict[str, Any]) -> ToolSpec:
+    """A function tool (``{"type": "function", name, description, parameters}``), or a
+    built-in one (``web_search``, ``file_search``, ...) by its type."""
+    kind = tool.get("type")
+    if isinstance(kind, str) and kind != "function":
+        return ToolSpec(kind, kind=kind)
+    try:
+        parsed = _FunctionTool.model_validate(tool)
+    except ValidationError as exc:
+        raise invalid_request(exc, f"tools[{number}].") from None
+    return ToolSpec(parsed.name, parsed.description, parsed.parameters or {})
 
 
 def _new_id(prefix: str) -> str:
