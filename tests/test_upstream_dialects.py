@@ -667,3 +667,38 @@ async def test_the_stream_endpoint_in_front_of_every_upstream(
                       "messages": [{"role": "user",
                                     "content": [{"type": "text", "text": PROMPT}]}]},
     }[upstream]
+
+
+@pytest.mark.parametrize("client", ["chat", "messages"])
+async def test_an_error_in_a_stream_read_for_a_whole_answer_is_a_502(
+    proxy: MakeProxy, client: str
+) -> None:
+    served = await proxy("openai-responses")
+    _serve(served, Script(text=["Partial"], error="The model is overloaded"), "openai-responses")
+    status, raw = await _post(served, client, {**CONVERSATION[client], "stream": False})
+    assert status == 502
+    answer = json.loads(raw)
+    error = answer["error"]
+    assert error["message"] == "The model is overloaded"
+    if client == "messages":
+        assert answer["type"] == "error" and error["type"] == "api_error"
+    assert len(served.upstream.seen) == 1
+
+
+@pytest.mark.parametrize("forward", [True, False])
+async def test_no_key_leaks_from_an_anthropic_upstreams_refusal(
+    proxy: MakeProxy, forward: bool
+) -> None:
+    served = await proxy("anthropic", forward_client_auth=forward)
+    client_key = "sk-ant-client-own-key-987654321"
+    served.upstream.behaviour = answers(401, {"type": "error", "error": {
+        "type": "authentication_error",
+        "message": f"invalid x-api-key: {client_key if forward else KEY}"}})
+    status, raw = await _post(served, "chat", CONVERSATION["chat"], {"x-api-key": client_key})
+    assert status == 401
+    assert KEY.encode() not in raw and client_key.encode() not in raw
+    message = json.loads(raw)["error"]["message"]
+    if forward:
+        assert message == "invalid x-api-key: [redacted]"
+    else:  # the operator's key was refused: the message says so
+        assert KEY_ENV in message

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -263,8 +264,9 @@ async def _read_whole(ask: _Ask) -> ReplyContent:
         raise
     content = ReplyContent()
     try:
-        async for item in reply.items():
-            content.add(item)
+        async with aclosing(reply.items()) as items:
+            async for item in items:
+                content.add(item)
     except UpstreamStreamError as exc:
         raise UpstreamError(
             exc.message, status=502, error_type=exc.error_type, code=exc.code
