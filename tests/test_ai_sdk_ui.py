@@ -354,7 +354,7 @@ async def test_the_route_streams_with_the_protocol_header(make_client: MakeClien
         ("POST", _body([_user("hi")], tokenstream={"profile": "nope"}), 400,
          "Unknown profile 'nope' in 'tokenstream.profile'."),
         ("POST", _body([_user("hi")], tokenstream={"source": "upstream"}), 400,
-         "/api/chat is answered by the scripted and echo sources"),
+         "The source 'upstream' is not available here: set upstream.base_url to use it."),
         ("GET", None, 405, "Method GET is not allowed on /api/chat."),
     ],
 )

@@ -1,4 +1,5 @@
-"""Helpers for the upstream tests: a scriptable fake upstream, OpenAI chunks, a sim clock."""
+"""Helpers for the upstream tests: a scriptable fake upstream, the streams of the three
+upstream dialects (OpenAI chunks, Responses events, Anthropic events), a sim clock."""
 
 from __future__ import annotations
 
@@ -121,6 +122,8 @@ class FakeUpstream:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/v1/responses", self._handle)
+        app.router.add_post("/v1/messages", self._handle)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{model}", self._models)
         return app
@@ -245,3 +248,193 @@ async def timed(clock: SimClock, script: Iterable[tuple[float, Any]]) -> AsyncIt
     for at, item in script:
         await clock.sleep_until(at)
         yield item
+
+
+# -- one reply in each upstream dialect -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Script:
+    """A reply as an upstream streams it: reasoning, text, a tool call, its ending."""
+
+    text: list[str]
+    reasoning: list[str] = field(default_factory=list)
+    call: tuple[str, str, list[str]] | None = None
+    """``(call_id, name, argument fragments)``."""
+    finish: str = "stop"
+    """In OpenAI's words: ``stop``, ``length`` or ``tool_calls``."""
+    prompt_tokens: int = 25
+    completion_tokens: int = 18
+    model: str = UPSTREAM_MODEL
+    error: str | None = None
+    """An in-stream error after the text (instead of the call and the ending)."""
+
+
+def named_event(event: str, payload: dict[str, Any], *, ensure_ascii: bool = False) -> bytes:
+    data = json.dumps(payload, ensure_ascii=ensure_ascii)
+    return f"event: {event}\ndata: {data}\n\n".encode()
+
+
+def chat_stream(script: Script, *, ensure_ascii: bool = False) -> list[bytes]:
+    model = script.model
+    events = [sse(chunk(role=True, model=model))]
+    events += [sse(chunk(delta={"reasoning_content": r}, model=model)) for r in script.reasoning]
+    events += [sse(chunk(t, model=model), ensure_ascii=ensure_ascii) for t in script.text]
+    if script.error is not None:
+        return [*events, sse({"error": {"message": script.error, "type": "server_error",
+                                        "param": None, "code": "overloaded"}})]
+    if script.call is not None:
+        call_id, name, fragments = script.call
+        start = {"index": 0, "id": call_id, "type": "function",
+                 "function": {"name": name, "arguments": ""}}
+        events.append(sse(chunk(delta={"tool_calls": [start]}, model=model)))
+        events += [
+            sse(chunk(delta={"tool_calls": [{"index": 0, "function": {"arguments": f}}]},
+                      model=model))
+            for f in fragments
+        ]
+    events.append(sse(chunk(finish=script.finish, model=model)))
+    events.append(sse(usage_chunk(script.prompt_tokens, script.completion_tokens, model)))
+    return [*events, DONE]
+
+
+def responses_stream(script: Script, *, ensure_ascii: bool = False) -> list[bytes]:
+    sequence = itertools.count()
+    response: dict[str, Any] = {
+        "id": "resp_upstream", "object": "response", "created_at": 1_700_000_000,
+        "status": "in_progress", "model": script.model, "output": [], "usage": None,
+        "error": None, "incomplete_details": None, "instructions": None,
+        "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+    }
+
+    def event(kind: str, **fields: Any) -> bytes:
+        return named_event(kind, {"type": kind, "sequence_number": next(sequence), **fields},
+                           ensure_ascii=ensure_ascii)
+
+    events = [event("response.created", response=response),
+              event("response.in_progress", response=response)]
+    output: list[dict[str, Any]] = []
+    if script.reasoning:
+        item = {"id": "rs_1", "type": "reasoning", "summary": []}
+        events.append(event("response.output_item.added", output_index=len(output), item=item))
+        events += [
+            event("response.reasoning_summary_text.delta", item_id="rs_1",
+                  output_index=len(output), summary_index=0, delta=r)
+            for r in script.reasoning
+        ]
+        done = {**item, "summary": [{"type": "summary_text", "text": "".join(script.reasoning)}]}
+        events.append(event("response.output_item.done", output_index=len(output), item=done))
+        output.append(done)
+    message = {"id": "msg_1", "type": "message", "status": "in_progress", "role": "assistant",
+               "content": []}
+    where = {"item_id": "msg_1", "output_index": len(output), "content_index": 0}
+    events.append(event("response.output_item.added", output_index=len(output), item=message))
+    events.append(event("response.content_part.added", **where,
+                        part={"type": "output_text", "text": "", "annotations": []}))
+    events += [event("response.output_text.delta", **where, delta=t, logprobs=[])
+               for t in script.text]
+    if script.error is not None:
+        return [*events, event("error", code="server_error", message=script.error, param=None)]
+    text = "".join(script.text)
+    part = {"type": "output_text", "text": text, "annotations": []}
+    events.append(event("response.output_text.done", **where, text=text, logprobs=[]))
+    events.append(event("response.content_part.done", **where, part=part))
+    done = {**message, "status": "completed", "content": [part]}
+    events.append(event("response.output_item.done", output_index=len(output), item=done))
+    output.append(done)
+    if script.call is not None:
+        call_id, name, fragments = script.call
+        call = {"id": "fc_1", "type": "function_call", "status": "in_progress",
+                "call_id": call_id, "name": name, "arguments": ""}
+        index = len(output)
+        events.append(event("response.output_item.added", output_index=index, item=call))
+        events += [event("response.function_call_arguments.delta", item_id="fc_1",
+                         output_index=index, delta=f) for f in fragments]
+        arguments = "".join(fragments)
+        events.append(event("response.function_call_arguments.done", item_id="fc_1",
+                            output_index=index, arguments=arguments))
+        call = {**call, "status": "completed", "arguments": arguments}
+        events.append(event("response.output_item.done", output_index=index, item=call))
+        output.append(call)
+    usage = {"input_tokens": script.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+             "output_tokens": script.completion_tokens,
+             "output_tokens_details": {"reasoning_tokens": 0},
+             "total_tokens": script.prompt_tokens + script.completion_tokens}
+    if script.finish == "length":
+        final = {**response, "status": "incomplete", "output": output, "usage": usage,
+                 "incomplete_details": {"reason": "max_output_tokens"}}
+        return [*events, event("response.incomplete", response=final)]
+    final = {**response, "status": "completed", "output": output, "usage": usage}
+    return [*events, event("response.completed", response=final)]
+
+
+ANTHROPIC_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+
+
+def anthropic_stream(script: Script, *, ensure_ascii: bool = False) -> list[bytes]:
+    def event(kind: str, **fields: Any) -> bytes:
+        return named_event(kind, {"type": kind, **fields}, ensure_ascii=ensure_ascii)
+
+    message = {"id": "msg_upstream", "type": "message", "role": "assistant", "content": [],
+               "model": script.model, "stop_reason": None, "stop_sequence": None,
+               "usage": {"input_tokens": script.prompt_tokens, "output_tokens": 1}}
+    events = [event("message_start", message=message)]
+    index = 0
+    if script.reasoning:
+        events.append(event("content_block_start", index=index,
+                            content_block={"type": "thinking", "thinking": "", "signature": ""}))
+        events.append(event("ping"))
+        events += [event("content_block_delta", index=index,
+                         delta={"type": "thinking_delta", "thinking": r})
+                   for r in script.reasoning]
+        events.append(event("content_block_delta", index=index,
+                            delta={"type": "signature_delta", "signature": "c2ln"}))
+        events.append(event("content_block_stop", index=index))
+        index += 1
+    events.append(event("content_block_start", index=index,
+                        content_block={"type": "text", "text": ""}))
+    events += [event("content_block_delta", index=index,
+                     delta={"type": "text_delta", "text": t}) for t in script.text]
+    if script.error is not None:
+        return [*events, event("error", error={"type": "overloaded_error",
+                                               "message": script.error})]
+    events.append(event("content_block_stop", index=index))
+    if script.call is not None:
+        index += 1
+        call_id, name, fragments = script.call
+        events.append(event("content_block_start", index=index, content_block={
+            "type": "tool_use", "id": call_id, "name": name, "input": {}}))
+        events += [event("content_block_delta", index=index,
+                         delta={"type": "input_json_delta", "partial_json": f})
+                   for f in fragments]
+        events.append(event("content_block_stop", index=index))
+    events.append(event(
+        "message_delta",
+        delta={"stop_reason": ANTHROPIC_STOP_REASONS[script.finish], "stop_sequence": None},
+        usage={"output_tokens": script.completion_tokens},
+    ))
+    return [*events, event("message_stop")]
+
+
+DIALECT_STREAMS: dict[str, Callable[..., list[bytes]]] = {
+    "openai-chat": chat_stream,
+    "openai-responses": responses_stream,
+    "anthropic": anthropic_stream,
+}
+"""The stream of a ``Script`` in each ``upstream.dialect``."""
+
+
+def error_answer(dialect: str, status: int, message: str) -> dict[str, Any]:
+    """An HTTP error body as the upstream's API sends it."""
+    if dialect == "anthropic":
+        kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    kind = {429: "requests"}.get(status, "server_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def bursts(events: list[bytes], size: int) -> list[bytes]:
+    """The stream cut into writes of ``size`` bytes: several events in one write, events and
+    UTF-8 sequences cut across two."""
+    raw = b"".join(events)
+    return [raw[i : i + size] for i in range(0, len(raw), size)]

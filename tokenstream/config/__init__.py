@@ -11,7 +11,7 @@ from tokenstream.config.settings import (
     ToolCallConfig,
     api_key_problem,
 )
-from tokenstream.config.upstream import UpstreamConfig, ca_context
+from tokenstream.config.upstream import UpstreamConfig, UpstreamDialect, ca_context
 
 __all__ = [
     "Config",
@@ -22,6 +22,7 @@ __all__ = [
     "TokenizerConfig",
     "ToolCallConfig",
     "UpstreamConfig",
+    "UpstreamDialect",
     "api_key_problem",
     "ca_context",
     "embedded_defaults",

@@ -1,4 +1,4 @@
-"""``upstream``: the OpenAI-compatible server to forward chat completions to, and how it is
+"""``upstream``: the model server to forward requests to, the API it speaks, and how it is
 reached (timeouts, connection limits, TLS)."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import ssl
 from pathlib import Path
+from typing import Literal
 
 import yarl
 from pydantic import (
@@ -16,7 +17,10 @@ from pydantic import (
 
 from tokenstream.config.base import StrictModel
 
-__all__ = ["UpstreamConfig", "ca_context"]
+__all__ = ["UpstreamConfig", "UpstreamDialect", "ca_context"]
+
+UpstreamDialect = Literal["openai-chat", "openai-responses", "anthropic"]
+"""The API an upstream speaks: OpenAI chat completions, OpenAI Responses, Anthropic Messages."""
 
 
 def ca_context(path: Path) -> ssl.SSLContext:
@@ -36,18 +40,27 @@ def ca_context(path: Path) -> ssl.SSLContext:
 
 
 class UpstreamConfig(StrictModel):
-    """An OpenAI-compatible server to forward chat completions to (``sources.upstream``)."""
+    """A model server to forward requests to (``sources.upstream``)."""
 
     base_url: str | None = Field(
         default=None, description="API root, e.g. https://api.openai.com/v1; null = no upstream"
     )
+    dialect: UpstreamDialect = Field(
+        default="openai-chat",
+        description="the API the upstream speaks: openai-chat (POST <base_url>/chat/completions"
+        ", Authorization: Bearer), openai-responses (POST <base_url>/responses, Bearer) or "
+        "anthropic (POST <base_url>/messages, x-api-key and anthropic-version); requests in "
+        "any client dialect are translated to it",
+    )
     api_key_env: str = Field(
         default="OPENAI_API_KEY",
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="environment variable with the upstream key; unset = no Authorization",
+        description="environment variable with the upstream key; unset = no key is sent",
     )
     forward_client_auth: bool = Field(
-        default=False, description="send the client's own Authorization header upstream"
+        default=False,
+        description="send the client's own key (Authorization: Bearer or x-api-key) upstream, "
+        "in the header the upstream's dialect wants",
     )
     model: str | None = Field(
         default=None, min_length=1, description="replaces the model a request names"

@@ -139,6 +139,9 @@ class _ChatBody(BaseModel):
     messages: list[_UIMessage] = Field(min_length=1, max_length=10_000)
     trigger: Literal["submit-message", "regenerate-message"] | None = None
     message_id: str | None = Field(default=None, alias="messageId")
+    model: str | None = Field(default=None, min_length=1, max_length=256)
+    """Not the protocol's, but what apps commonly add (``useChat({body: {model}})``): the
+    model asked of an upstream; unset, the first of ``models``."""
     tokenstream: PacingOverrides | None = None
 
 
@@ -149,6 +152,7 @@ class UIChatRequest:
     """The reply's message id: the last message's when that is the assistant's (the reply
     continues it, after tool results), else a new one."""
     overrides: PacingOverrides
+    model: str | None = None
 
 
 def parse_ui_chat(body: bytes) -> UIChatRequest:
@@ -168,6 +172,7 @@ def parse_ui_chat(body: bytes) -> UIChatRequest:
         messages=messages,
         message_id=continued or new_message_id(),
         overrides=parsed.tokenstream or NO_OVERRIDES,
+        model=parsed.model,
     )
 
 

@@ -59,7 +59,7 @@ from tokenstream.engine.events import (
     ToolCallStart,
     Usage,
 )
-from tokenstream.engine.messages import ChatMessage
+from tokenstream.engine.messages import ChatMessage, RequestedToolCall, ToolSpec
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import RequestError
 
@@ -146,7 +146,8 @@ class _Message(BaseModel):
         return self
 
     def chat_messages(self) -> list[ChatMessage]:
-        """A user message's tool results (one ``tool`` message each), then its text."""
+        """A user message's tool results (one ``tool`` message each), then its text; an
+        assistant message's text with its ``tool_use`` blocks as its calls."""
         results = [
             ChatMessage("tool", text_of(block.content), tool_call_id=block.tool_use_id)
             for block in self.content
@@ -159,7 +160,32 @@ class _Message(BaseModel):
         )
         if results and not text:
             return results
-        return [*results, ChatMessage(self.role, text)]
+        calls = tuple(
+            RequestedToolCall(block.id, block.name, dumps(block.input))
+            for block in self.content
+            if isinstance(block, _ToolUseBlock)
+        )
+        return [*results, ChatMessage(self.role, text, tool_calls=calls)]
+
+
+class _CustomTool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    description: str | None = None
+    input_schema: dict[str, Any]
+
+
+def _tool_spec(number: int, tool: dict[str, Any]) -> ToolSpec:
+    """A tool of Anthropic's: ``{name, description, input_schema}``, or a built-in one (with
+    a ``type`` such as ``web_search_20250305``)."""
+    kind = tool.get("type")
+    if isinstance(kind, str) and kind != "custom":
+        return ToolSpec(str(tool.get("name") or kind), kind=kind)
+    try:
+        parsed = _CustomTool.model_validate(tool)
+    except ValidationError as exc:
+        raise invalid_request(exc, f"tools.{number}.") from None
+    return ToolSpec(parsed.name, parsed.description, parsed.input_schema)
 
 
 class _MessagesBody(BaseModel):
@@ -178,7 +204,7 @@ class _MessagesBody(BaseModel):
     temperature: float | None = None
     top_k: int | None = None
     top_p: float | None = None
-    tools: list[Any] | None = None
+    tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     thinking: Any = None
     service_tier: str | None = None
@@ -191,6 +217,7 @@ class MessagesRequest:
     max_tokens: int
     stream: bool
     overrides: PacingOverrides
+    tools: tuple[ToolSpec, ...] = ()
 
 
 def parse_messages(body: bytes) -> MessagesRequest:
@@ -207,6 +234,7 @@ def parse_messages(body: bytes) -> MessagesRequest:
         max_tokens=parsed.max_tokens,
         stream=parsed.stream,
         overrides=parsed.tokenstream or NO_OVERRIDES,
+        tools=tuple(_tool_spec(number, tool) for number, tool in enumerate(parsed.tools or ())),
     )
 
 

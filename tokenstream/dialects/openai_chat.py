@@ -50,7 +50,7 @@ from tokenstream.engine.events import (
     ToolCallStart,
     Usage,
 )
-from tokenstream.engine.messages import ChatMessage
+from tokenstream.engine.messages import ChatMessage, RequestedToolCall, ToolSpec
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import InvalidRequest
 
@@ -68,15 +68,46 @@ __all__ = [
 # -- requests ------------------------------------------------------------------------------
 
 
+class _Function(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    arguments: str = ""
+
+
+class _ToolCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    type: Literal["function"] = "function"
+    function: _Function
+
+
+class _FunctionTool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+    def spec(self) -> ToolSpec:
+        return ToolSpec(self.name, self.description, self.parameters or {})
+
+
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="allow")  # tool_calls, refusal, audio, ... are carried along
+    model_config = ConfigDict(extra="allow")  # refusal, audio, ... are carried along
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    tool_calls: list[_ToolCall] | None = None
 
     def text(self) -> str:
         return text_of(self.content)
+
+    def chat_message(self) -> ChatMessage:
+        calls = tuple(
+            RequestedToolCall(call.id, call.function.name, call.function.arguments)
+            for call in self.tool_calls or ()
+        )
+        return ChatMessage(self.role, self.text(), self.name, self.tool_call_id, calls)
 
 
 class _StreamOptions(BaseModel):
@@ -134,6 +165,31 @@ class ChatCompletionRequest:
     include_usage: bool
     max_tokens: int | None
     overrides: PacingOverrides
+    tools: tuple[ToolSpec, ...] = ()
+
+
+def _tool_specs(tools: list[Any] | None) -> tuple[ToolSpec, ...]:
+    """``tools`` in chat completions' shape, ``{"type": "function", "function": {name,
+    description, parameters}}``; a tool of another type keeps only its type."""
+    specs = []
+    for number, tool in enumerate(tools or ()):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str) and kind != "function":
+            specs.append(ToolSpec(kind, kind=kind))
+            continue
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict):
+            raise InvalidRequest(
+                f"Invalid 'tools[{number}]': a function tool is {{\"type\": \"function\", "
+                "\"function\": {\"name\": ..., \"parameters\": {...}}}.",
+                param=f"tools[{number}]",
+                code="invalid_value",
+            )
+        try:
+            specs.append(_FunctionTool.model_validate(function).spec())
+        except ValidationError as exc:
+            raise invalid_request(exc, f"tools[{number}].function.") from None
+    return tuple(specs)
 
 
 def parse_chat_completion(body: bytes) -> ChatCompletionRequest:
@@ -147,9 +203,7 @@ def parse_chat_completion(body: bytes) -> ChatCompletionRequest:
             param="stream_options",
             code="invalid_value",
         )
-    messages = [
-        ChatMessage(m.role, m.text(), m.name, m.tool_call_id) for m in parsed.messages
-    ]
+    messages = [m.chat_message() for m in parsed.messages]
     return ChatCompletionRequest(
         model=parsed.model,
         messages=messages,
@@ -157,6 +211,7 @@ def parse_chat_completion(body: bytes) -> ChatCompletionRequest:
         include_usage=bool(parsed.stream_options and parsed.stream_options.include_usage),
         max_tokens=parsed.max_completion_tokens or parsed.max_tokens,
         overrides=parsed.tokenstream or NO_OVERRIDES,
+        tools=_tool_specs(parsed.tools),
     )
 
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -67,7 +67,7 @@ from tokenstream.engine.events import (
     ToolCallStart,
     Usage,
 )
-from tokenstream.engine.messages import ChatMessage
+from tokenstream.engine.messages import ChatMessage, RequestedToolCall, ToolSpec
 from tokenstream.engine.tokenizer import Piece
 
 __all__ = [
@@ -164,7 +164,7 @@ class _ResponsesBody(BaseModel):
     # Accepted for compatibility, without effect on a scripted reply.
     temperature: float | None = None
     top_p: float | None = None
-    tools: list[Any] | None = None
+    tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
     reasoning: Any = None
@@ -185,6 +185,7 @@ class ResponsesRequest:
     max_output_tokens: int | None
     stream: bool
     overrides: PacingOverrides
+    tools: tuple[ToolSpec, ...] = ()
 
 
 def parse_responses(body: bytes) -> ResponsesRequest:
@@ -193,18 +194,54 @@ def parse_responses(body: bytes) -> ResponsesRequest:
     except ValidationError as exc:
         raise invalid_request(exc) from None
     messages = [ChatMessage("system", parsed.instructions)] if parsed.instructions else []
-    messages += [
-        item.chat_message()
-        for item in parsed.input
-        if isinstance(item, _MessageItem | _FunctionCallOutputItem)
-    ]
+    for item in parsed.input:
+        _add_item(messages, item)
     return ResponsesRequest(
         model=parsed.model,
         messages=messages,
         max_output_tokens=parsed.max_output_tokens,
         stream=parsed.stream,
         overrides=parsed.tokenstream or NO_OVERRIDES,
+        tools=tuple(_tool_spec(number, tool) for number, tool in enumerate(parsed.tools or ())),
     )
+
+
+def _add_item(
+    messages: list[ChatMessage],
+    item: _MessageItem | _FunctionCallOutputItem | _FunctionCallItem | _ReasoningItem,
+) -> None:
+    """One input item as a neutral message: a function call joins the assistant message
+    before it (the calls of one turn are one message), its output is a ``tool`` message;
+    reasoning adds nothing."""
+    if isinstance(item, _MessageItem | _FunctionCallOutputItem):
+        messages.append(item.chat_message())
+    elif isinstance(item, _FunctionCallItem):
+        call = RequestedToolCall(item.call_id, item.name, item.arguments)
+        if messages and messages[-1].role == "assistant":
+            messages[-1] = replace(messages[-1], tool_calls=(*messages[-1].tool_calls, call))
+        else:
+            messages.append(ChatMessage("assistant", "", tool_calls=(call,)))
+
+
+class _FunctionTool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+def _tool_spec(number: int, tool: dict[str, Any]) -> ToolSpec:
+    """A function tool (``{"type": "function", name, description, parameters}``), or a
+    built-in one (``web_search``, ``file_search``, ...) by its type."""
+    kind = tool.get("type")
+    if isinstance(kind, str) and kind != "function":
+        return ToolSpec(kind, kind=kind)
+    try:
+        parsed = _FunctionTool.model_validate(tool)
+    except ValidationError as exc:
+        raise invalid_request(exc, f"tools[{number}].") from None
+    return ToolSpec(parsed.name, parsed.description, parsed.parameters or {})
 
 
 # -- output items --------------------------------------------------------------------------

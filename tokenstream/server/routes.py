@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from tokenstream.config import Config
+from tokenstream.config import Config, UpstreamDialect
 from tokenstream.dialects.ai_sdk_ui import (
     UI_MESSAGE_STREAM_HEADERS,
     UIMessageStreamFormat,
@@ -24,6 +24,7 @@ from tokenstream.dialects.anthropic_messages import (
 )
 from tokenstream.dialects.openai_chat import (
     OpenAIChunkFormat,
+    ProxyRequest,
     completion_body,
     parse_chat_completion,
     parse_proxy_request,
@@ -37,7 +38,7 @@ from tokenstream.dialects.overrides import PacingOverrides, resolve_profile
 from tokenstream.dialects.stream_query import encoder_for, parse_stream_query
 from tokenstream.engine.accounting import current_record
 from tokenstream.engine.events import ReplyContent, ReplySource
-from tokenstream.engine.messages import ChatMessage
+from tokenstream.engine.messages import ChatMessage, Conversation, ToolSpec
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.engine.reply import (
     ReplyProgress,
@@ -181,17 +182,55 @@ async def _complete(
     return reply, content
 
 
+def _same_dialect_upstream(
+    request: web.Request, state: AppState, raw: bytes, dialect: UpstreamDialect
+) -> tuple[UpstreamClient, ProxyRequest] | None:
+    """The upstream and the client's body for it, when the request is to be proxied to an
+    upstream of the client's own dialect (the body goes as it is: only what tokenstream
+    needs is read from it)."""
+    upstream = state.config.upstream
+    if upstream.base_url is None or upstream.dialect != dialect:
+        return None
+    proxied = parse_proxy_request(raw, upstream.model)
+    client = _upstream_for(request, state, proxied.overrides.source)
+    return None if client is None else (client, proxied)
+
+
+def _conversation(
+    config: Config, model: str, messages: list[ChatMessage], max_tokens: int | None,
+    tools: tuple[ToolSpec, ...],
+) -> Conversation:
+    """A parsed request for an upstream of another dialect."""
+    return Conversation(config.upstream.model or model, messages, max_tokens, tools)
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions``: the OpenAI chat dialect, streamed or whole."""
     state = request.app[STATE]
     config = state.config
     raw = await _read_body(request, state)
-    if config.upstream.base_url is not None:
-        proxied = parse_proxy_request(raw, config.upstream.model)
-        client = _upstream_for(request, state, proxied.overrides.source)
-        if client is not None:
-            return await proxy.chat_completions(request, state, client, proxied)
+    same = _same_dialect_upstream(request, state, raw, "openai-chat")
+    if same is not None:
+        upstream, proxied = same
+        encoder = OpenAIChunkFormat(
+            model=proxied.model, include_usage=proxied.include_usage,
+            sentinel=config.server.sentinel,
+        )
+        return await proxy.forwarded(request, state, upstream, proxied, encoder)
     parsed = parse_chat_completion(raw)
+    client = _upstream_for(request, state, parsed.overrides.source)
+    if client is not None:
+        conversation = _conversation(
+            config, parsed.model, parsed.messages, parsed.max_tokens, parsed.tools
+        )
+        encoder = OpenAIChunkFormat(
+            model=conversation.model, include_usage=parsed.include_usage,
+            sentinel=config.server.sentinel,
+        )
+        return await proxy.translated(
+            request, state, client, conversation, overrides=parsed.overrides,
+            stream=parsed.stream, encoder=encoder, answer=completion_body,
+        )
     _check_model(config, parsed.model)
     profile = resolve_profile(
         config,
@@ -235,15 +274,8 @@ def _scripted_start(
     max_tokens: int | None,
     prompt_param: str,
 ) -> Callable[[], Awaitable[ScheduledReply]]:
-    """How a dialect served by the scripted and echo sources only starts its reply."""
+    """How a dialect's reply from the scripted or echo source starts."""
     config = state.config
-    if (overrides.source or config.default_source) == "upstream":
-        raise InvalidRequest(
-            f"{request.path} is answered by the scripted and echo sources; the upstream is "
-            "reached through POST /v1/chat/completions.",
-            param="tokenstream.source",
-            code="invalid_value",
-        )
     _check_model(config, model)
     profile = resolve_profile(
         config,
@@ -267,7 +299,23 @@ async def _whole(
 async def responses(request: web.Request) -> web.StreamResponse:
     """``POST /v1/responses``: the OpenAI Responses dialect, streamed or whole."""
     state = request.app[STATE]
-    parsed = parse_responses(await _read_body(request, state))
+    raw = await _read_body(request, state)
+    same = _same_dialect_upstream(request, state, raw, "openai-responses")
+    if same is not None:
+        upstream, proxied = same
+        encoder = ResponsesFormat(model=proxied.model)
+        return await proxy.forwarded(request, state, upstream, proxied, encoder)
+    parsed = parse_responses(raw)
+    client = _upstream_for(request, state, parsed.overrides.source)
+    if client is not None:
+        conversation = _conversation(
+            state.config, parsed.model, parsed.messages, parsed.max_output_tokens, parsed.tools
+        )
+        return await proxy.translated(
+            request, state, client, conversation, overrides=parsed.overrides,
+            stream=parsed.stream, encoder=ResponsesFormat(model=conversation.model),
+            answer=response_body,
+        )
     start = _scripted_start(
         request, state, model=parsed.model, overrides=parsed.overrides,
         messages=parsed.messages, max_tokens=parsed.max_output_tokens, prompt_param="input",
@@ -281,7 +329,23 @@ async def responses(request: web.Request) -> web.StreamResponse:
 async def messages(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages``: the Anthropic Messages dialect, streamed or whole."""
     state = request.app[STATE]
-    parsed = parse_messages(await _read_body(request, state))
+    raw = await _read_body(request, state)
+    same = _same_dialect_upstream(request, state, raw, "anthropic")
+    if same is not None:
+        upstream, proxied = same
+        encoder = AnthropicMessagesFormat(model=proxied.model)
+        return await proxy.forwarded(request, state, upstream, proxied, encoder, shown=encoder)
+    parsed = parse_messages(raw)
+    client = _upstream_for(request, state, parsed.overrides.source)
+    if client is not None:
+        conversation = _conversation(
+            state.config, parsed.model, parsed.messages, parsed.max_tokens, parsed.tools
+        )
+        encoder = AnthropicMessagesFormat(model=conversation.model)
+        return await proxy.translated(
+            request, state, client, conversation, overrides=parsed.overrides,
+            stream=parsed.stream, encoder=encoder, answer=message_body, shown=encoder,
+        )
     start = _scripted_start(
         request, state, model=parsed.model, overrides=parsed.overrides,
         messages=parsed.messages, max_tokens=parsed.max_tokens, prompt_param="messages",
@@ -298,11 +362,19 @@ async def ai_sdk_chat(request: web.Request) -> web.StreamResponse:
     stream, as ``useChat`` reads it; always streamed (the protocol has no whole answer)."""
     state = request.app[STATE]
     parsed = parse_ui_chat(await _read_body(request, state))
+    model = parsed.model or state.config.models[0]
+    encoder = UIMessageStreamFormat(message_id=parsed.message_id)
+    client = _upstream_for(request, state, parsed.overrides.source)
+    if client is not None:
+        conversation = _conversation(state.config, model, parsed.messages, None, ())
+        return await proxy.translated(
+            request, state, client, conversation, overrides=parsed.overrides, stream=True,
+            encoder=encoder, answer=None, headers=UI_MESSAGE_STREAM_HEADERS,
+        )
     start = _scripted_start(
-        request, state, model=state.config.models[0], overrides=parsed.overrides,
+        request, state, model=model, overrides=parsed.overrides,
         messages=parsed.messages, max_tokens=None, prompt_param="messages",
     )
-    encoder = UIMessageStreamFormat(message_id=parsed.message_id)
     return await state.runner.stream(request, encoder, start, headers=UI_MESSAGE_STREAM_HEADERS)
 
 
@@ -342,7 +414,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 async def models(request: web.Request) -> web.Response:
     client = request.app.get(UPSTREAM)
     if client is not None:  # the models that can answer are the upstream's
-        return await client.get("/models", proxy.client_auth(request, request.app[STATE]))
+        return await client.get("/models", proxy.client_key(request, request.app[STATE]))
     created = 1_700_000_000
     return web.json_response(
         {
@@ -360,7 +432,7 @@ async def model(request: web.Request) -> web.Response:
     client = request.app.get(UPSTREAM)
     if client is not None:
         return await client.get(
-            "/models/" + quote(name, safe=""), proxy.client_auth(request, request.app[STATE])
+            "/models/" + quote(name, safe=""), proxy.client_key(request, request.app[STATE])
         )
     if name not in request.app[CONFIG].models:
         raise NotFound(f"The model '{name}' does not exist.", param="model",

@@ -10,8 +10,6 @@ other non-null delta field (``refusal``, ``audio``, ...) is a ``Passthrough``.
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 from tokenstream.engine.events import (
@@ -27,132 +25,48 @@ from tokenstream.engine.events import (
     Usage,
 )
 from tokenstream.errors import UpstreamStreamError
-from tokenstream.sources.secrets import redact
-from tokenstream.sse.parser import EventTooLong, SSEDecoder
+from tokenstream.sources.event_stream import (
+    MAX_EVENT_CHARS,
+    JsonEventDecoder,
+    TextJoin,
+    join_surrogates,
+)
+from tokenstream.sse.parser import ServerSentEvent
 
-__all__ = ["ChunkDecoder"]
-
-MAX_EVENT_CHARS = 1 << 20
-"""The longest line or event an upstream may send (``upstream.max_event_chars``: a chunk is
-far shorter; a line or an event without an end would otherwise grow without bound)."""
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _join_surrogates(text: str) -> str:
-    """JSON may split a character outside the BMP into two ``\\u`` escapes across chunks.
-
-    Rejoin such pairs; a surrogate left alone is not text and becomes U+FFFD.
-    """
-    if not _SURROGATE.search(text):
-        return text
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+__all__ = ["MAX_EVENT_CHARS", "ChunkDecoder"]
 
 
-def _stream_error(payload: Any, secrets: tuple[str, ...]) -> UpstreamStreamError:
-    """An in-stream ``{"error": ...}`` event as an error for the client (OpenAI or vLLM shape)."""
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if isinstance(error, dict):
-        message = error.get("message")
-        error_type = error.get("type")
-        code = error.get("code")
-    else:
-        message, error_type, code = error, None, None
-    return UpstreamStreamError(
-        redact(str(message) if message else "The upstream reported an error.", secrets),
-        error_type=str(error_type) if error_type else "upstream_error",
-        code=None if code is None else str(code),
-    )
+class ChunkDecoder(JsonEventDecoder):
+    """Bytes of a streamed chat completion in, typed reply events out
+    (``event_stream.JsonEventDecoder``: failures are set as ``error``, not raised).
 
-
-class ChunkDecoder:
-    """Bytes of a streamed chat completion in, typed reply events out.
-
-    A failure (an error event, a broken event, a stream cut short) does not raise: ``feed``
-    and ``close`` return the events before it and set ``error``, so that the text which
-    arrived before the failure is still delivered ahead of it. Nothing is read after it.
-
-    Only choice 0 is read (proxied streams have ``n`` = 1). ``role`` is left out (a dialect
-    announces the assistant itself), and so are delta fields that are null.
+    ``done`` is the ``[DONE]`` sentinel; a stream that ends after a ``finish_reason``
+    without it is complete too. Only choice 0 is read (proxied streams have ``n`` = 1).
+    ``role`` is left out (a dialect announces the assistant itself), and so are delta fields
+    that are null.
     """
 
     def __init__(
         self, secrets: tuple[str, ...] = (), max_event_chars: int = MAX_EVENT_CHARS
     ) -> None:
-        self._sse = SSEDecoder(max_event_chars)
-        self._secrets = secrets
+        super().__init__(secrets, max_event_chars)
         self._model: str | None = None
-        self._held_surrogate = ""
+        self._text = TextJoin()
         self._open_calls: list[int] = []
-        self.events = 0
-        self.done = False
-        """The ``[DONE]`` sentinel arrived: the reply is complete."""
-        self.finished = False
-        """A ``finish_reason`` arrived."""
-        self.error: UpstreamStreamError | None = None
-        """Why the reply failed; set at most once, and then nothing more is read."""
 
-    def feed(self, data: bytes) -> list[ReplyEvent]:
-        items: list[ReplyEvent] = []
-        if self.done or self.error:
-            return items
-        try:
-            events = self._sse.feed(data)
-        except EventTooLong:
-            self.error = UpstreamStreamError(
-                f"The upstream sent a line or an event longer than {self._sse.max_event_chars} "
-                "characters (upstream.max_event_chars).",
-                code="upstream_bad_event",
-            )
-            return items
-        for event in events:
-            self.events += 1
-            try:
-                self._event(event.data, items)
-            except UpstreamStreamError as exc:
-                self.error = exc
-            if self.done or self.error:
-                break
-        return items
+    def _flush(self, items: list[ReplyEvent]) -> None:
+        held = self._text.release()
+        if held:
+            items.append(TextDelta(held))
 
-    def close(self) -> list[ReplyEvent]:
-        """The body ended. Without ``[DONE]`` or a finish reason the reply was cut short."""
-        self._sse.close()
-        items: list[ReplyEvent] = []
-        if self.error:
-            return items
-        self._release_surrogate(items)
-        if not (self.done or self.finished):
-            self.error = UpstreamStreamError(
-                "The upstream closed the stream before the reply was complete.",
-                code="upstream_disconnected",
-            )
-        return items
-
-    def _release_surrogate(self, items: list[ReplyEvent]) -> None:
-        if self._held_surrogate:
-            items.append(TextDelta(_join_surrogates(self._held_surrogate)))
-            self._held_surrogate = ""
-
-    def _event(self, data: str, items: list[ReplyEvent]) -> None:
-        if data == "[DONE]":
+    def _event(self, event: ServerSentEvent, items: list[ReplyEvent]) -> None:
+        if event.data == "[DONE]":
             self.done = True
-            self._release_surrogate(items)
+            self._flush(items)
             return
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            raise UpstreamStreamError(
-                "The upstream sent an event that is not JSON: "
-                + redact(data[:120], self._secrets),
-                code="upstream_bad_event",
-            ) from None
-        if not isinstance(payload, dict):
-            raise UpstreamStreamError(
-                "The upstream sent an event that is not a JSON object.", code="upstream_bad_event"
-            )
+        payload = self._json(event.data)
         if "error" in payload and payload["error"] is not None:
-            raise _stream_error(payload, self._secrets)
+            raise self._stream_error(payload["error"])
         model = payload.get("model")
         if isinstance(model, str) and model and model != self._model:
             self._model = model
@@ -166,17 +80,20 @@ class ChunkDecoder:
         if isinstance(usage, dict):
             items.append(_usage(usage))
 
+    def _stream_error(self, error: Any) -> UpstreamStreamError:
+        """An in-stream ``{"error": ...}`` event (OpenAI or vLLM shape)."""
+        if isinstance(error, dict):
+            return self._failure(error.get("message"), error.get("type"), error.get("code"))
+        return self._failure(error)
+
     def _choice(self, choice: dict[str, Any], items: list[ReplyEvent]) -> None:
         delta = choice.get("delta")
         delta = delta if isinstance(delta, dict) else {}
         content = delta.get("content")
         if isinstance(content, str) and content:
-            text = self._held_surrogate + content
-            self._held_surrogate = ""
-            if "\ud800" <= text[-1] <= "\udbff":  # the low half may come in the next chunk
-                text, self._held_surrogate = text[:-1], text[-1]
+            text = self._text.feed(content)
             if text:
-                items.append(TextDelta(_join_surrogates(text)))
+                items.append(TextDelta(text))
         rest = {
             key: value
             for key, value in delta.items()
@@ -185,11 +102,11 @@ class ChunkDecoder:
         finish_reason = choice.get("finish_reason")
         if not rest and finish_reason is None:
             return
-        self._release_surrogate(items)  # what follows text goes after all of it
+        self._flush(items)  # what follows text goes after all of it
         reasoning = rest.pop("reasoning_content", None)
         if isinstance(reasoning, str):
             if reasoning:
-                items.append(ReasoningDelta(reasoning))
+                items.append(ReasoningDelta(join_surrogates(reasoning)))
         elif reasoning is not None:
             rest["reasoning_content"] = reasoning
         calls = rest.pop("tool_calls", None)

@@ -1,14 +1,16 @@
-"""The upstream client: one ``aiohttp.ClientSession`` to an OpenAI-compatible server.
+"""The upstream client: one ``aiohttp.ClientSession`` to a model server.
 
 ``UpstreamClient`` owns one ``aiohttp.ClientSession`` for the app's lifetime (opened and
-closed by ``cleanup_ctx``). ``begin`` starts a request to ``<base_url>/chat/completions`` and
-returns at once; ``PendingAnswer.reply`` returns once the upstream has answered with its
+closed by ``cleanup_ctx``). ``begin`` starts a request to ``<base_url>/chat/completions``
+(``/responses``, ``/messages``: the path of ``upstream.dialect``, see ``wire``) and returns
+at once; ``PendingAnswer.reply`` returns once the upstream has answered with its
 status. Any failure up to then is an ``UpstreamError`` carrying the status the client should
 get (the upstream's own, 502 when it cannot be reached, 504 when it does not answer in time).
 ``UpstreamReply.items`` then yields the reply's events as they arrive
 (``engine.events``). A failure from there on is an ``UpstreamStreamError``.
 
-The pure part, response bytes in and items out, is ``openai_chunks.ChunkDecoder``.
+The pure part, response bytes in and items out, is the dialect's decoder
+(``openai_chunks``, ``responses_events``, ``anthropic_events``).
 
 The proxy comes from the environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), read at start-up.
 
@@ -17,9 +19,9 @@ is generated and billed twice. aiohttp resends only idempotent methods (the mode
 when a reused connection turns out closed.
 
 Timeouts run on the event loop's clock, not the pacing clock: they are about the network.
-The upstream key is sent only in the request's ``Authorization`` header; it is never
-logged, and any error text that could hold it is redacted before it reaches a log or a
-client.
+The upstream key is sent only in the request's ``Authorization`` header (``x-api-key`` to an
+Anthropic upstream); it is never logged, and any error text that could hold it is redacted
+before it reaches a log or a client.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from tokenstream.sources.upstream.connection import (
     tls_setting,
 )
 from tokenstream.sources.upstream.pending import PendingAnswer
+from tokenstream.sources.upstream.wire import REPLY_PATHS, dialect_headers
 
 __all__ = ["UPSTREAM", "PendingAnswer", "UpstreamClient"]
 
@@ -72,14 +75,14 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
 
 
 class UpstreamClient:
-    """Forwards chat completions to one OpenAI-compatible server, over one client session."""
+    """Forwards requests to one model server, in its dialect, over one client session."""
 
     def __init__(self, config: UpstreamConfig, api_key: str | None) -> None:
         if config.base_url is None:
             raise ValueError("UpstreamClient needs upstream.base_url")
         self.config = config
         self.base_url = config.base_url
-        self.url = config.base_url + "/chat/completions"
+        self.reply_path = REPLY_PATHS[config.dialect]
         self._api_key = api_key or None
         self._session: aiohttp.ClientSession | None = None
         self._proxy: URL | None = None
@@ -102,7 +105,7 @@ class UpstreamClient:
             )
         if not key:
             log.warning(
-                "$%s is not set: requests go to the upstream without an Authorization header",
+                "$%s is not set: requests go to the upstream without a key",
                 config.api_key_env,
             )
         return cls(config, key or None)
@@ -159,28 +162,21 @@ class UpstreamClient:
         self._draining.add(task)
         task.add_done_callback(self._draining.discard)
 
-    def _secrets(self, client_auth: str | None) -> tuple[str, ...]:
-        secrets = []
-        if self._api_key:
-            secrets.append(self._api_key)
-        if client_auth:
-            secrets.append(client_auth)
-            token = client_auth.partition(" ")[2].strip()
-            if token:
-                secrets.append(token)
-        return tuple(secrets)
+    def _secrets(self, client_key: str | None) -> tuple[str, ...]:
+        return tuple(key for key in (self._api_key, client_key) if key)
 
     async def _begin(
         self,
         path: str,
         body: Mapping[str, Any] | bytes | None,
-        client_auth: str | None,
+        client_key: str | None,
         *,
         stream: bool = False,
     ) -> PendingAnswer:
         """POST ``body`` to ``base_url + path`` (GET without one) and return at once.
 
         ``body`` is JSON: a mapping, or bytes already encoded (the client's own, unchanged).
+        ``client_key`` (the client's own key) replaces the configured key when given.
         """
         session = self._session
         if session is None:
@@ -188,18 +184,16 @@ class UpstreamClient:
         headers = {"Accept": "text/event-stream" if stream else "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        if client_auth is not None:
-            if not (client_auth.isascii() and client_auth.isprintable()):
-                raise UpstreamError(
-                    "The Authorization header holds characters that cannot be sent on to the "
-                    "upstream: send the key as visible ASCII.",
-                    status=400,
-                    error_type="invalid_request_error",
-                    code="invalid_authorization",
-                )
-            headers["Authorization"] = client_auth
-        elif self._api_key is not None:
-            headers["Authorization"] = f"Bearer {self._api_key}"
+        if client_key is not None and not (client_key.isascii() and client_key.isprintable()):
+            raise UpstreamError(
+                "The API key (Authorization or x-api-key header) holds characters that cannot "
+                "be sent on to the upstream: send the key as visible ASCII.",
+                status=400,
+                error_type="invalid_request_error",
+                code="invalid_authorization",
+            )
+        key = self._api_key if client_key is None else client_key
+        headers.update(dialect_headers(self.config.dialect, key))
         if body is None or isinstance(body, bytes):
             data = body
         else:
@@ -213,8 +207,8 @@ class UpstreamClient:
             self.config,
             self.base_url + path,
             request,
-            client_auth=client_auth,
-            secrets=self._secrets(client_auth),
+            client_key=client_key,
+            secrets=self._secrets(client_key),
             deadline=deadline,
             release=self._release,
         )
@@ -226,25 +220,25 @@ class UpstreamClient:
         return pending
 
     async def begin(
-        self, body: Mapping[str, Any] | bytes, client_auth: str | None
+        self, body: Mapping[str, Any] | bytes, client_key: str | None
     ) -> PendingAnswer:
         """Send a streaming request and return at once; ``PendingAnswer.reply`` waits for the
         answer, so that the caller can get the stream ready meanwhile.
 
-        ``client_auth`` (an ``Authorization`` value) replaces the configured key when given.
+        ``client_key`` (the client's own key) replaces the configured key when given.
         """
-        return await self._begin("/chat/completions", body, client_auth, stream=True)
+        return await self._begin(self.reply_path, body, client_key, stream=True)
 
     async def forward(
-        self, body: Mapping[str, Any] | bytes, client_auth: str | None
+        self, body: Mapping[str, Any] | bytes, client_key: str | None
     ) -> web.Response:
         """A request that does not stream: the upstream's answer, passed on as it came."""
-        pending = await self._begin("/chat/completions", body, client_auth)
+        pending = await self._begin(self.reply_path, body, client_key)
         return await self._pass_on(pending)
 
-    async def get(self, path: str, client_auth: str | None) -> web.Response:
+    async def get(self, path: str, client_key: str | None) -> web.Response:
         """``GET <base_url><path>`` (the model list), passed on as it came."""
-        pending = await self._begin(path, None, client_auth)
+        pending = await self._begin(path, None, client_key)
         return await self._pass_on(pending)
 
     async def _pass_on(self, pending: PendingAnswer) -> web.Response:

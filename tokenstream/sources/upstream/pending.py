@@ -19,6 +19,7 @@ from tokenstream.sources.upstream.answers import (
     read_at_most,
 )
 from tokenstream.sources.upstream.reply import UpstreamReply
+from tokenstream.sources.upstream.wire import decoder_for
 
 __all__ = ["PendingAnswer"]
 
@@ -38,7 +39,7 @@ class PendingAnswer:
         url: str,
         request: asyncio.Task[aiohttp.ClientResponse],
         *,
-        client_auth: str | None,
+        client_key: str | None,
         secrets: tuple[str, ...],
         deadline: float,
         release: Callable[[aiohttp.ClientResponse], None],
@@ -46,7 +47,7 @@ class PendingAnswer:
         """``release`` takes a reply's response once it is read (back to the pool)."""
         self._config = config
         self._url = url
-        self._auth = client_auth
+        self._auth = client_key
         self._deadline = deadline
         self._release = release
         self._request: asyncio.Task[aiohttp.ClientResponse] | None = request
@@ -180,7 +181,7 @@ class PendingAnswer:
             first_event_deadline=self._deadline,
             first_byte_timeout=config.first_byte_timeout_s,
             idle_timeout=config.idle_timeout_s,
-            max_event_chars=config.max_event_chars,
+            decoder=decoder_for(config.dialect, self.secrets, config.max_event_chars),
             secrets=self.secrets,
             release=self._release,
         )

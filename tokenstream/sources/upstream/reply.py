@@ -13,7 +13,7 @@ import aiohttp
 
 from tokenstream.engine.events import ReplyEvent
 from tokenstream.errors import UpstreamStreamError
-from tokenstream.sources.openai_chunks import ChunkDecoder
+from tokenstream.sources.event_stream import StreamDecoder
 from tokenstream.sources.secrets import redact
 
 __all__ = ["UpstreamReply"]
@@ -33,7 +33,7 @@ class UpstreamReply:
         first_event_deadline: float,
         first_byte_timeout: float,
         idle_timeout: float,
-        max_event_chars: int,
+        decoder: StreamDecoder,
         secrets: tuple[str, ...],
         release: Callable[[aiohttp.ClientResponse], None],
     ) -> None:
@@ -41,7 +41,7 @@ class UpstreamReply:
         self._first_event_deadline = first_event_deadline
         self._first_byte_timeout = first_byte_timeout
         self._idle_timeout = idle_timeout
-        self._max_event_chars = max_event_chars
+        self._decoder = decoder
         self._secrets = secrets
         self._release = release
 
@@ -50,7 +50,7 @@ class UpstreamReply:
         response = self._response
         if response is None:
             raise RuntimeError("the reply was read or closed already")
-        decoder = ChunkDecoder(self._secrets, self._max_event_chars)
+        decoder = self._decoder
         content = response.content
         loop = asyncio.get_running_loop()
         limit = self._first_event_deadline
@@ -90,6 +90,12 @@ class UpstreamReply:
                 self._release(response)  # its connection is reused once the body ended
             else:
                 response.close()  # the upstream sees its connection close at once
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        """The prompt's tokens, once the upstream said so ahead of the reply (Anthropic's
+        ``message_start``)."""
+        return self._decoder.prompt_tokens
 
     def _silence(self, events: int) -> str:
         if events:

@@ -1,0 +1,175 @@
+"""What the upstream decoders share: an SSE stream of JSON events in, typed reply events out.
+
+``JsonEventDecoder`` is pure (response bytes in, ``engine.events`` out, through the WHATWG
+``SSEDecoder``, which holds a UTF-8 sequence split across reads until it completes). Each
+dialect's decoder (``openai_chunks``, ``responses_events``, ``anthropic_events``) says what
+one event means; the failures are handled here, the same way for every dialect.
+
+``TextJoin`` rejoins a character outside the BMP whose two ``\\u`` escapes JSON split across
+events.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Protocol
+
+from tokenstream.engine.events import ReplyEvent
+from tokenstream.errors import UpstreamStreamError
+from tokenstream.sources.secrets import redact
+from tokenstream.sse.parser import EventTooLong, ServerSentEvent, SSEDecoder
+
+__all__ = [
+    "MAX_EVENT_CHARS",
+    "JsonEventDecoder",
+    "StreamDecoder",
+    "TextJoin",
+    "join_surrogates",
+]
+
+MAX_EVENT_CHARS = 1 << 20
+"""The longest line or event an upstream may send (``upstream.max_event_chars``: an event is
+far shorter; a line or an event without an end would otherwise grow without bound)."""
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def join_surrogates(text: str) -> str:
+    """Rejoin surrogate pairs (JSON may write a character outside the BMP as two ``\\u``
+    escapes); a surrogate left alone is not text and becomes U+FFFD."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+class TextJoin:
+    """One stream of text deltas: a high surrogate that ends a delta is held until the next
+    one brings its low half."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, delta: str) -> str:
+        text = self._held + delta
+        self._held = ""
+        if text and "\ud800" <= text[-1] <= "\udbff":  # its low half may come next
+            text, self._held = text[:-1], text[-1]
+        return join_surrogates(text)
+
+    def release(self) -> str:
+        """What is held, when something else comes (it was alone after all)."""
+        text, self._held = self._held, ""
+        return join_surrogates(text)
+
+
+class StreamDecoder(Protocol):
+    """What ``upstream.reply`` reads a streamed answer with, whatever the dialect."""
+
+    events: int
+    """SSE events decoded so far."""
+    done: bool
+    """The reply is complete: nothing more is read."""
+    error: UpstreamStreamError | None
+    """Why the reply failed; set at most once, and then nothing more is read."""
+    prompt_tokens: int | None
+    """The prompt's tokens, when the upstream said so before the reply's first event."""
+
+    def feed(self, data: bytes) -> list[ReplyEvent]: ...
+
+    def close(self) -> list[ReplyEvent]: ...
+
+
+class JsonEventDecoder:
+    """Bytes of an event stream whose data are JSON objects in, typed reply events out.
+
+    A failure (an error event, a broken event, a stream cut short) does not raise: ``feed``
+    and ``close`` return the events before it and set ``error``, so that the text which
+    arrived before the failure is still delivered ahead of it. Nothing is read after it.
+
+    A subclass decodes one event (``_event``; it raises ``UpstreamStreamError`` for a
+    failure), sets ``done`` at the stream's last event and ``finished`` once the reply's
+    ending (its finish reason) came, and gives what it holds back at the end
+    (``_flush``).
+    """
+
+    def __init__(
+        self, secrets: tuple[str, ...] = (), max_event_chars: int = MAX_EVENT_CHARS
+    ) -> None:
+        self._sse = SSEDecoder(max_event_chars)
+        self._secrets = secrets
+        self.events = 0
+        self.done = False
+        self.finished = False
+        """The reply's ending arrived: a stream that ends now is complete."""
+        self.error: UpstreamStreamError | None = None
+        self.prompt_tokens: int | None = None
+
+    def feed(self, data: bytes) -> list[ReplyEvent]:
+        items: list[ReplyEvent] = []
+        if self.done or self.error:
+            return items
+        try:
+            events = self._sse.feed(data)
+        except EventTooLong:
+            self.error = UpstreamStreamError(
+                f"The upstream sent a line or an event longer than {self._sse.max_event_chars} "
+                "characters (upstream.max_event_chars).",
+                code="upstream_bad_event",
+            )
+            return items
+        for event in events:
+            self.events += 1
+            try:
+                self._event(event, items)
+            except UpstreamStreamError as exc:
+                self.error = exc
+            if self.done or self.error:
+                break
+        return items
+
+    def close(self) -> list[ReplyEvent]:
+        """The body ended. Without its last event or a finish, the reply was cut short."""
+        self._sse.close()
+        items: list[ReplyEvent] = []
+        if self.error:
+            return items
+        self._flush(items)
+        if not (self.done or self.finished):
+            self.error = UpstreamStreamError(
+                "The upstream closed the stream before the reply was complete.",
+                code="upstream_disconnected",
+            )
+        return items
+
+    def _event(self, event: ServerSentEvent, items: list[ReplyEvent]) -> None:
+        raise NotImplementedError
+
+    def _flush(self, items: list[ReplyEvent]) -> None:
+        """The body ended: what is held back (a lone surrogate) goes out."""
+
+    def _json(self, data: str) -> dict[str, Any]:
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            raise UpstreamStreamError(
+                "The upstream sent an event that is not JSON: " + redact(data[:120], self._secrets),
+                code="upstream_bad_event",
+            ) from None
+        if not isinstance(payload, dict):
+            raise UpstreamStreamError(
+                "The upstream sent an event that is not a JSON object.", code="upstream_bad_event"
+            )
+        return payload
+
+    def _failure(
+        self, message: object, error_type: object = None, code: object = None
+    ) -> UpstreamStreamError:
+        """The upstream's own report of a failure, as the client's error (its key redacted)."""
+        return UpstreamStreamError(
+            redact(str(message) if message else "The upstream reported an error.", self._secrets),
+            error_type=str(error_type) if error_type else "upstream_error",
+            code=None if code is None else str(code),
+        )
