@@ -128,6 +128,7 @@ def create_app(
     app.router.add_post("/v1/messages", routes.messages)
     app.router.add_post("/v1/responses", routes.responses)
     app.router.add_get("/v1/stream", routes.stream)
+    app.router.add_get("/v1/dialects", routes.dialects)
     app.router.add_get("/v1/models", routes.models)
     app.router.add_get("/v1/models/{model}", routes.model)
     app.router.add_get("/v1/profiles", routes.profiles)

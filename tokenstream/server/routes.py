@@ -18,6 +18,7 @@ from tokenstream.dialects.anthropic_messages import (
     message_body,
     parse_messages,
 )
+from tokenstream.dialects.catalog import DIALECTS, PromptCounted
 from tokenstream.dialects.openai_chat import (
     OpenAIChunkFormat,
     completion_body,
@@ -33,7 +34,7 @@ from tokenstream.dialects.openai_responses import (
     response_object,
 )
 from tokenstream.dialects.overrides import PacingOverrides, resolve_profile
-from tokenstream.dialects.stream_query import encoder_for, parse_stream_query
+from tokenstream.dialects.stream_query import encoder_for, parse_stream_query, prompt_counted
 from tokenstream.engine.accounting import current_record
 from tokenstream.engine.events import ReplySource
 from tokenstream.engine.messages import ChatMessage
@@ -56,6 +57,7 @@ from tokenstream.sse.transport import head_response
 
 __all__ = [
     "chat_completions",
+    "dialects",
     "healthz",
     "messages",
     "metrics",
@@ -212,7 +214,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _counted(
-    start: Callable[[], Awaitable[ScheduledReply]], encoder: AnthropicMessagesFormat
+    start: Callable[[], Awaitable[ScheduledReply]], encoder: PromptCounted
 ) -> ScheduledReply:
     """``start``, and the prompt's token count handed to the encoder (its first event)."""
     reply = await start()
@@ -327,8 +329,21 @@ async def stream(request: web.Request) -> web.StreamResponse:
     max_tokens = query.max_tokens
     del query  # an open stream keeps only what it uses (memory per idle stream)
 
-    start = partial(_scheduled, state, source, messages, profile, max_tokens, "prompt")
+    start: Callable[[], Awaitable[ScheduledReply]] = partial(
+        _scheduled, state, source, messages, profile, max_tokens, "prompt"
+    )
+    counted = prompt_counted(encoder)
+    if counted is not None:
+        start = partial(_counted, start, counted)
     return await state.runner.stream(request, encoder, start)
+
+
+async def dialects(request: web.Request) -> web.Response:
+    """``GET /v1/dialects``: the dialects a reply can be streamed in (``?dialect=`` on
+    ``/v1/stream``) and the endpoint of each (the demo page's selector)."""
+    return web.json_response(
+        {"object": "list", "data": [dialect.describe() for dialect in DIALECTS.values()]}
+    )
 
 
 async def models(request: web.Request) -> web.Response:
