@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -14,15 +15,34 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tokenstream.cli import _loop_factory, main
-from tokenstream.client import stream_prompt
-from tokenstream.config import defaults
+from tokenstream.client import ReplyRequest, client_dialects, stream_dialect, stream_prompt
+from tokenstream.client.dialects import CLIENTS
+from tokenstream.client.terminal import TerminalView, format_event
+from tokenstream.config import Config, defaults, validate_mapping
+from tokenstream.dialects.catalog import DIALECTS
+from tokenstream.dialects.openai_chat import OpenAIChunkFormat
 from tokenstream.engine.clock import FakeClock
+from tokenstream.engine.events import (
+    Finish,
+    ReasoningDelta,
+    ReplyError,
+    ReplyEvent,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+)
+from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.errors import TokenstreamError
 from tokenstream.server.app import create_app
+from tokenstream.sse.parser import ServerSentEvent
 
 from support import parse_sse
 
 CHINESE = next(rule["reply"] for rule in defaults.DEFAULT_RULES if "chinese" in rule["match"])
+EMOJI = next(rule["reply"] for rule in defaults.DEFAULT_RULES if "emoji" in rule["match"])
+HELLO = next(rule["reply"] for rule in defaults.DEFAULT_RULES if "hello" in rule["match"])
 
 
 async def test_terminal_client_prints_text_and_measures() -> None:
@@ -52,6 +72,275 @@ async def test_terminal_client_reports_server_errors() -> None:
     finally:
         await server.close()
     assert summary.error is not None and "warp" in summary.error
+
+
+async def _served(config: Config | None = None) -> TestServer:
+    server = TestServer(create_app(config, clock=FakeClock(), environ={}))
+    await server.start_server()
+    return server
+
+
+def test_the_cli_offers_every_dialect_of_the_table_it_can_speak() -> None:
+    assert client_dialects() == list(DIALECTS)  # every dialect has its client side
+    assert set(CLIENTS) >= set(DIALECTS)
+
+
+@pytest.mark.parametrize("dialect", list(DIALECTS))
+@pytest.mark.parametrize(("prompt", "reply"), [("chinese", CHINESE), ("emoji", EMOJI)],
+                         ids=["chinese", "emoji"])
+async def test_each_dialect_streams_its_text_exactly(dialect: str, prompt: str, reply: str) -> None:
+    server = await _served()
+    shown: list[ReplyEvent] = []
+    raw: list[ServerSentEvent] = []
+    try:
+        summary = await stream_dialect(
+            str(server.make_url("/")), dialect,
+            ReplyRequest(prompt, "tokenstream-1", pacing={"profile": "fast"}),
+            shown.append, raw=raw.append,
+        )
+    finally:
+        await server.close()
+    assert summary.error is None, summary.error
+    texts = [item.text for item in shown if isinstance(item, TextDelta)]
+    assert "".join(texts) == reply
+    assert summary.events == len(texts) > 1
+    assert summary.tokens == Tokenizer(load_encoding()).count(reply)  # the usage total
+    assert summary.finish_reason == {"openai-chat": "stop", "openai-responses": "completed",
+                                     "anthropic": "end_turn"}[dialect]
+    assert len(raw) >= len(texts)
+
+
+async def test_max_tokens_reaches_each_dialect_in_its_own_field() -> None:
+    server = await _served()
+    try:
+        for dialect, reason in (("openai-chat", "length"), ("anthropic", "max_tokens"),
+                                ("openai-responses", "max_output_tokens")):
+            shown: list[ReplyEvent] = []
+            summary = await stream_dialect(
+                str(server.make_url("/")), dialect,
+                ReplyRequest("hello", "tokenstream-1", max_tokens=3,
+                             pacing={"profile": "instant"}),
+                shown.append,
+            )
+            assert summary.error is None
+            assert summary.finish_reason == reason
+            assert summary.events == 3
+            assert HELLO.startswith("".join(i.text for i in shown if isinstance(i, TextDelta)))
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("dialect", list(DIALECTS))
+async def test_a_refusal_in_the_dialects_shape_is_reported(dialect: str) -> None:
+    server = await _served()
+    try:
+        summary = await stream_dialect(
+            str(server.make_url("/")), dialect,
+            ReplyRequest("x", "tokenstream-1", pacing={"profile": "warp"}), lambda _: None,
+        )
+    finally:
+        await server.close()
+    assert summary.error is not None
+    assert summary.error.startswith("HTTP 400 invalid_request_error: Unknown profile 'warp'")
+
+
+@pytest.mark.parametrize("dialect", list(DIALECTS))
+async def test_an_error_in_the_stream_is_reported(dialect: str) -> None:
+    """The server's time limit ends the stream with the dialect's own error event."""
+    config = validate_mapping({
+        "server": {"max_stream_duration_s": 1.5, "heartbeat_s": 0},
+        "profiles": {"two_per_s": {"tokens_per_second": 2, "ttft_ms": 0, "jitter": 0}},
+    }, "<test>")
+    server = await _served(config)
+    shown: list[ReplyEvent] = []
+    try:
+        summary = await stream_dialect(
+            str(server.make_url("/")), dialect,
+            ReplyRequest("hello", "tokenstream-1", pacing={"profile": "two_per_s"}), shown.append,
+        )
+    finally:
+        await server.close()
+    assert summary.error is not None
+    assert "server.max_stream_duration_s" in summary.error
+    assert summary.events == 4
+    assert any(isinstance(item, ReplyError) for item in shown)
+
+
+def _chunks_of(events: list[ReplyEvent | Piece]) -> list[ServerSentEvent]:
+    encoder = OpenAIChunkFormat(model="m", include_usage=True)
+    raw = b"".join(encoder.piece(e) if isinstance(e, Piece) else encoder.event(e)
+                   for e in events) + encoder.end()
+    return parse_sse(raw)
+
+
+def _read(dialect: str, events: list[ServerSentEvent]) -> list[ReplyEvent]:
+    reader = CLIENTS[dialect].reader()
+    items = [item for event in events for item in reader.read(event)]
+    assert reader.done
+    return items
+
+
+def _sse(dialect_events: list[tuple[str, dict[str, object]]]) -> list[ServerSentEvent]:
+    """Events as an API sends them: ``event:`` named after the data's ``type``."""
+    return [ServerSentEvent(json.dumps(data), name) for name, data in dialect_events]
+
+
+REASONING_TEXT_TOOL: list[ReplyEvent] = [
+    ReasoningDelta("Let"), ReasoningDelta(" me"), TextDelta("你"), TextDelta("好"),
+    ToolCallStart(0, "call_1", "get_weather"), ToolCallDelta(0, '{"city"'),
+    ToolCallDelta(0, ':"Paris"}'), ToolCallEnd(0), Finish("tool_calls"),
+]
+
+
+def test_the_chat_reader_reads_reasoning_text_and_tool_calls() -> None:
+    events = _chunks_of([*REASONING_TEXT_TOOL, Usage(5, 9)])
+    items = _read("openai-chat", events)
+    # OpenAI chunks have no event for a call's end
+    assert items == [e for e in REASONING_TEXT_TOOL if not isinstance(e, ToolCallEnd)] + [
+        Usage(5, 9)
+    ]
+
+
+def test_the_anthropic_reader_reads_blocks() -> None:
+    events = _sse([
+        ("message_start", {"type": "message_start",
+                           "message": {"usage": {"input_tokens": 5, "output_tokens": 0}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "thinking", "thinking": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "thinking_delta", "thinking": "Let"}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "thinking_delta", "thinking": " me"}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "signature_delta", "signature": "s"}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("ping", {"type": "ping"}),
+        ("content_block_start", {"type": "content_block_start", "index": 1,
+                                 "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "text_delta", "text": "你"}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "text_delta", "text": "好"}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+        ("content_block_start", {"type": "content_block_start", "index": 2, "content_block": {
+            "type": "tool_use", "id": "call_1", "name": "get_weather", "input": {}}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 2,
+                                 "delta": {"type": "input_json_delta", "partial_json": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 2,
+                                 "delta": {"type": "input_json_delta", "partial_json": '{"city"'}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 2, "delta": {
+            "type": "input_json_delta", "partial_json": ':"Paris"}'}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 2}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                           "usage": {"output_tokens": 9}}),
+        ("message_stop", {"type": "message_stop"}),
+    ])
+    assert _read("anthropic", events) == [
+        ReasoningDelta("Let"), ReasoningDelta(" me"), TextDelta("你"), TextDelta("好"),
+        ToolCallStart(2, "call_1", "get_weather"), ToolCallDelta(2, '{"city"'),
+        ToolCallDelta(2, ':"Paris"}'), ToolCallEnd(2), Finish("tool_use"), Usage(5, 9),
+    ]
+
+
+def test_the_responses_reader_reads_items() -> None:
+    call = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather",
+            "arguments": "", "status": "in_progress"}
+    events = _sse([
+        ("response.created", {"type": "response.created", "response": {}}),
+        ("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
+                                        "item": {"type": "reasoning", "id": "rs_1"}}),
+        ("response.reasoning_summary_text.delta", {
+            "type": "response.reasoning_summary_text.delta", "output_index": 0, "delta": "Let"}),
+        ("response.reasoning_summary_text.delta", {
+            "type": "response.reasoning_summary_text.delta", "output_index": 0, "delta": " me"}),
+        ("response.output_text.delta", {"type": "response.output_text.delta", "output_index": 1,
+                                        "delta": "你"}),
+        ("response.output_text.delta", {"type": "response.output_text.delta", "output_index": 1,
+                                        "delta": "好"}),
+        ("response.output_item.added", {"type": "response.output_item.added", "output_index": 2,
+                                        "item": call}),
+        ("response.function_call_arguments.delta", {
+            "type": "response.function_call_arguments.delta", "output_index": 2,
+            "delta": '{"city"'}),
+        ("response.function_call_arguments.delta", {
+            "type": "response.function_call_arguments.delta", "output_index": 2,
+            "delta": ':"Paris"}'}),
+        ("response.output_item.done", {"type": "response.output_item.done", "output_index": 2,
+                                       "item": {**call, "status": "completed"}}),
+        ("response.completed", {"type": "response.completed", "response": {
+            "status": "completed", "incomplete_details": None,
+            "usage": {"input_tokens": 5, "output_tokens": 9}}}),
+    ])
+    assert _read("openai-responses", events) == [
+        ReasoningDelta("Let"), ReasoningDelta(" me"), TextDelta("你"), TextDelta("好"),
+        ToolCallStart(2, "call_1", "get_weather"), ToolCallDelta(2, '{"city"'),
+        ToolCallDelta(2, ':"Paris"}'), ToolCallEnd(2), Finish("completed"), Usage(5, 9),
+    ]
+
+
+def test_the_ai_sdk_reader_reads_parts() -> None:
+    parts: list[dict[str, object]] = [
+        {"type": "start", "messageId": "m1"}, {"type": "start-step"},
+        {"type": "reasoning-start", "id": "r1"},
+        {"type": "reasoning-delta", "id": "r1", "delta": "Let"},
+        {"type": "reasoning-end", "id": "r1"},
+        {"type": "text-start", "id": "t1"}, {"type": "text-delta", "id": "t1", "delta": "你"},
+        {"type": "text-end", "id": "t1"},
+        {"type": "tool-input-start", "toolCallId": "call_1", "toolName": "get_weather"},
+        {"type": "tool-input-delta", "toolCallId": "call_1", "inputTextDelta": '{"city":1}'},
+        {"type": "tool-input-available", "toolCallId": "call_1", "toolName": "get_weather",
+         "input": {"city": 1}},
+        {"type": "finish-step"}, {"type": "finish", "finishReason": "tool-calls"},
+    ]
+    events = [ServerSentEvent(json.dumps(part)) for part in parts]
+    events.append(ServerSentEvent("[DONE]"))
+    assert _read("ai-sdk-ui", events) == [
+        ReasoningDelta("Let"), TextDelta("你"), ToolCallStart(0, "call_1", "get_weather"),
+        ToolCallDelta(0, '{"city":1}'), ToolCallEnd(0), Finish("tool-calls"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("dialect", "event", "message"),
+    [
+        ("openai-chat", ServerSentEvent('{"error":{"message":"boom","type":"server_error"}}'),
+         "boom"),
+        ("anthropic", ServerSentEvent(
+            '{"type":"error","error":{"type":"overloaded_error","message":"busy"}}', "error"),
+         "busy"),
+        ("openai-responses", ServerSentEvent(
+            '{"type":"error","code":"server_error","message":"oops","param":null}', "error"),
+         "oops"),
+        ("ai-sdk-ui", ServerSentEvent('{"type":"error","errorText":"nope"}'), "nope"),
+        ("anthropic", ServerSentEvent("not json", "content_block_delta"), "not JSON"),
+    ],
+)
+def test_readers_report_errors_in_their_dialects_shape(
+    dialect: str, event: ServerSentEvent, message: str
+) -> None:
+    items = CLIENTS[dialect].reader().read(event)
+    assert len(items) == 1 and isinstance(items[0], ReplyError)
+    assert message in items[0].message
+
+
+def test_the_terminal_keeps_stdout_for_the_reply_text() -> None:
+    out: list[str] = []
+    aside: list[str] = []
+    view = TerminalView(out.append, aside.append)
+    for item in REASONING_TEXT_TOOL:
+        view.show(item)
+    view.close()
+    assert "".join(out) == "你好"
+    assert "".join(aside) == (
+        "thinking: Let me\n\ntool call get_weather call_1: {\"city\":\"Paris\"}\n"
+    )
+
+
+def test_raw_events_are_shown_as_their_sse_lines() -> None:
+    assert format_event(ServerSentEvent('{"a":1}', "message_stop", "done")) == (
+        'event: message_stop\nid: done\ndata: {"a":1}\n\n'
+    )
+    assert format_event(ServerSentEvent("a\nb")) == "data: a\ndata: b\n\n"
 
 
 def test_bad_config_stops_start_up_with_file_key_reason(
@@ -134,3 +423,35 @@ def test_stream_command_against_served_process(served: str) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == CHINESE + "\n"
     assert "tokens/s" in result.stderr or "tokens in" in result.stderr
+
+
+@pytest.mark.slow
+def test_stream_command_with_a_dialect(served: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenstream", "stream", "emoji", "--url", served,
+         "--profile", "instant", "--dialect", "anthropic"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == EMOJI + "\n"
+    assert "finish end_turn" in result.stderr
+
+    raw = subprocess.run(
+        [sys.executable, "-m", "tokenstream", "stream", "emoji", "--url", served,
+         "--profile", "instant", "--dialect", "openai-responses", "--raw"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout.startswith("event: response.created\ndata: {")
+    assert "event: response.output_text.delta\n" in raw.stdout
+
+
+@pytest.mark.slow
+def test_stream_command_exits_non_zero_on_an_error(served: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenstream", "stream", "hi", "--url", served,
+         "--profile", "warp", "--dialect", "anthropic"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "HTTP 400 invalid_request_error: Unknown profile 'warp'" in result.stderr
