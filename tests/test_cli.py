@@ -11,8 +11,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx2 as httpx
 import pytest
 from aiohttp.test_utils import TestServer
+from anthropic import AsyncAnthropic
+from openai import AsyncOpenAI
 
 from tokenstream.cli import _loop_factory, main
 from tokenstream.client import ReplyRequest, client_dialects, stream_dialect, stream_prompt
@@ -20,7 +23,6 @@ from tokenstream.client.dialects import CLIENTS
 from tokenstream.client.terminal import TerminalView, format_event
 from tokenstream.config import Config, defaults, validate_mapping
 from tokenstream.dialects.catalog import DIALECTS
-from tokenstream.dialects.openai_chat import OpenAIChunkFormat
 from tokenstream.engine.clock import FakeClock
 from tokenstream.engine.events import (
     Finish,
@@ -33,7 +35,7 @@ from tokenstream.engine.events import (
     ToolCallStart,
     Usage,
 )
-from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
+from tokenstream.engine.tokenizer import Tokenizer, load_encoding
 from tokenstream.errors import TokenstreamError
 from tokenstream.server.app import create_app
 from tokenstream.sse.parser import ServerSentEvent
@@ -166,138 +168,90 @@ async def test_an_error_in_the_stream_is_reported(dialect: str) -> None:
     assert any(isinstance(item, ReplyError) for item in shown)
 
 
-def _chunks_of(events: list[ReplyEvent | Piece]) -> list[ServerSentEvent]:
-    encoder = OpenAIChunkFormat(model="m", include_usage=True)
-    raw = b"".join(encoder.piece(e) if isinstance(e, Piece) else encoder.event(e)
-                   for e in events) + encoder.end()
-    return parse_sse(raw)
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "dialect_streams.json").read_text(
+    encoding="utf-8"))
+"""One reply with reasoning, text and a tool call, as each dialect streams it."""
 
 
-def _read(dialect: str, events: list[ServerSentEvent]) -> list[ReplyEvent]:
+def _vector_events(dialect: str) -> list[ServerSentEvent]:
+    return [ServerSentEvent(data, event) for event, data in VECTORS["streams"][dialect]]
+
+
+@pytest.mark.parametrize("dialect", sorted(VECTORS["streams"]))
+def test_each_reader_reads_reasoning_text_and_tool_calls(dialect: str) -> None:
     reader = CLIENTS[dialect].reader()
-    items = [item for event in events for item in reader.read(event)]
+    items = [item for event in _vector_events(dialect) for item in reader.read(event)]
     assert reader.done
-    return items
-
-
-def _sse(dialect_events: list[tuple[str, dict[str, object]]]) -> list[ServerSentEvent]:
-    """Events as an API sends them: ``event:`` named after the data's ``type``."""
-    return [ServerSentEvent(json.dumps(data), name) for name, data in dialect_events]
-
-
-REASONING_TEXT_TOOL: list[ReplyEvent] = [
-    ReasoningDelta("Let"), ReasoningDelta(" me"), TextDelta("你"), TextDelta("好"),
-    ToolCallStart(0, "call_1", "get_weather"), ToolCallDelta(0, '{"city"'),
-    ToolCallDelta(0, ':"Paris"}'), ToolCallEnd(0), Finish("tool_calls"),
-]
-
-
-def test_the_chat_reader_reads_reasoning_text_and_tool_calls() -> None:
-    events = _chunks_of([*REASONING_TEXT_TOOL, Usage(5, 9)])
-    items = _read("openai-chat", events)
-    # OpenAI chunks have no event for a call's end
-    assert items == [e for e in REASONING_TEXT_TOOL if not isinstance(e, ToolCallEnd)] + [
-        Usage(5, 9)
+    expected = VECTORS["expected"]
+    assert "".join(i.text for i in items if isinstance(i, ReasoningDelta)) == expected["reasoning"]
+    assert "".join(i.text for i in items if isinstance(i, TextDelta)) == expected["text"]
+    starts = [i for i in items if isinstance(i, ToolCallStart)]
+    assert [(s.call_id, s.name) for s in starts] == [
+        (call["id"], call["name"]) for call in expected["tool_calls"]
     ]
-
-
-def test_the_anthropic_reader_reads_blocks() -> None:
-    events = _sse([
-        ("message_start", {"type": "message_start",
-                           "message": {"usage": {"input_tokens": 5, "output_tokens": 0}}}),
-        ("content_block_start", {"type": "content_block_start", "index": 0,
-                                 "content_block": {"type": "thinking", "thinking": ""}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "thinking_delta", "thinking": "Let"}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "thinking_delta", "thinking": " me"}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "signature_delta", "signature": "s"}}),
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ("ping", {"type": "ping"}),
-        ("content_block_start", {"type": "content_block_start", "index": 1,
-                                 "content_block": {"type": "text", "text": ""}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 1,
-                                 "delta": {"type": "text_delta", "text": "你"}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 1,
-                                 "delta": {"type": "text_delta", "text": "好"}}),
-        ("content_block_stop", {"type": "content_block_stop", "index": 1}),
-        ("content_block_start", {"type": "content_block_start", "index": 2, "content_block": {
-            "type": "tool_use", "id": "call_1", "name": "get_weather", "input": {}}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 2,
-                                 "delta": {"type": "input_json_delta", "partial_json": ""}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 2,
-                                 "delta": {"type": "input_json_delta", "partial_json": '{"city"'}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 2, "delta": {
-            "type": "input_json_delta", "partial_json": ':"Paris"}'}}),
-        ("content_block_stop", {"type": "content_block_stop", "index": 2}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
-                           "usage": {"output_tokens": 9}}),
-        ("message_stop", {"type": "message_stop"}),
-    ])
-    assert _read("anthropic", events) == [
-        ReasoningDelta("Let"), ReasoningDelta(" me"), TextDelta("你"), TextDelta("好"),
-        ToolCallStart(2, "call_1", "get_weather"), ToolCallDelta(2, '{"city"'),
-        ToolCallDelta(2, ':"Paris"}'), ToolCallEnd(2), Finish("tool_use"), Usage(5, 9),
+    arguments = "".join(i.arguments for i in items
+                        if isinstance(i, ToolCallDelta) and i.index == starts[0].index)
+    assert arguments == expected["tool_calls"][0]["arguments"]
+    # in order: reasoning, then text, then the call; it ends before the finish
+    kinds = [type(i) for i in items if not isinstance(i, (Finish, Usage))]
+    assert kinds.index(TextDelta) > kinds.index(ReasoningDelta)
+    assert kinds.index(ToolCallStart) > max(n for n, k in enumerate(kinds) if k is TextDelta)
+    if dialect != "openai-chat":  # OpenAI chunks have no event for a call's end
+        assert kinds[-1] is ToolCallEnd
+    assert [i.reason for i in items if isinstance(i, Finish)] == [
+        VECTORS["finish_reasons"][dialect]
     ]
+    usage = [i.completion_tokens for i in items if isinstance(i, Usage)]
+    assert usage == ([] if dialect == "ai-sdk-ui" else [expected["completion_tokens"]])
 
 
-def test_the_responses_reader_reads_items() -> None:
-    call = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather",
-            "arguments": "", "status": "in_progress"}
-    events = _sse([
-        ("response.created", {"type": "response.created", "response": {}}),
-        ("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
-                                        "item": {"type": "reasoning", "id": "rs_1"}}),
-        ("response.reasoning_summary_text.delta", {
-            "type": "response.reasoning_summary_text.delta", "output_index": 0, "delta": "Let"}),
-        ("response.reasoning_summary_text.delta", {
-            "type": "response.reasoning_summary_text.delta", "output_index": 0, "delta": " me"}),
-        ("response.output_text.delta", {"type": "response.output_text.delta", "output_index": 1,
-                                        "delta": "你"}),
-        ("response.output_text.delta", {"type": "response.output_text.delta", "output_index": 1,
-                                        "delta": "好"}),
-        ("response.output_item.added", {"type": "response.output_item.added", "output_index": 2,
-                                        "item": call}),
-        ("response.function_call_arguments.delta", {
-            "type": "response.function_call_arguments.delta", "output_index": 2,
-            "delta": '{"city"'}),
-        ("response.function_call_arguments.delta", {
-            "type": "response.function_call_arguments.delta", "output_index": 2,
-            "delta": ':"Paris"}'}),
-        ("response.output_item.done", {"type": "response.output_item.done", "output_index": 2,
-                                       "item": {**call, "status": "completed"}}),
-        ("response.completed", {"type": "response.completed", "response": {
-            "status": "completed", "incomplete_details": None,
-            "usage": {"input_tokens": 5, "output_tokens": 9}}}),
-    ])
-    assert _read("openai-responses", events) == [
-        ReasoningDelta("Let"), ReasoningDelta(" me"), TextDelta("你"), TextDelta("好"),
-        ToolCallStart(2, "call_1", "get_weather"), ToolCallDelta(2, '{"city"'),
-        ToolCallDelta(2, ':"Paris"}'), ToolCallEnd(2), Finish("completed"), Usage(5, 9),
-    ]
+def _sse_body(dialect: str) -> bytes:
+    return b"".join(
+        (f"event: {event}\n" if event != "message" else "").encode()
+        + f"data: {data}\n\n".encode()
+        for event, data in VECTORS["streams"][dialect]
+    )
 
 
-def test_the_ai_sdk_reader_reads_parts() -> None:
-    parts: list[dict[str, object]] = [
-        {"type": "start", "messageId": "m1"}, {"type": "start-step"},
-        {"type": "reasoning-start", "id": "r1"},
-        {"type": "reasoning-delta", "id": "r1", "delta": "Let"},
-        {"type": "reasoning-end", "id": "r1"},
-        {"type": "text-start", "id": "t1"}, {"type": "text-delta", "id": "t1", "delta": "你"},
-        {"type": "text-end", "id": "t1"},
-        {"type": "tool-input-start", "toolCallId": "call_1", "toolName": "get_weather"},
-        {"type": "tool-input-delta", "toolCallId": "call_1", "inputTextDelta": '{"city":1}'},
-        {"type": "tool-input-available", "toolCallId": "call_1", "toolName": "get_weather",
-         "input": {"city": 1}},
-        {"type": "finish-step"}, {"type": "finish", "finishReason": "tool-calls"},
-    ]
-    events = [ServerSentEvent(json.dumps(part)) for part in parts]
-    events.append(ServerSentEvent("[DONE]"))
-    assert _read("ai-sdk-ui", events) == [
-        ReasoningDelta("Let"), TextDelta("你"), ToolCallStart(0, "call_1", "get_weather"),
-        ToolCallDelta(0, '{"city":1}'), ToolCallEnd(0), Finish("tool-calls"),
-    ]
+def _serving(body: bytes) -> httpx.AsyncClient:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+async def test_the_anthropic_vector_is_what_the_sdk_reads() -> None:
+    """The vectors are the APIs' shapes: the official SDKs add them up as expected."""
+    sdk = AsyncAnthropic(api_key="x", base_url="http://t",
+                         http_client=_serving(_sse_body("anthropic")))
+    async with sdk.messages.stream(
+        model="m", max_tokens=100, messages=[{"role": "user", "content": "x"}]
+    ) as stream:
+        final = await stream.get_final_message()
+    expected = VECTORS["expected"]
+    thinking, text, tool = final.content
+    assert thinking.type == "thinking" and thinking.thinking == expected["reasoning"]
+    assert text.type == "text" and text.text == expected["text"]
+    assert tool.type == "tool_use" and tool.name == "get_weather"
+    assert tool.input == json.loads(expected["tool_calls"][0]["arguments"])
+    assert final.stop_reason == "tool_use"
+    assert final.usage.output_tokens == expected["completion_tokens"]
+
+
+async def test_the_responses_vector_is_what_the_sdk_reads() -> None:
+    sdk = AsyncOpenAI(api_key="x", base_url="http://t",
+                      http_client=_serving(_sse_body("openai-responses")))
+    async with sdk.responses.stream(model="m", input="x") as stream:
+        final = await stream.get_final_response()
+    expected = VECTORS["expected"]
+    reasoning, message, call = final.output
+    assert message.type == "message"
+    assert reasoning.type == "reasoning"
+    assert reasoning.summary[0].text == expected["reasoning"]
+    assert final.output_text == expected["text"]
+    assert call.type == "function_call" and call.call_id == "call_abc"
+    assert call.arguments == expected["tool_calls"][0]["arguments"]
+    assert final.usage is not None and final.usage.output_tokens == expected["completion_tokens"]
 
 
 @pytest.mark.parametrize(
@@ -327,12 +281,14 @@ def test_the_terminal_keeps_stdout_for_the_reply_text() -> None:
     out: list[str] = []
     aside: list[str] = []
     view = TerminalView(out.append, aside.append)
-    for item in REASONING_TEXT_TOOL:
-        view.show(item)
+    reader = CLIENTS["anthropic"].reader()
+    for event in _vector_events("anthropic"):
+        for item in reader.read(event):
+            view.show(item)
     view.close()
-    assert "".join(out) == "你好"
+    assert "".join(out) == VECTORS["expected"]["text"]
     assert "".join(aside) == (
-        "thinking: Let me\n\ntool call get_weather call_1: {\"city\":\"Paris\"}\n"
+        "thinking: Let me check.\n\ntool call get_weather call_abc: {\"city\":\"Paris\"}\n"
     )
 
 

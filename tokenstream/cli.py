@@ -240,6 +240,9 @@ def _stream(args: argparse.Namespace) -> int:
         print(f"tokenstream: {exc}", file=sys.stderr)
         return 1
     view.close()
+    if summary.error and not summary.events:  # refused, or ended before any of the reply
+        print(f"tokenstream: {summary.error}", file=sys.stderr)
+        return 1
     if not args.raw:
         print(file=sys.stdout)
     print(summary.describe(), file=sys.stderr)
