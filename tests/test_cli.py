@@ -299,6 +299,16 @@ def test_raw_events_are_shown_as_their_sse_lines() -> None:
     assert format_event(ServerSentEvent("a\nb")) == "data: a\ndata: b\n\n"
 
 
+def test_the_cli_and_the_dialect_table_load_nothing_heavy() -> None:
+    """``tokenstream --help`` (and the table it lists) loads neither the server's dialects
+    nor the HTTP client: each command imports what it uses."""
+    code = ("import sys, tokenstream.cli; "
+            "print(sorted({'aiohttp', 'pydantic', 'tiktoken'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
+
+
 def test_bad_config_stops_start_up_with_file_key_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

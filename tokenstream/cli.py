@@ -7,23 +7,15 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from tokenstream import __version__
-from tokenstream.client import (
-    ReplyRequest,
-    StreamSummary,
-    client_dialects,
-    first_model,
-    stream_dialect,
-    stream_prompt,
-)
-from tokenstream.client.dialects import ANTHROPIC_MAX_TOKENS
-from tokenstream.client.terminal import TerminalView, format_event
-from tokenstream.engine.events import TextDelta
-from tokenstream.sse.parser import ServerSentEvent
+from tokenstream.dialects.catalog import DIALECTS
+
+if TYPE_CHECKING:
+    from tokenstream.client import StreamSummary
+    from tokenstream.client.terminal import TerminalView
+    from tokenstream.sse.parser import ServerSentEvent
 
 __all__ = ["main"]
 
@@ -79,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--url", default=DEFAULT_URL, help=f"server (default {DEFAULT_URL})")
     stream.add_argument(
         "--dialect",
-        choices=client_dialects(),
+        choices=list(DIALECTS),
         help="POST to this API's endpoint and read its events; reasoning and tool calls are "
         "shown on stderr (default: GET /v1/stream)",
     )
@@ -92,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--seed", type=int)
     stream.add_argument("--source", choices=["scripted", "echo", "upstream"])
     stream.add_argument("--max-tokens", type=int,
-                        help="cut the reply (with --dialect anthropic, default "
-                        f"{ANTHROPIC_MAX_TOKENS}: Anthropic requires it)")
+                        help="cut the reply (Anthropic requires a limit: without this, --dialect "
+                        "anthropic asks for more than any scripted reply needs)")
     stream.add_argument("--model", help="model name (default: the server's first, from "
                         "/v1/models; needed through an upstream without upstream.model)")
     return parser
@@ -219,6 +211,10 @@ def _pacing(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _stream(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from tokenstream.client.terminal import TerminalView, format_event
+
     def write(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -254,6 +250,11 @@ async def _stream_reply(
     view: TerminalView,
     raw: Callable[[ServerSentEvent], None] | None,
 ) -> StreamSummary:
+    import aiohttp
+
+    from tokenstream.client import ReplyRequest, first_model, stream_dialect, stream_prompt
+    from tokenstream.engine.events import TextDelta
+
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
         url = args.url.rstrip("/")
         pacing = _pacing(args)

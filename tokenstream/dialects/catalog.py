@@ -3,18 +3,20 @@
 ``GET /v1/stream?dialect=NAME`` encodes its reply with the entry's encoder, ``GET
 /v1/dialects`` lists the entries for the demo page's selector, and ``tokenstream stream
 --dialect NAME`` posts to the entry's path. Adding a dialect is one entry here.
+
+The encoder factories import their dialect's module when first called: the terminal client
+and ``tokenstream --help`` read the table without loading the server's dialects (pydantic,
+the tokenizer).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from tokenstream.dialects.anthropic_messages import AnthropicMessagesFormat
-from tokenstream.dialects.openai_chat import OpenAIChunkFormat
-from tokenstream.dialects.openai_responses import ResponsesFormat
-from tokenstream.engine.events import ReplyEncoder
+if TYPE_CHECKING:
+    from tokenstream.engine.events import ReplyEncoder
 
 __all__ = ["DIALECTS", "Dialect", "EncoderOptions", "PromptCounted"]
 
@@ -56,6 +58,8 @@ class PromptCounted(Protocol):
 
 
 def _openai_chat(options: EncoderOptions) -> ReplyEncoder:
+    from tokenstream.dialects.openai_chat import OpenAIChunkFormat
+
     return OpenAIChunkFormat(
         model=options.model,
         include_usage=options.include_usage,
@@ -66,10 +70,14 @@ def _openai_chat(options: EncoderOptions) -> ReplyEncoder:
 
 
 def _openai_responses(options: EncoderOptions) -> ReplyEncoder:
+    from tokenstream.dialects.openai_responses import ResponsesFormat
+
     return ResponsesFormat(model=options.model)
 
 
 def _anthropic(options: EncoderOptions) -> ReplyEncoder:
+    from tokenstream.dialects.anthropic_messages import AnthropicMessagesFormat
+
     return AnthropicMessagesFormat(model=options.model)
 
 

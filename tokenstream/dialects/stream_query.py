@@ -46,8 +46,8 @@ __all__ = [
 
 FormatName = Literal["text", "json", "openai"]
 
-_SAME_AS_DIALECT: dict[FormatName, str] = {"openai": "openai-chat"}
-"""A format that is a dialect's events under another name."""
+_OPENAI_CHUNKS = "openai-chat"
+"""The dialect ``format=openai`` names: OpenAI chunks, framed by tokenstream."""
 
 
 class TextFormat(EventFraming):
@@ -182,10 +182,10 @@ def _encoding(parsed: _StreamQuery) -> tuple[FormatName | None, Dialect | None]:
     the parameters that only some encodings have)."""
     if parsed.dialect is None:
         fmt: FormatName = parsed.format or "text"
-        same = _SAME_AS_DIALECT.get(fmt)
-        return fmt, None if same is None else DIALECTS[same]
+        return fmt, DIALECTS[_OPENAI_CHUNKS] if fmt == "openai" else None
     dialect = _dialect_named(parsed.dialect)
-    if parsed.format is not None and _SAME_AS_DIALECT.get(parsed.format) != dialect.name:
+    chunks = dialect.name == _OPENAI_CHUNKS
+    if parsed.format is not None and not (parsed.format == "openai" and chunks):
         raise _refuse_with(
             "format", dialect,
             "the dialect's own events are the format. Give 'format' (text, json or openai) "
@@ -197,8 +197,7 @@ def _encoding(parsed: _StreamQuery) -> tuple[FormatName | None, Dialect | None]:
             if param in parsed.model_fields_set:
                 raise _refuse_with(param, dialect, why + " The parameter applies to format=text, "
                                    "json and openai (dialect=openai-chat).")
-    same_format = next((f for f, name in _SAME_AS_DIALECT.items() if name == dialect.name), None)
-    return same_format, dialect
+    return ("openai" if chunks else None), dialect
 
 
 def parse_stream_query(query: Mapping[str, str], keys: list[str]) -> StreamRequest:
