@@ -7,8 +7,15 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from tokenstream import __version__
+from tokenstream.dialects.catalog import DIALECTS
+
+if TYPE_CHECKING:
+    from tokenstream.client import StreamSummary
+    from tokenstream.client.terminal import TerminalView
+    from tokenstream.sse.parser import ServerSentEvent
 
 __all__ = ["main"]
 
@@ -52,18 +59,35 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--backlog", type=int, default=1024,
                        help="pending connections the listening socket queues (default 1024)")
 
-    stream = commands.add_parser("stream", help="stream a reply to the terminal and measure it")
+    stream = commands.add_parser(
+        "stream",
+        help="stream a reply to the terminal and measure it",
+        description="Stream a reply and print it as it arrives, with a summary measured at "
+        "the client on stderr. Without --dialect it reads GET /v1/stream (JSON events, which "
+        "say how many tokens each carries); with --dialect it POSTs to that API's endpoint "
+        "and reads its events, as the API's own clients do.",
+    )
     stream.add_argument("prompt")
     stream.add_argument("--url", default=DEFAULT_URL, help=f"server (default {DEFAULT_URL})")
+    stream.add_argument(
+        "--dialect",
+        choices=list(DIALECTS),
+        help="POST to this API's endpoint and read its events; reasoning and tool calls are "
+        "shown on stderr (default: GET /v1/stream)",
+    )
+    stream.add_argument("--raw", action="store_true",
+                        help="print the events as they arrive instead of the text")
     stream.add_argument("--profile", help="pacing profile")
     stream.add_argument("--tokens-per-second", type=float)
     stream.add_argument("--ttft-ms", type=float)
     stream.add_argument("--jitter", type=float)
     stream.add_argument("--seed", type=int)
     stream.add_argument("--source", choices=["scripted", "echo", "upstream"])
-    stream.add_argument("--max-tokens", type=int)
-    stream.add_argument("--model", help="model name (needed through an upstream without "
-                        "upstream.model)")
+    stream.add_argument("--max-tokens", type=int,
+                        help="cut the reply (Anthropic requires a limit: without this, --dialect "
+                        "anthropic asks for more than any scripted reply needs)")
+    stream.add_argument("--model", help="model name (default: the server's first, from "
+                        "/v1/models; needed through an upstream without upstream.model)")
     return parser
 
 
@@ -170,11 +194,10 @@ def _loop_factory(name: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoo
     return "asyncio", asyncio.new_event_loop
 
 
-def _stream(args: argparse.Namespace) -> int:
-    from tokenstream.client import stream_prompt
-
-    params = {
-        key: str(value)
+def _pacing(args: argparse.Namespace) -> dict[str, Any]:
+    """The pacing choices given on the command line, by their API names."""
+    return {
+        key: value
         for key, value in (
             ("profile", args.profile),
             ("tokens_per_second", args.tokens_per_second),
@@ -182,24 +205,71 @@ def _stream(args: argparse.Namespace) -> int:
             ("jitter", args.jitter),
             ("seed", args.seed),
             ("source", args.source),
-            ("max_tokens", args.max_tokens),
-            ("model", args.model),
         )
         if value is not None
     }
+
+
+def _stream(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from tokenstream.client.terminal import TerminalView, format_event
 
     def write(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
 
+    def aside(text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    view = TerminalView(lambda _: None, lambda _: None) if args.raw else TerminalView(write, aside)
+    raw: Callable[[ServerSentEvent], None] | None = (
+        (lambda event: write(format_event(event))) if args.raw else None
+    )
     try:
-        summary = asyncio.run(stream_prompt(args.url, args.prompt, params, write))
-    except OSError as exc:
+        summary = asyncio.run(_stream_reply(args, view, raw))
+    except (OSError, aiohttp.ClientError) as exc:
         print(f"tokenstream: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
-    print(file=sys.stdout)
+    except LookupError as exc:  # no model name
+        print(f"tokenstream: {exc}", file=sys.stderr)
+        return 1
+    view.close()
+    if summary.error and not summary.events:  # refused, or ended before any of the reply
+        print(f"tokenstream: {summary.error}", file=sys.stderr)
+        return 1
+    if not args.raw:
+        print(file=sys.stdout)
     print(summary.describe(), file=sys.stderr)
     return 1 if summary.error else 0
+
+
+async def _stream_reply(
+    args: argparse.Namespace,
+    view: TerminalView,
+    raw: Callable[[ServerSentEvent], None] | None,
+) -> StreamSummary:
+    import aiohttp
+
+    from tokenstream.client import ReplyRequest, first_model, stream_dialect, stream_prompt
+    from tokenstream.engine.events import TextDelta
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
+        url = args.url.rstrip("/")
+        pacing = _pacing(args)
+        if args.dialect is None:
+            params = {key: str(value) for key, value in pacing.items()}
+            for key, value in (("max_tokens", args.max_tokens), ("model", args.model)):
+                if value is not None:
+                    params[key] = str(value)
+            return await stream_prompt(
+                url, args.prompt, params, lambda text: view.show(TextDelta(text)), raw=raw,
+                session=http,
+            )
+        model = args.model or await first_model(http, url)
+        request = ReplyRequest(args.prompt, model, args.max_tokens, pacing)
+        return await stream_dialect(url, args.dialect, request, view.show, raw=raw, session=http)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,20 +1,29 @@
 """The page's JavaScript modules, run in Chromium: the SSE parser against the Python reference
-parser (``tokenstream.sse.parser``) and the measurement arithmetic with made-up times."""
+parser (``tokenstream.sse.parser``), the dialect readers against real server streams and the
+shared vectors, and the measurement arithmetic with made-up times."""
 
 from __future__ import annotations
 
+import json
 import random
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page
 
+from tokenstream.engine.tokenizer import Tokenizer, load_encoding
 from tokenstream.sse.parser import SSEDecoder
 
 from browser_support import Server
+from support import scripted_reply
 
 pytestmark = pytest.mark.browser
+
+VECTORS = json.loads(
+    (Path(__file__).parents[1] / "vectors" / "dialect_streams.json").read_text(encoding="utf-8")
+)
 
 STREAMS = {
     "plain": "data: hello\n\n",
@@ -172,13 +181,6 @@ INTERPRET_JS = """async ({format, data}) => {
         ("text", '{"error":{"message":"boom","type":"server_error"}}', {"error": "boom"}),
         ("json", '{"index":0,"token":"你","tokens":2}', {"text": "你", "tokens": 2}),
         ("json", '{"error":{"message":"bad"}}', {"error": "bad"}),
-        ("openai", '{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}', {}),
-        ("openai", '{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}',
-         {"text": "Hi", "tokens": None}),
-        ("openai", '{"choices":[{"delta":{},"finish_reason":"length"}]}',
-         {"finishReason": "length"}),
-        ("openai", '{"choices":[],"usage":{"completion_tokens":5}}',
-         {"usage": {"completion_tokens": 5}}),
     ],
 )
 def test_interpret(page: Page, fmt: str, data: str, expected: dict[str, Any]) -> None:
@@ -198,7 +200,7 @@ def test_request_builders_leave_out_empty_overrides(page: Page) -> None:
         }"""
     )
     assert result["query"] == (
-        "prompt=a+b%26c&format=openai&profile=slow&include_usage=true"
+        "prompt=a+b%26c&format=openai&include_usage=true&profile=slow"
         "&tokens_per_second=0&jitter=0.5"
     )
     assert result["body"] == {
@@ -208,3 +210,128 @@ def test_request_builders_leave_out_empty_overrides(page: Page) -> None:
         "stream_options": {"include_usage": True},
         "tokenstream": {"profile": "fast", "tokens_per_second": 0, "jitter": 0.5},
     }
+
+
+def test_the_query_asks_for_a_dialects_own_events(page: Page) -> None:
+    queries = page.evaluate(
+        """async () => {
+          const { streamQuery } = await import("/static/transports.js");
+          const ask = (format, name) => String(streamQuery({
+            prompt: "p", profile: "fast", format, eventName: "ignored", dialect: { name } }));
+          return [ask("dialect", "anthropic"), ask("dialect", "openai-chat"),
+                  ask("json", "anthropic")];
+        }"""
+    )
+    assert queries == [
+        "prompt=p&dialect=anthropic&profile=fast",
+        "prompt=p&dialect=openai-chat&include_usage=true&profile=fast",
+        "prompt=p&format=json&event=ignored&profile=fast",
+    ]
+
+
+READ_DIALECT_JS = """async ({dialect, chunks}) => {
+  const { readEvents } = await import("/static/sse.js");
+  const { DIALECT_CLIENTS } = await import("/static/dialects.js");
+  const body = new ReadableStream({
+    start(controller) {
+      for (const chunk of chunks) controller.enqueue(new Uint8Array(chunk));
+      controller.close();
+    },
+  });
+  const reader = DIALECT_CLIENTS[dialect].reader();
+  const got = { text: "", reasoning: "", calls: {}, finish: [], usage: [], errors: [] };
+  for await (const event of readEvents(new Response(body))) {
+    for (const item of reader.read(event.type, event.data)) {
+      if (item.text !== undefined) got.text += item.text;
+      if (item.reasoning !== undefined) got.reasoning += item.reasoning;
+      if (item.toolCall) got.calls[item.toolCall.key] = { ...item.toolCall, arguments: "" };
+      if (item.toolArguments) {
+        got.calls[item.toolArguments.key].arguments += item.toolArguments.arguments;
+      }
+      if (item.finishReason) got.finish.push(item.finishReason);
+      if (item.usage) got.usage.push(item.usage.completion_tokens);
+      if (item.error) got.errors.push(item.error);
+    }
+  }
+  got.done = reader.done;
+  got.calls = Object.values(got.calls)
+    .map(({ id, name, arguments: args }) => ({ id, name, arguments: args }));
+  return got;
+}"""
+
+DIALECT_BODIES = {
+    "openai-chat": {"stream_options": {"include_usage": True}},
+    "openai-responses": {},
+    "anthropic": {"max_tokens": 4096},
+}
+FINISH = {"openai-chat": "stop", "openai-responses": "completed", "anthropic": "end_turn"}
+
+
+@pytest.mark.parametrize("dialect", sorted(DIALECT_BODIES))
+@pytest.mark.parametrize("prompt", ["chinese", "emoji"])
+def test_dialect_streams_read_one_byte_at_a_time(
+    page: Page, server: Server, dialect: str, prompt: str
+) -> None:
+    """Real server output of each dialect's endpoint, every UTF-8 character split across
+    reads: the page's reader assembles the scripted reply exactly."""
+    path = {"openai-chat": "/v1/chat/completions", "openai-responses": "/v1/responses",
+            "anthropic": "/v1/messages"}[dialect]
+    content = "input" if dialect == "openai-responses" else "messages"
+    body = {"model": "tokenstream-1", "stream": True, "tokenstream": {"profile": "instant"},
+            content: prompt if content == "input" else [{"role": "user", "content": prompt}],
+            **DIALECT_BODIES[dialect]}
+    request = urllib.request.Request(
+        server.url + path, data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        raw = response.read()
+    reply = scripted_reply(prompt)
+    got = page.evaluate(READ_DIALECT_JS, {"dialect": dialect, "chunks": [[b] for b in raw]})
+    assert got["text"] == reply
+    assert got["done"] is True
+    assert got["finish"] == [FINISH[dialect]]
+    assert got["usage"] == [Tokenizer(load_encoding()).count(reply)]
+    assert got["errors"] == []
+
+
+@pytest.mark.parametrize("dialect", sorted(VECTORS["streams"]))
+def test_dialect_readers_read_reasoning_and_tool_calls(page: Page, dialect: str) -> None:
+    raw = "".join(
+        (f"event: {kind}\n" if kind != "message" else "") + f"data: {data}\n\n"
+        for kind, data in VECTORS["streams"][dialect]
+    ).encode()
+    got = page.evaluate(READ_DIALECT_JS, {"dialect": dialect, "chunks": [list(raw)]})
+    expected = VECTORS["expected"]
+    assert got["text"] == expected["text"]
+    assert got["reasoning"] == expected["reasoning"]
+    assert got["calls"] == expected["tool_calls"]
+    assert got["finish"] == [VECTORS["finish_reasons"][dialect]]
+    assert got["usage"] == ([] if dialect == "ai-sdk-ui" else [expected["completion_tokens"]])
+    assert got["done"] is True
+
+
+@pytest.mark.parametrize(
+    ("dialect", "events", "message"),
+    [
+        ("openai-chat", [("message", '{"error":{"message":"boom","type":"server_error"}}'),
+                         ("message", "[DONE]")], "boom"),
+        ("anthropic", [("error", '{"type":"error","error":{"type":"overloaded_error",'
+                                 '"message":"busy"}}')], "busy"),
+        ("openai-responses", [("error", '{"type":"error","code":"server_error",'
+                                        '"message":"oops","param":null}')], "oops"),
+        ("ai-sdk-ui", [("message", '{"type":"error","errorText":"nope"}'),
+                       ("message", "[DONE]")], "nope"),
+        ("anthropic", [("content_block_delta", "not json")], "unexpected event data"),
+    ],
+)
+def test_dialect_readers_report_errors(
+    page: Page, dialect: str, events: list[tuple[str, str]], message: str
+) -> None:
+    raw = "".join(
+        (f"event: {kind}\n" if kind != "message" else "") + f"data: {data}\n\n"
+        for kind, data in events
+    ).encode()
+    got = page.evaluate(READ_DIALECT_JS, {"dialect": dialect, "chunks": [list(raw)]})
+    assert got["done"] is True
+    assert len(got["errors"]) == 1 and message in got["errors"][0]

@@ -11,9 +11,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
-from browser_support import Server
+from browser_support import STREAM_LIMIT_MS, Server, finish, last_reply, reply_text, send
 from support import scripted_reply
 
 pytestmark = pytest.mark.browser
@@ -22,7 +22,6 @@ HELLO = scripted_reply("hello")
 CHINESE = scripted_reply("chinese")
 EMOJI = scripted_reply("emoji")
 LONG = scripted_reply("long")
-STREAM_LIMIT_MS = 30_000  # a bound for a reply to finish, not a timing check
 
 TRANSPORTS = ["fetch", "eventsource"]
 
@@ -33,26 +32,6 @@ SERVER_IDLE_JS = """() => {
     .then((health) => { window.testActiveStreams = health.active_streams; });
   return window.testActiveStreams === 0;
 }"""
-
-
-def _last_reply(page: Page) -> Locator:
-    return page.locator(".message.assistant").last
-
-
-def _send(page: Page, prompt: str, *, transport: str = "fetch", profile: str = "fast") -> None:
-    page.check(f"#transport-{transport}")
-    page.select_option("#profile", profile)
-    page.fill("#prompt", prompt)
-    page.press("#prompt", "Enter")
-
-
-def _reply_text(page: Page) -> str:
-    text: str = _last_reply(page).locator(".text").evaluate("node => node.textContent")
-    return text
-
-
-def _finish(page: Page, state: str = "done") -> None:
-    expect(_last_reply(page)).to_have_attribute("data-state", state, timeout=STREAM_LIMIT_MS)
 
 
 def _stats(page: Page, root: str) -> dict[str, str]:
@@ -82,13 +61,13 @@ def _assert_measured(page: Page, root: str, plot: str) -> None:
 def test_reply_streams_into_the_page_exactly(
     page: Page, transport: str, prompt: str, reply: str
 ) -> None:
-    _send(page, prompt, transport=transport)
-    _finish(page)
-    text = _reply_text(page)
+    send(page, prompt, transport=transport)
+    finish(page)
+    text = reply_text(page)
     assert "\ufffd" not in text
     assert text == reply
     _assert_measured(page, "#chat-stats", "#chat-plot")
-    assert _last_reply(page).get_attribute("data-transport") == transport
+    assert last_reply(page).get_attribute("data-transport") == transport
 
 
 @pytest.mark.parametrize("fmt", ["json", "text", "openai"])
@@ -98,21 +77,21 @@ def test_eventsource_named_events(page: Page, fmt: str) -> None:
     page.select_option("#es-format", fmt)
     page.fill("#es-event", "custom")
     with page.expect_request(lambda request: "/v1/stream?" in request.url) as sent:
-        _send(page, "emoji", transport="eventsource")
+        send(page, "emoji", transport="eventsource")
     query = parse_qs(urlsplit(sent.value.url).query)
     assert query["event"] == ["custom"]
     assert query["format"] == [fmt]
-    _finish(page)
-    assert _reply_text(page) == EMOJI
+    finish(page)
+    assert reply_text(page) == EMOJI
     assert 'addEventListener("custom"' in page.inner_text("#request-preview")
 
 
 def test_conversation_history_goes_with_fetch(page: Page) -> None:
-    _send(page, "hello")
-    _finish(page)
+    send(page, "hello")
+    finish(page)
     with page.expect_request("**/v1/chat/completions") as sent:
-        _send(page, "emoji")
-    _finish(page)
+        send(page, "emoji")
+    finish(page)
     body = json.loads(sent.value.post_data or "")
     assert body["stream"] is True
     assert body["messages"] == [
@@ -120,7 +99,7 @@ def test_conversation_history_goes_with_fetch(page: Page) -> None:
         {"role": "assistant", "content": HELLO},
         {"role": "user", "content": "emoji"},
     ]
-    assert _reply_text(page) == EMOJI
+    assert reply_text(page) == EMOJI
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -129,20 +108,20 @@ def test_stop_closes_the_stream_and_the_server_stops(
 ) -> None:
     before = server.health()
     page.fill("#ttft", "0")
-    _send(page, "Give me a long answer", transport=transport, profile="slow")
-    expect(_last_reply(page)).to_have_attribute("data-state", "streaming")
+    send(page, "Give me a long answer", transport=transport, profile="slow")
+    expect(last_reply(page)).to_have_attribute("data-state", "streaming")
     # stats are measured while the reply streams, not only at the end
     expect(page.locator('#chat-stats [data-stat="events"]')).not_to_have_text("–")
     assert server.health()["active_streams"] == 1
 
     page.click("#stop")
-    _finish(page, "stopped")
+    finish(page, "stopped")
     page.wait_for_function(SERVER_IDLE_JS, polling=100, timeout=10_000)
     after = server.health()
     assert after["active_streams"] == 0
     assert after["client_disconnects"] == before["client_disconnects"] + 1
     assert after["streams_completed"] == before["streams_completed"]
-    shown = _reply_text(page)
+    shown = reply_text(page)
     assert 0 < len(shown) < len(LONG)
     assert LONG.startswith(shown)
     expect(page.locator("#active-streams")).to_have_text("0")
@@ -155,9 +134,9 @@ def test_overrides_reach_the_server(page: Page, transport: str) -> None:
     page.fill("#ttft", "0")
     page.fill("#jitter", "0")
     with page.expect_request(lambda r: "/v1/stream?" in r.url or "/chat/completions" in r.url) as s:
-        _send(page, "hello", transport=transport, profile="slow")
-    _finish(page)
-    assert _reply_text(page) == HELLO
+        send(page, "hello", transport=transport, profile="slow")
+    finish(page)
+    assert reply_text(page) == HELLO
     expected = {"profile": "slow", "tokens_per_second": 400, "ttft_ms": 0, "jitter": 0}
     if transport == "fetch":
         assert json.loads(s.value.post_data or "")["tokenstream"] == expected
@@ -169,9 +148,9 @@ def test_overrides_reach_the_server(page: Page, transport: str) -> None:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_server_errors_are_shown(page: Page, transport: str) -> None:
     page.fill("#tps", "-1")
-    _send(page, "hello", transport=transport)
-    _finish(page, "error")
-    message = _last_reply(page).locator(".error").inner_text()
+    send(page, "hello", transport=transport)
+    finish(page, "error")
+    message = last_reply(page).locator(".error").inner_text()
     assert "tokens_per_second" in message
     assert "greater than 0" in message
 
@@ -198,10 +177,10 @@ def test_compare_runs_two_profiles_side_by_side(page: Page, transport: str) -> N
 
 def test_screenshots(page: Page, screenshot_dir: Path) -> None:
     """Pictures of the page for review (and for the README, with TOKENSTREAM_SCREENSHOT_DIR)."""
-    _send(page, "hello", profile="chatgpt")
-    _finish(page)
-    _send(page, "Show me some code", profile="chatgpt")
-    _finish(page)
+    send(page, "hello", profile="chatgpt")
+    finish(page)
+    send(page, "Show me some code", profile="chatgpt")
+    finish(page)
     page.mouse.move(0, 0)
     chat = screenshot_dir / "screenshot.png"
     page.screenshot(path=str(chat))

@@ -1,15 +1,22 @@
 """``GET /v1/stream``: the EventSource and ``curl -N`` dialect.
 
-The query names the prompt, the format and the pacing; the reply comes in one of three
-formats:
+The query names the prompt, what the reply is encoded in, and the pacing. The reply comes
+in one of tokenstream's own formats (``format``) or in an API's dialect (``dialect``):
 
-- ``text``: each piece as the event's data;
-- ``json``: ``{"index", "token", "tokens"}`` per piece;
-- ``openai``: ``chat.completion.chunk`` objects (``openai_chat.OpenAIChunkFormat``).
+- ``format=text`` (the default): each piece as the event's data;
+- ``format=json``: ``{"index", "token", "tokens"}`` per piece;
+- ``format=openai``: ``chat.completion.chunk`` objects, the same as ``dialect=openai-chat``;
+- ``dialect=NAME``: the events the dialect's own endpoint streams (``catalog.DIALECTS``), so
+  that each API's raw events can be watched with ``curl -N`` or an ``EventSource``.
 
-Every event has an ``id:`` (its number; ``done`` on the sentinel) and, with ``event=``, that
-event name. ``text`` and ``json`` carry text only: tool calls, reasoning and the like are
-left out.
+The two are alternatives: ``format`` with a ``dialect`` is refused, but for the one pair that
+means the same (``openai`` and ``openai-chat``). In the text formats and OpenAI chunks every
+event has an ``id:`` (its number; ``done`` on the sentinel) and, with ``event=``, that event
+name; ``include_usage`` adds OpenAI's usage chunk. Any other dialect names its own events and
+always reports usage, so ``event`` and ``include_usage`` are refused with it; its events are
+sent as its API sends them, except that its last one also has ``id: done`` (see
+``_EventSourceEnding``). ``text`` and ``json`` carry text only: tool calls, reasoning and the
+like are left out.
 """
 
 from __future__ import annotations
@@ -20,10 +27,10 @@ from typing import Literal
 
 from pydantic import Field, ValidationError
 
+from tokenstream.dialects.catalog import DIALECTS, Dialect, EncoderOptions, PromptCounted
 from tokenstream.dialects.framing import EventFraming, json_string
-from tokenstream.dialects.openai_chat import OpenAIChunkFormat
 from tokenstream.dialects.overrides import PACING_FIELDS, PacingOverrides, invalid_request
-from tokenstream.engine.events import ReplyEncoder
+from tokenstream.engine.events import ReplyEncoder, ReplyEvent
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import InvalidRequest
 
@@ -33,11 +40,14 @@ __all__ = [
     "StreamRequest",
     "TextFormat",
     "encoder_for",
-    "make_format",
     "parse_stream_query",
+    "prompt_counted",
 ]
 
 FormatName = Literal["text", "json", "openai"]
+
+_OPENAI_CHUNKS = "openai-chat"
+"""The dialect ``format=openai`` names: OpenAI chunks, framed by tokenstream."""
 
 
 class TextFormat(EventFraming):
@@ -61,44 +71,70 @@ class JsonFormat(EventFraming):
         return self.frame(data)
 
 
-def make_format(
-    name: FormatName,
-    *,
-    model: str,
-    include_usage: bool = False,
-    event: str | None = None,
-    with_ids: bool = True,
-    sentinel: str = "[DONE]",
-) -> ReplyEncoder:
-    if name == "openai":
-        return OpenAIChunkFormat(
-            model=model,
-            include_usage=include_usage,
-            event=event,
-            with_ids=with_ids,
-            sentinel=sentinel,
-        )
-    if name == "json":
-        return JsonFormat(event=event, with_ids=with_ids, sentinel=sentinel)
-    return TextFormat(event=event, with_ids=with_ids, sentinel=sentinel)
+def _with_done_id(events: bytes) -> bytes:
+    """``events`` (whole SSE events) with ``id: done`` added to the last one."""
+    if not events:
+        return b"id: done\n\n"  # no event: the id alone still reaches an EventSource
+    cut = events.rfind(b"\n\n", 0, len(events) - 2)
+    start = 0 if cut == -1 else cut + 2
+    return events[:start] + b"id: done\n" + events[start:]
+
+
+class _EventSourceEnding:
+    """A dialect whose API fixes its events, made safe for an ``EventSource``.
+
+    An ``EventSource`` reconnects when a stream closes, which would replay the reply. The
+    last event (the ending, or the error that ends the stream) therefore also carries ``id:
+    done``: the reconnect sends ``Last-Event-ID: done`` and is answered 204, which stops it.
+    Every other byte is the dialect's own; SDK parsers read the id and ignore it.
+    """
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: ReplyEncoder) -> None:
+        self.inner = inner
+
+    def piece(self, piece: Piece) -> bytes:
+        return self.inner.piece(piece)
+
+    def event(self, event: ReplyEvent) -> bytes:
+        return self.inner.event(event)
+
+    def end(self) -> bytes:
+        return _with_done_id(self.inner.end())
+
+    def error(self, message: str, error_type: str, code: str | None) -> bytes:
+        return _with_done_id(self.inner.error(message, error_type, code))
 
 
 def encoder_for(query: StreamRequest, model: str, sentinel: str) -> ReplyEncoder:
     """The wire format a ``GET /v1/stream`` query asks for."""
-    return make_format(
-        query.format,
+    if query.dialect is None:
+        kind = JsonFormat if query.format == "json" else TextFormat
+        return kind(event=query.event, with_ids=True, sentinel=sentinel)
+    options = EncoderOptions(
         model=model,
         include_usage=query.include_usage,
         event=query.event,
+        with_ids=True,
         sentinel=sentinel,
     )
+    encoder = query.dialect.encoder(options)
+    return encoder if query.dialect.custom_framing else _EventSourceEnding(encoder)
+
+
+def prompt_counted(encoder: ReplyEncoder) -> PromptCounted | None:
+    """The encoder (of ``encoder_for``) that wants the prompt's token count, if it does."""
+    inner = encoder.inner if isinstance(encoder, _EventSourceEnding) else encoder
+    return inner if isinstance(inner, PromptCounted) else None
 
 
 class _StreamQuery(PacingOverrides):
     """The query of ``GET /v1/stream``: the pacing overrides and the stream's own fields."""
 
     prompt: str = Field(max_length=1_000_000)
-    format: FormatName = "text"
+    format: FormatName | None = None
+    dialect: str | None = Field(default=None, max_length=64)
     event: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[^\r\n]*$")
     model: str | None = Field(default=None, min_length=1, max_length=256)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
@@ -108,12 +144,60 @@ class _StreamQuery(PacingOverrides):
 @dataclass(frozen=True, slots=True)
 class StreamRequest:
     prompt: str
-    format: FormatName
+    format: FormatName | None
+    """``text``, ``json`` or ``openai`` (then ``dialect`` is openai-chat); None for another
+    dialect."""
+    dialect: Dialect | None
+    """The API dialect the reply is encoded in; None for ``text`` and ``json``."""
     event: str | None
     model: str | None
     max_tokens: int | None
     include_usage: bool
     overrides: PacingOverrides
+
+
+def _dialect_named(name: str) -> Dialect:
+    dialect = DIALECTS.get(name)
+    if dialect is None:
+        accepted = ", ".join(f"'{known}'" for known in DIALECTS)
+        raise InvalidRequest(
+            f"Invalid value for 'dialect': {name!r} is not a dialect. Accepted values: "
+            f"{accepted}.",
+            param="dialect",
+            code="invalid_value",
+        )
+    return dialect
+
+
+def _refuse_with(param: str, dialect: Dialect, why: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Parameter '{param}' cannot be used with dialect={dialect.name}: {why}",
+        param=param,
+        code="invalid_value",
+    )
+
+
+def _encoding(parsed: _StreamQuery) -> tuple[FormatName | None, Dialect | None]:
+    """What the reply is encoded in: a format, or a dialect (checked against the format and
+    the parameters that only some encodings have)."""
+    if parsed.dialect is None:
+        fmt: FormatName = parsed.format or "text"
+        return fmt, DIALECTS[_OPENAI_CHUNKS] if fmt == "openai" else None
+    dialect = _dialect_named(parsed.dialect)
+    chunks = dialect.name == _OPENAI_CHUNKS
+    if parsed.format is not None and not (parsed.format == "openai" and chunks):
+        raise _refuse_with(
+            "format", dialect,
+            "the dialect's own events are the format. Give 'format' (text, json or openai) "
+            "or 'dialect', not both.",
+        )
+    if not dialect.custom_framing:
+        own_events = "its API names its own events."
+        for param, why in (("event", own_events), ("include_usage", "it always sends usage.")):
+            if param in parsed.model_fields_set:
+                raise _refuse_with(param, dialect, why + " The parameter applies to format=text, "
+                                   "json and openai (dialect=openai-chat).")
+    return ("openai" if chunks else None), dialect
 
 
 def parse_stream_query(query: Mapping[str, str], keys: list[str]) -> StreamRequest:
@@ -129,6 +213,7 @@ def parse_stream_query(query: Mapping[str, str], keys: list[str]) -> StreamReque
         parsed = _StreamQuery.model_validate(dict(query))
     except ValidationError as exc:
         raise invalid_request(exc) from None
+    fmt, dialect = _encoding(parsed)
     overrides = PacingOverrides(
         **{
             name: getattr(parsed, name)
@@ -138,7 +223,8 @@ def parse_stream_query(query: Mapping[str, str], keys: list[str]) -> StreamReque
     )
     return StreamRequest(
         prompt=parsed.prompt,
-        format=parsed.format,
+        format=fmt,
+        dialect=dialect,
         event=parsed.event,
         model=parsed.model,
         max_tokens=parsed.max_tokens,

@@ -129,6 +129,7 @@ def create_app(
     app.router.add_post("/v1/responses", routes.responses)
     app.router.add_get("/v1/stream", routes.stream)
     app.router.add_post(server.ai_sdk_chat_path, routes.ai_sdk_chat)
+    app.router.add_get("/v1/dialects", routes.dialects)
     app.router.add_get("/v1/models", routes.models)
     app.router.add_get("/v1/models/{model}", routes.model)
     app.router.add_get("/v1/profiles", routes.profiles)

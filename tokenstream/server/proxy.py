@@ -24,13 +24,14 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
+from tokenstream.dialects.catalog import PromptCounted
 from tokenstream.dialects.openai_chat import ProxyRequest
 from tokenstream.dialects.overrides import PacingOverrides, resolve_profile
-from tokenstream.dialects.stream_query import StreamRequest, encoder_for
+from tokenstream.dialects.stream_query import StreamRequest, encoder_for, prompt_counted
 from tokenstream.engine.accounting import current_record
 from tokenstream.engine.clock import LoopClock
 from tokenstream.engine.events import ReplyContent, ReplyEncoder, ReplyEvent, Usage
@@ -47,7 +48,6 @@ from tokenstream.sources.upstream_bodies import upstream_body
 from tokenstream.sse.transport import head_response
 
 __all__ = [
-    "PromptShown",
     "WholeAnswer",
     "client_key",
     "forwarded",
@@ -62,19 +62,12 @@ _COUNT_INLINE_CHARS = 16_384
 """Prompts longer than this are counted in a worker thread."""
 
 
-class PromptShown(Protocol):
-    """An encoder that shows the prompt's tokens ahead of the reply (Anthropic's
-    ``message_start``): it is told them before the reply's first event."""
-
-    input_tokens: int
-
-
 @dataclass(frozen=True, slots=True)
 class _Prompt:
     """Who is told the prompt's tokens, and the prompt to count when the upstream does not
     say (only Anthropic's says, ahead of the reply)."""
 
-    shown: PromptShown
+    shown: PromptCounted
     messages: Sequence[ChatMessage]
 
 
@@ -115,7 +108,7 @@ async def forwarded(
     proxied: ProxyRequest,
     encoder: ReplyEncoder,
     *,
-    shown: PromptShown | None = None,
+    shown: PromptCounted | None = None,
 ) -> web.StreamResponse:
     """A request in the upstream's own dialect: the client's body, the upstream's answer."""
     key = client_key(request, state)
@@ -139,7 +132,7 @@ async def translated(
     stream: bool,
     encoder: ReplyEncoder,
     answer: WholeAnswer | None,
-    shown: PromptShown | None = None,
+    shown: PromptCounted | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     """A request in another dialect than the upstream's: its body built from
@@ -182,10 +175,13 @@ async def stream_query(
         config.upstream.dialect, conversation, include_usage=query.include_usage
     )
     if request.method == "HEAD":
-        return head_response()
+        return head_response(dict(query.dialect.headers) if query.dialect is not None else None)
     encoder = encoder_for(query, model, config.server.sentinel)
     ask = _Ask(client, body, client_key(request, state))
-    return await _stream_live(request, state, encoder, ask, profile, None)
+    counted = prompt_counted(encoder)
+    prompt = None if counted is None else _Prompt(counted, conversation.messages)
+    headers = dict(query.dialect.headers) if query.dialect is not None else None
+    return await _stream_live(request, state, encoder, ask, profile, prompt, headers)
 
 
 async def _stream_live(

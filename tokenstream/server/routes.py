@@ -22,6 +22,7 @@ from tokenstream.dialects.anthropic_messages import (
     message_body,
     parse_messages,
 )
+from tokenstream.dialects.catalog import AI_SDK_UI, DIALECTS, PromptCounted
 from tokenstream.dialects.openai_chat import (
     OpenAIChunkFormat,
     ProxyRequest,
@@ -35,7 +36,7 @@ from tokenstream.dialects.openai_responses import (
     response_body,
 )
 from tokenstream.dialects.overrides import PacingOverrides, resolve_profile
-from tokenstream.dialects.stream_query import encoder_for, parse_stream_query
+from tokenstream.dialects.stream_query import encoder_for, parse_stream_query, prompt_counted
 from tokenstream.engine.accounting import current_record
 from tokenstream.engine.events import ReplyContent, ReplySource
 from tokenstream.engine.messages import ChatMessage, Conversation, ToolSpec
@@ -60,6 +61,7 @@ from tokenstream.sse.transport import head_response
 __all__ = [
     "ai_sdk_chat",
     "chat_completions",
+    "dialects",
     "healthz",
     "messages",
     "metrics",
@@ -256,7 +258,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _counted(
-    start: Callable[[], Awaitable[ScheduledReply]], encoder: AnthropicMessagesFormat
+    start: Callable[[], Awaitable[ScheduledReply]], encoder: PromptCounted
 ) -> ScheduledReply:
     """``start``, and the prompt's token count handed to the encoder (its first event)."""
     reply = await start()
@@ -401,14 +403,30 @@ async def stream(request: web.Request) -> web.StreamResponse:
     )
     encoder = encoder_for(query, model, config.server.sentinel)
     source = _pick_source(state, query.overrides)
+    headers = dict(query.dialect.headers) if query.dialect is not None else None
     if request.method == "HEAD":
-        return head_response()
+        return head_response(headers)
     messages = [ChatMessage("user", query.prompt)]
     max_tokens = query.max_tokens
     del query  # an open stream keeps only what it uses (memory per idle stream)
 
-    start = partial(_scheduled, state, source, messages, profile, max_tokens, "prompt")
-    return await state.runner.stream(request, encoder, start)
+    start: Callable[[], Awaitable[ScheduledReply]] = partial(
+        _scheduled, state, source, messages, profile, max_tokens, "prompt"
+    )
+    counted = prompt_counted(encoder)
+    if counted is not None:
+        start = partial(_counted, start, counted)
+    return await state.runner.stream(request, encoder, start, headers=headers)
+
+
+async def dialects(request: web.Request) -> web.Response:
+    """``GET /v1/dialects``: the dialects a reply can be streamed in (``?dialect=`` on
+    ``/v1/stream``) and the endpoint of each (the demo page's selector)."""
+    ai_sdk_path = request.app[CONFIG].server.ai_sdk_chat_path
+    return web.json_response({"object": "list", "data": [
+        dialect.describe(ai_sdk_path if dialect.name == AI_SDK_UI else None)
+        for dialect in DIALECTS.values()
+    ]})
 
 
 async def models(request: web.Request) -> web.Response:

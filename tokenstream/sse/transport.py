@@ -49,10 +49,11 @@ BATCH_BYTES = 16 * 1024
 """Events due at the same time are written together up to about this many bytes per write."""
 
 
-def head_response() -> web.Response:
+def head_response(headers: Mapping[str, str] | None = None) -> web.Response:
     """The answer to ``HEAD`` on a stream endpoint, once the query is valid: the headers a
-    ``GET`` gets, no body (HTTP forbids one), no stream started and nothing sent upstream."""
-    return web.Response(headers=SSE_HEADERS)
+    ``GET`` gets (``headers``: a dialect's own), no body (HTTP forbids one), no stream
+    started and nothing sent upstream."""
+    return web.Response(headers={**SSE_HEADERS, **(headers or {})})
 
 
 class Now(Protocol):

@@ -1,8 +1,9 @@
 // The page: chat view, compare view, and what connects them to the transports and meters.
 
+import { DIALECT_CLIENTS } from "./dialects.js";
 import { StreamMeter } from "./meter.js";
 import { renderGapPlot, renderTimeline } from "./plot.js";
-import { chatBody, streamQuery, streamWithEventSource, streamWithFetch } from "./transports.js";
+import { fetchRequest, streamQuery, streamWithEventSource, streamWithFetch } from "./transports.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -10,7 +11,8 @@ const page = {
   profiles: {},
   defaultProfile: null,
   model: "tokenstream-1",
-  history: [], // the chat so far, sent with each fetch request as OpenAI `messages`
+  dialects: {}, // by name: {name, title, path} from GET /v1/dialects, those this page speaks
+  history: [], // the chat so far, {role, content}, sent with each fetch request
   chatRun: null,
   compareRuns: null,
 };
@@ -39,11 +41,17 @@ function describeProfile(profile) {
   return parts.join(" · ");
 }
 
+/** Finish reasons in each dialect's words: a reply cut at its token limit, and one that
+ * simply ended (not worth a mention). */
+const CUT_SHORT = new Set(["length", "max_tokens", "max_output_tokens"]);
+const ENDED = new Set(["stop", "end_turn", "completed"]);
+
 function summary(meter, result) {
   const parts = [`${meter.estimated ? "≈" : ""}${meter.tokens} ${meter.tokens === 1 ? "token" : "tokens"}`];
   if (meter.ttftMs !== null) parts.push(`first token ${ms(meter.ttftMs)}`);
   if (meter.tokensPerSecond !== null) parts.push(`${rate(meter)} tokens/s`);
-  if (result.finishReason === "length") parts.push("cut at max tokens");
+  if (CUT_SHORT.has(result.finishReason)) parts.push("cut at max tokens");
+  else if (result.finishReason && !ENDED.has(result.finishReason)) parts.push(`finish ${result.finishReason}`);
   if (result.status === "stopped") parts.push("stopped");
   return parts.join(" · ");
 }
@@ -51,7 +59,7 @@ function summary(meter, result) {
 function outcome(result) {
   if (result.status === "error") return `error: ${result.message}`;
   if (result.status === "stopped") return "stopped";
-  return result.finishReason === "length" ? "done (cut at max tokens)" : "done";
+  return CUT_SHORT.has(result.finishReason) ? "done (cut at max tokens)" : "done";
 }
 
 // ---------------------------------------------------------------- stats and plot
@@ -113,13 +121,21 @@ function transport() {
   return document.querySelector('input[name="transport"]:checked').value;
 }
 
+function dialect() {
+  return page.dialects[$("#dialect").value];
+}
+
 function eventSourceOptions() {
-  return { format: $("#es-format").value, eventName: $("#es-event").value.trim() };
+  const format = $("#es-format").value;
+  return { format, eventName: format === "dialect" ? "" : $("#es-event").value.trim() };
 }
 
 /**
- * Starts one stream. `view.text(text)` gets each piece; `view.update(meter)` is called at
- * most once per frame while text arrives, and once at the end.
+ * Starts one stream. `view.text(text)` gets each piece of reply text, `view.reasoning`,
+ * `view.toolCall`, `view.toolArguments` and `view.raw` (each event) what else arrives, if
+ * the view has them; `view.update(meter)` is called at most once per frame while tokens
+ * arrive, and once at the end. Reasoning and tool-call arguments are paced like text, so
+ * the meter counts them too.
  */
 function startStream(kind, request, view) {
   const controller = new AbortController();
@@ -129,14 +145,31 @@ function startStream(kind, request, view) {
     frame = 0;
     view.update(meter);
   };
+  const arrived = (tokens) => {
+    meter.record(performance.now(), tokens);
+    if (!frame) frame = requestAnimationFrame(update);
+  };
   const on = {
     text(text, tokens) {
-      meter.record(performance.now(), tokens);
+      arrived(tokens);
       view.text(text);
-      if (!frame) frame = requestAnimationFrame(update);
+    },
+    reasoning(text) {
+      arrived(null);
+      view.reasoning?.(text);
+    },
+    toolCall(call) {
+      view.toolCall?.(call);
+    },
+    toolArguments(part) {
+      arrived(null);
+      view.toolArguments?.(part);
     },
     usage(usage) {
       meter.reportTokens(usage.completion_tokens);
+    },
+    raw(event) {
+      view.raw?.(event);
     },
   };
   const stream = kind === "eventsource" ? streamWithEventSource : streamWithFetch;
@@ -151,18 +184,132 @@ function startStream(kind, request, view) {
 
 function requestFor(kind, { prompt, messages, profile, overrides }) {
   if (kind === "eventsource") {
-    return { prompt, model: page.model, profile, overrides, ...eventSourceOptions() };
+    return { prompt, model: page.model, profile, overrides, dialect: dialect(), ...eventSourceOptions() };
   }
-  return { model: page.model, messages, profile, overrides };
+  return { model: page.model, messages, profile, overrides, dialect: dialect() };
 }
 
 function preview(kind, request) {
   if (kind === "eventsource") {
     const lines = [`const source = new EventSource("/v1/stream?${streamQuery(request)}");`];
-    lines.push(`source.addEventListener("${request.eventName || "message"}", (e) => …);`);
+    if (request.format === "dialect") {
+      const types = DIALECT_CLIENTS[request.dialect.name].events;
+      lines.push(`for (const type of ${JSON.stringify(types)})`);
+      lines.push("  source.addEventListener(type, (e) => …);");
+    } else {
+      lines.push(`source.addEventListener("${request.eventName || "message"}", (e) => …);`);
+    }
     return lines.join("\n");
   }
-  return `fetch("/v1/chat/completions", {method: "POST", body:\n${JSON.stringify(chatBody(request), null, 2)}})`;
+  const { url, init } = fetchRequest(request);
+  const ownHeaders = DIALECT_CLIENTS[request.dialect.name].headers; // beside the JSON ones
+  const headers = ownHeaders ? ` headers: ${JSON.stringify(ownHeaders)},` : "";
+  const body = JSON.stringify(JSON.parse(init.body), null, 2);
+  return `fetch("${url}", {method: "POST",${headers} body:\n${body}})`;
+}
+
+// ---------------------------------------------------------------- raw events
+
+const RAW_EVENTS_SHOWN = 200; // the panel keeps the latest; a long reply does not grow it
+const RAW_DATA_CHARS = 2000;
+
+function rawEntry(event) {
+  const item = document.createElement("li");
+  const type = document.createElement("span");
+  type.className = "raw-type";
+  type.textContent = event.type;
+  const data = document.createElement("code");
+  data.className = "raw-data";
+  const text = event.data;
+  data.textContent = text.length > RAW_DATA_CHARS ? `${text.slice(0, RAW_DATA_CHARS)}…` : text;
+  item.append(type, data);
+  return item;
+}
+
+/**
+ * Clears the raw-event panel; `add(event)` shows one more event in it. Events are added once
+ * per frame, in a batch (a fast stream costs one layout per frame, not one per event);
+ * `flush()` adds those still waiting at once.
+ */
+function rawEventLog() {
+  const panel = $("#raw-events");
+  const list = $("#raw-list");
+  const count = $("#raw-count");
+  list.replaceChildren();
+  count.textContent = "0";
+  let seen = 0;
+  let pending = [];
+  const flush = () => {
+    if (pending.length === 0) return;
+    const atEnd = !panel.open || list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
+    list.append(...pending.slice(-RAW_EVENTS_SHOWN).map(rawEntry));
+    pending = [];
+    for (let extra = list.childElementCount - RAW_EVENTS_SHOWN; extra > 0; extra -= 1) {
+      list.firstElementChild.remove();
+    }
+    count.textContent = seen > RAW_EVENTS_SHOWN ? `latest ${RAW_EVENTS_SHOWN} of ${seen}` : String(seen);
+    if (atEnd && panel.open) list.scrollTop = list.scrollHeight;
+  };
+  return {
+    add(event) {
+      seen += 1;
+      if (pending.length === 0) requestAnimationFrame(flush);
+      pending.push({ type: event.type, data: event.data });
+    },
+    flush,
+  };
+}
+
+// ---------------------------------------------------------------- reasoning and tool calls
+
+/** What a reply shows besides its text, each made when its first event arrives: reasoning
+ * above the text, tool calls (name and arguments as they stream) below it. */
+function replyExtras(bubble) {
+  const text = $(".text", bubble);
+  let reasoning = null;
+  const calls = new Map();
+  return {
+    reasoning(piece) {
+      if (reasoning === null) {
+        const details = document.createElement("details");
+        details.className = "reasoning";
+        details.open = true;
+        const title = document.createElement("summary");
+        title.textContent = "Reasoning";
+        const body = document.createElement("div");
+        body.className = "reasoning-text";
+        reasoning = document.createTextNode("");
+        body.append(reasoning);
+        details.append(title, body);
+        text.before(details);
+      }
+      reasoning.appendData(piece);
+    },
+    toolCall({ key, id, name }) {
+      let list = $(".tool-calls", bubble);
+      if (list === null) {
+        list = document.createElement("ol");
+        list.className = "tool-calls";
+        text.after(list);
+      }
+      const item = document.createElement("li");
+      item.className = "tool-call";
+      item.dataset.callId = id;
+      const nameNode = document.createElement("code");
+      nameNode.className = "tool-name";
+      nameNode.textContent = name;
+      const args = document.createElement("code");
+      args.className = "tool-arguments";
+      const argsText = document.createTextNode("");
+      args.append(argsText);
+      item.append(nameNode, args);
+      list.append(item);
+      calls.set(key, argsText);
+    },
+    toolArguments({ key, arguments: part }) {
+      calls.get(key)?.appendData(part);
+    },
+  };
 }
 
 // ---------------------------------------------------------------- chat view
@@ -210,6 +357,7 @@ async function sendChat(prompt) {
   const bubble = addMessage("assistant", "");
   bubble.dataset.state = "waiting";
   bubble.dataset.transport = kind;
+  bubble.dataset.dialect = request.dialect.name;
   bubble.setAttribute("aria-busy", "true"); // screen readers read the reply once, when done
   const textNode = bubble.querySelector(".text").firstChild;
   $("#request-preview").textContent = preview(kind, request);
@@ -220,7 +368,10 @@ async function sendChat(prompt) {
   scrollChat();
 
   setChatBusy(true);
+  const rawLog = rawEventLog();
   page.chatRun = startStream(kind, request, {
+    ...replyExtras(bubble),
+    raw: rawLog.add,
     text(text) {
       textNode.appendData(text);
       bubble.dataset.state = "streaming";
@@ -235,6 +386,7 @@ async function sendChat(prompt) {
   const result = await page.chatRun.done;
   const meter = page.chatRun.meter;
   page.chatRun = null;
+  rawLog.flush();
 
   bubble.dataset.state = result.status;
   bubble.removeAttribute("aria-busy");
@@ -369,20 +521,34 @@ function selectTab(name) {
 
 function showTransportOptions() {
   $("#es-options").hidden = transport() !== "eventsource";
+  $("#fetch-path").textContent = `POST ${dialect().path}`;
+  // a dialect's own events are named by its API: no event name to choose
+  $("#es-event").disabled = $("#es-format").value === "dialect";
 }
 
 async function init() {
   try {
-    const [profiles, models] = await Promise.all([getJSON("/v1/profiles"), getJSON("/v1/models")]);
+    const [profiles, models, dialects] = await Promise.all([
+      getJSON("/v1/profiles"),
+      getJSON("/v1/models"),
+      getJSON("/v1/dialects"),
+    ]);
     page.profiles = profiles.profiles;
     page.defaultProfile = profiles.default;
     page.model = models.data[0]?.id ?? page.model;
+    for (const entry of dialects.data) {
+      if (entry.name in DIALECT_CLIENTS) page.dialects[entry.name] = entry;
+    }
   } catch (error) {
     const banner = $("#banner");
-    banner.textContent = `Cannot load the server's profiles: ${error.message}. Is tokenstream serve running?`;
+    banner.textContent = `Cannot load the server's profiles, models and dialects: ${error.message}. Is tokenstream serve running?`;
     banner.hidden = false;
     return;
   }
+  const dialectSelect = $("#dialect");
+  dialectSelect.replaceChildren(
+    ...Object.values(page.dialects).map(({ name, title }) => new Option(title, name)),
+  );
   const names = Object.keys(page.profiles);
   fillSelect($("#profile"), names, page.defaultProfile);
   fillSelect($("#compare-a"), names, page.defaultProfile);
@@ -398,8 +564,8 @@ async function init() {
   renderTimeline($("#compare-timeline"), []);
 
   $("#profile").addEventListener("change", showProfile);
-  for (const radio of document.querySelectorAll('input[name="transport"]')) {
-    radio.addEventListener("change", showTransportOptions);
+  for (const control of [...document.querySelectorAll('input[name="transport"]'), dialectSelect, $("#es-format")]) {
+    control.addEventListener("change", showTransportOptions);
   }
   showTransportOptions();
   for (const tab of document.querySelectorAll('[role="tab"]')) {

@@ -1,25 +1,28 @@
 // The two ways a browser frontend consumes a token stream:
 //
-// - EventSource on GET /v1/stream: the browser parses SSE; each token is a named event
-//   (or "message"); the last event is the sentinel, after which we close the EventSource
-//   (otherwise it would reconnect; the server gives the sentinel the id "done" and answers
-//   a reconnect carrying Last-Event-ID: done with 204, which also stops it).
-// - fetch + a streaming body reader on POST /v1/chat/completions, as OpenAI-style chat UIs
-//   do: TextDecoder in stream mode, then our SSE parser (sse.js).
+// - fetch + a streaming body reader, POST to the chosen dialect's endpoint
+//   (/v1/chat/completions, /v1/messages, ...), as chat UIs do with their API: TextDecoder in
+//   stream mode, then our SSE parser (sse.js), then the dialect's reader (dialects.js).
+// - EventSource on GET /v1/stream: the browser parses SSE. In the formats text, json and
+//   openai each token is a named event (or "message") and the last is the sentinel, after
+//   which we close the EventSource (otherwise it would reconnect; the server gives the
+//   sentinel the id "done" and answers a reconnect carrying Last-Event-ID: done with 204,
+//   which also stops it). With format "dialect" the query asks for the dialect's own events
+//   (dialect=...), whose last event carries the id "done".
 //
-// Both report through the same callbacks and resolve to {status, message, finishReason}
-// with status "done", "stopped" (the AbortSignal fired) or "error".
+// Both report through the same callbacks (text, reasoning, toolCall, toolArguments, usage,
+// raw) and resolve to {status, message, finishReason} with status "done", "stopped" (the
+// AbortSignal fired) or "error".
 
+import { DIALECT_CLIENTS, chatBody, pacing } from "./dialects.js";
 import { readEvents } from "./sse.js";
+
+export { chatBody };
 
 export const SENTINEL = "[DONE]";
 
 function isSentinel(data, lastEventId) {
   return data === SENTINEL || lastEventId === "done";
-}
-
-function compact(object) {
-  return Object.fromEntries(Object.entries(object).filter(([, v]) => v !== null && v !== ""));
 }
 
 /** The query string of GET /v1/stream for these settings. */
@@ -30,32 +33,23 @@ export function streamQuery({
   overrides = {},
   format = "json",
   eventName = "",
+  dialect = null,
 }) {
-  return new URLSearchParams(
-    compact({
-      prompt,
-      model, // needed when the server proxies an upstream; the page's pick from /v1/models
-      format,
-      event: eventName,
-      profile,
-      include_usage: format === "openai" ? "true" : null,
-      ...overrides,
-    }),
-  );
-}
-
-/** The JSON body of POST /v1/chat/completions; pacing goes in the `tokenstream` object. */
-export function chatBody({ model, messages, profile, overrides = {} }) {
-  return {
-    model,
-    messages,
-    stream: true,
-    stream_options: { include_usage: true },
-    tokenstream: compact({ profile, ...overrides }),
+  const ownEvents = format === "dialect"; // the dialect names its own events
+  const query = {
+    prompt,
+    model, // needed when the server proxies an upstream; the page's pick from /v1/models
+    format: ownEvents ? null : format,
+    dialect: ownEvents ? dialect.name : null,
+    event: ownEvents ? null : eventName,
+    // OpenAI chunks carry usage only when asked (the other dialects always do)
+    include_usage: format === "openai" || (ownEvents && dialect.name === "openai-chat") ? "true" : null,
+    ...pacing(profile, overrides),
   };
+  return new URLSearchParams(Object.entries(query).filter(([, v]) => v !== null && v !== ""));
 }
 
-/** What one event's data means in a wire format: {text, tokens, usage, finishReason, error}. */
+/** What one event's data means in tokenstream's own formats: {text, tokens} or {error}. */
 export function interpret(format, data) {
   if (format === "text") {
     // Errors are sent as an OpenAI error object in every format.
@@ -75,27 +69,25 @@ export function interpret(format, data) {
     return { error: `unexpected event data: ${data.slice(0, 80)}` };
   }
   if (payload && payload.error) return { error: payload.error.message ?? String(payload.error) };
-  if (format === "json") return { text: payload.token, tokens: payload.tokens };
-  const result = {};
-  if (payload.usage) result.usage = payload.usage;
-  const choice = payload.choices?.[0];
-  if (choice) {
-    const content = choice.delta?.content;
-    if (content) {
-      result.text = content;
-      result.tokens = null; // an OpenAI chunk does not say how many tokens it carries
-    }
-    if (choice.finish_reason) result.finishReason = choice.finish_reason;
-  }
-  return result;
+  return { text: payload.token, tokens: payload.tokens };
 }
 
-/** Feeds one interpreted event to the callbacks; returns an error message or null. */
-function deliver(item, on, state) {
-  if (item.text !== undefined) on.text(item.text, item.tokens ?? null);
-  if (item.usage) on.usage?.(item.usage);
-  if (item.finishReason) state.finishReason = item.finishReason;
-  if (item.error) state.error = item.error;
+/** Feeds a reader's items to the callbacks; the finish reason and an error go in `state`. */
+function deliver(items, on, state) {
+  for (const item of items) {
+    if (item.text !== undefined) on.text(item.text, item.tokens ?? null);
+    if (item.reasoning !== undefined) on.reasoning?.(item.reasoning);
+    if (item.toolCall) on.toolCall?.(item.toolCall);
+    if (item.toolArguments) on.toolArguments?.(item.toolArguments);
+    if (item.usage) on.usage?.(item.usage);
+    if (item.finishReason) state.finishReason = item.finishReason;
+    if (item.error) state.error = item.error;
+  }
+}
+
+function ended(state) {
+  if (state.error) return { status: "error", message: state.error, finishReason: null };
+  return { status: "done", finishReason: state.finishReason };
 }
 
 async function errorMessage(response) {
@@ -121,9 +113,24 @@ async function explainFailure(url) {
   }
 }
 
+/**
+ * How an EventSource stream is read: the event types to listen to, and a reader (the
+ * dialect's, for OpenAI chunks and a dialect's own events; null for text and json).
+ */
+function eventSourceReading(request) {
+  const format = request.format ?? "json";
+  if (format === "dialect") {
+    const client = DIALECT_CLIENTS[request.dialect.name];
+    return { types: client.events, reader: client.reader() };
+  }
+  const types = [request.eventName || "message"];
+  return { types, reader: format === "openai" ? DIALECT_CLIENTS["openai-chat"].reader() : null };
+}
+
 export function streamWithEventSource(request, on, signal) {
   const format = request.format ?? "json";
   const url = `/v1/stream?${streamQuery(request)}`;
+  const { types, reader } = eventSourceReading(request);
   return new Promise((resolve) => {
     const source = new EventSource(url);
     const state = { finishReason: null, error: null };
@@ -144,13 +151,18 @@ export function streamWithEventSource(request, on, signal) {
       opened = true;
       on.open?.();
     });
-    source.addEventListener(request.eventName || "message", (event) => {
-      if (isSentinel(event.data, event.lastEventId)) {
-        settle(state.error ? { status: "error", message: state.error } : { status: "done" });
-        return;
+    const listener = (event) => {
+      on.raw?.(event);
+      if (reader !== null) {
+        deliver(reader.read(event.type, event.data), on, state);
+        if (reader.done || event.lastEventId === "done") settle(ended(state));
+      } else if (isSentinel(event.data, event.lastEventId)) {
+        settle(ended(state));
+      } else {
+        deliver([interpret(format, event.data)], on, state);
       }
-      deliver(interpret(format, event.data), on, state);
-    });
+    };
+    for (const type of types) source.addEventListener(type, listener);
     source.addEventListener("error", async () => {
       if (settled) return;
       if (opened) {
@@ -164,34 +176,42 @@ export function streamWithEventSource(request, on, signal) {
   });
 }
 
+/** The fetch() call that streams `request` from its dialect's endpoint. */
+export function fetchRequest(request) {
+  const client = DIALECT_CLIENTS[request.dialect.name];
+  return {
+    url: request.dialect.path,
+    init: {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "text/event-stream", ...client.headers },
+      body: JSON.stringify(client.body(request)),
+    },
+  };
+}
+
 export async function streamWithFetch(request, on, signal) {
   const state = { finishReason: null, error: null };
+  const { url, init } = fetchRequest(request);
   let response;
   try {
-    response = await fetch("/v1/chat/completions", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-      body: JSON.stringify(chatBody(request)),
-      signal,
-    });
+    response = await fetch(url, { ...init, signal });
   } catch (error) {
     if (signal.aborted) return { status: "stopped" };
     return { status: "error", message: `Cannot reach the server (${error.message}).` };
   }
   if (!response.ok) return { status: "error", message: await errorMessage(response) };
   on.open?.();
+  const reader = DIALECT_CLIENTS[request.dialect.name].reader();
   try {
     for await (const event of readEvents(response)) {
-      if (isSentinel(event.data, event.lastEventId)) {
-        if (state.error) return { status: "error", message: state.error, finishReason: null };
-        return { status: "done", finishReason: state.finishReason };
-      }
-      deliver(interpret("openai", event.data), on, state);
+      on.raw?.(event);
+      deliver(reader.read(event.type, event.data), on, state);
+      if (reader.done) return ended(state);
     }
   } catch (error) {
     if (signal.aborted) return { status: "stopped", finishReason: null };
     return { status: "error", message: `The stream broke off (${error.message}).` };
   }
   if (signal.aborted) return { status: "stopped", finishReason: null };
-  return { status: "error", message: `The stream ended without the ${SENTINEL} sentinel.` };
+  return { status: "error", message: "The stream ended before its last event." };
 }
