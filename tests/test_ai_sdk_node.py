@@ -307,3 +307,26 @@ async def test_stream_text_reassembles_exactly_with_the_tiktoken_usage(
     reply_tokens = TOKENIZER.count(reply)
     assert result["usage"] == {"inputTokens": prompt_tokens, "outputTokens": reply_tokens,
                                "totalTokens": prompt_tokens + reply_tokens}
+
+
+@pytest.mark.parametrize("provider", ["openai-compatible", "anthropic"])
+async def test_stream_text_gets_the_scripted_reasoning_and_tool_call(
+    node: Path, base_url: str, provider: str
+) -> None:
+    """The embedded weather rule: reasoning and a tool call, through each provider."""
+    (call_rule,) = [rule for rule in defaults.DEFAULT_RULES
+                    if "weather" in rule["match"] and "tool_calls" in rule]
+    result = await run_node(node, "providers.mjs", {
+        "baseUrl": base_url, "provider": provider, "prompt": "What is the weather like?",
+        "tools": ["get_weather"],
+    })
+    assert result["errors"] == []
+    assert result["reasoning"] == call_rule["reasoning"]
+    (call,) = call_rule["tool_calls"]
+    assert [(c["toolName"], c["input"]) for c in result["toolCalls"]] == [
+        (call["name"], call["arguments"])]
+    assert result["toolCalls"][0]["toolCallId"].startswith("call_")
+    assert result["finishReason"] == "tool-calls"
+    arguments = json.dumps(call["arguments"], ensure_ascii=False)
+    assert result["usage"]["outputTokens"] == (
+        TOKENIZER.count(call_rule["reasoning"]) + TOKENIZER.count(arguments))

@@ -2,13 +2,15 @@
 // tokenstream's /v1/chat/completions and /v1/messages.
 //
 // Reads a JSON spec on stdin ({baseUrl, provider: "openai-compatible" | "anthropic",
-// prompt, system?, body?}) and prints one JSON result on stdout: the text deltas, the text,
-// the finish reason, the usage and any error the stream reported.
+// prompt, system?, body?, tools?: [names]}) and prints one JSON result on stdout: the text
+// deltas, the text, the reasoning, the tool calls, the finish reason, the usage and any
+// error the stream reported. The tools are offered with an open object schema and no
+// execute: their calls are the result.
 // tests/test_ai_sdk_node.py makes the spec and checks the result.
 import { readFileSync } from 'node:fs';
 import { createAnthropic } from '@ai-sdk/anthropic';
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
-import { streamText } from 'ai';
+import { jsonSchema, streamText, tool } from 'ai';
 
 const spec = JSON.parse(readFileSync(0, 'utf8'));
 
@@ -31,9 +33,14 @@ function model() {
     .chatModel('tokenstream-1');
 }
 
+const tools = Object.fromEntries(
+  (spec.tools ?? []).map(name => [name, tool({ inputSchema: jsonSchema({ type: 'object' }) })]),
+);
+
 const errors = [];
 const result = streamText({
   model: model(),
+  tools,
   system: spec.system,
   prompt: spec.prompt,
   maxRetries: 0,
@@ -48,6 +55,9 @@ process.stdout.write(
   JSON.stringify({
     deltas,
     text: await result.text,
+    reasoning: (await result.reasoningText) ?? '',
+    toolCalls: (await result.toolCalls).map(({ toolCallId, toolName, input }) =>
+      ({ toolCallId, toolName, input })),
     finishReason: await result.finishReason,
     usage: {
       inputTokens: usage.inputTokens ?? null,
