@@ -92,12 +92,18 @@ async def test_anthropic_streams_thinking_and_tool_use_blocks(base_url: str) -> 
     assert message.usage.output_tokens == count_tokens(REASONING) + arguments_tokens
 
 
-async def test_anthropic_answers_a_tool_result(base_url: str) -> None:
+async def test_anthropic_whole_reply_has_the_blocks_then_answers_the_result(base_url: str) -> None:
     client = AsyncAnthropic(base_url=base_url, api_key="anything", max_retries=0)
     question = {"role": "user", "content": QUESTION}
     first = await client.messages.create(model="tokenstream-1", max_tokens=4096,
                                          messages=[question])
     assert first.stop_reason == "tool_use"
+    thinking, weather, time = first.content  # the streamed blocks, whole
+    assert thinking.type == "thinking" and thinking.thinking == REASONING
+    assert weather.type == "tool_use" and weather.input == ARGUMENTS
+    assert time.type == "tool_use" and time.input == json.loads(TIME_ARGUMENTS)
+    assert first.usage.output_tokens == (
+        count_tokens(REASONING) + count_tokens(WEATHER_ARGUMENTS) + count_tokens(TIME_ARGUMENTS))
     results = [{"type": "tool_result", "tool_use_id": block.id, "content": "sunny, 21 °C"}
                for block in first.content if block.type == "tool_use"]
     second = await client.messages.create(
