@@ -28,11 +28,13 @@ INSTANT = {"profile": "instant"}
 def _body(dialect: str, prompt: str) -> dict[str, Any]:
     """The streamed request for ``prompt`` at the dialect's own endpoint."""
     message = {"role": "user", "content": prompt}
+    ui_message = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": prompt}]}
     common = {"model": "tokenstream-1", "stream": True, "tokenstream": INSTANT}
     return {
         "openai-chat": {"messages": [message], "stream_options": {"include_usage": True}},
         "openai-responses": {"input": prompt},
         "anthropic": {"messages": [message], "max_tokens": 4096},
+        "ai-sdk-ui": {"messages": [ui_message]},
     }[dialect] | common
 
 
@@ -47,7 +49,8 @@ def _text(dialect: str, events: list[ServerSentEvent]) -> str:
             text += "".join(c["delta"].get("content") or "" for c in data["choices"])
         elif dialect == "anthropic" and data["type"] == "content_block_delta":
             text += data["delta"]["text"]
-        elif dialect == "openai-responses" and data["type"] == "response.output_text.delta":
+        elif data["type"] == {"openai-responses": "response.output_text.delta",
+                              "ai-sdk-ui": "text-delta"}.get(dialect):
             text += data["delta"]
     return text
 

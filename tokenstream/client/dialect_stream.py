@@ -85,20 +85,28 @@ async def stream_dialect(
                 summary.error = await http_error(response)
                 return summary
             reader = client.reader()
-            decoder = SSEDecoder()
-            async for chunk in response.content.iter_any():
-                for event in decoder.feed(chunk):
+            sse = SSEDecoder()
+
+            def take(items: list[ReplyEvent]) -> None:
+                for item in items:
+                    _account(summary, item, clock())
+                    show(item)
+
+            def read(events: list[ServerSentEvent]) -> bool:
+                """Whether the reader is done."""
+                for event in events:
                     if raw is not None:
                         raw(event)
-                    for item in reader.read(event):
-                        _account(summary, item, clock())
-                        show(item)
+                    take(reader.read(event))
                     if reader.done:
-                        return summary
-            decoder.close()
-            summary.error = summary.error or (
-                "the stream ended before the reply was complete (no closing event)"
-            )
+                        return True
+                return False
+
+            async for chunk in response.content.iter_any():
+                if read(sse.feed(chunk)):
+                    return summary
+            if not read(sse.close()):
+                take(reader.close())  # an error if the reply was not complete
             return summary
     finally:
         if own_session:

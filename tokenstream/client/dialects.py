@@ -1,16 +1,16 @@
 """The client side of each dialect: the request body its endpoint takes, and a reader that
 turns its server-sent events back into reply events (``engine.events``).
 
-Keyed by the names of ``dialects.catalog.DIALECTS``, which gives each dialect's path. A
-reader reads what tokenstream and the real API send: text, reasoning (OpenAI chunks'
-``reasoning_content``, Anthropic ``thinking`` blocks, Responses reasoning summaries, AI SDK
-``reasoning-*`` parts), tool calls, the finish reason (in the dialect's own words), usage,
-and errors in the dialect's in-stream shape (as ``ReplyError``).
+Keyed by the names of ``dialects.catalog.DIALECTS``, which gives each dialect's path. The
+readers are the upstream source's decoders (``sources.openai_chunks``,
+``sources.responses_events``, ``sources.anthropic_events``), given one parsed event at a
+time; the AI SDK UI message stream, which no upstream speaks, has its decoder here. Finish
+reasons are in the engine's words (``stop``, ``length``, ``tool_calls``, ...) whatever the
+dialect; an error event, a broken event or a stream cut short is a ``ReplyError``.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +27,10 @@ from tokenstream.engine.events import (
     ToolCallStart,
     Usage,
 )
+from tokenstream.sources.anthropic_events import AnthropicEventDecoder
+from tokenstream.sources.event_stream import JsonEventDecoder
+from tokenstream.sources.openai_chunks import ChunkDecoder
+from tokenstream.sources.responses_events import ResponsesEventDecoder
 from tokenstream.sse.parser import ServerSentEvent
 
 __all__ = ["ANTHROPIC_MAX_TOKENS", "CLIENTS", "DialectClient", "ReplyRequest", "StreamReader"]
@@ -50,211 +54,114 @@ class StreamReader(Protocol):
 
     def read(self, event: ServerSentEvent) -> list[ReplyEvent]: ...
 
-
-class _BadEvent(ValueError):
-    pass
-
-
-def _object(data: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        raise _BadEvent(f"an event that is not JSON: {data[:120]!r}") from None
-    if not isinstance(value, dict):
-        raise _BadEvent(f"an event that is not a JSON object: {data[:120]!r}")
-    return value
+    def close(self) -> list[ReplyEvent]:
+        """The body ended: what was held back, and a ``ReplyError`` if the reply was cut
+        short."""
+        ...
 
 
-def _error(error: Any, default_type: str = "error") -> ReplyError:
-    """An error object (OpenAI's ``{message, type, code}``, Anthropic's ``{type, message}``)."""
-    if not isinstance(error, dict):
-        return ReplyError(str(error), default_type)
-    code = error.get("code")
-    return ReplyError(
-        str(error.get("message") or "the server reported an error"),
-        str(error.get("type") or default_type),
-        None if code is None else str(code),
-    )
+class _DecoderReader:
+    """A decoder's events as the terminal client reads them: its failure is a
+    ``ReplyError`` event, and ends the stream."""
 
-
-class _Reader:
-    """A failure to read an event ends the stream with an error, like an error event."""
-
-    def __init__(self) -> None:
+    def __init__(self, decoder: JsonEventDecoder) -> None:
+        self._decoder = decoder
         self.done = False
 
     def read(self, event: ServerSentEvent) -> list[ReplyEvent]:
-        if self.done:
-            return []
-        try:
-            return self._read(event)
-        except _BadEvent as exc:
-            self.done = True
-            return [ReplyError(f"The server sent {exc}.", "client_error")]
+        return [] if self.done else self._settle(self._decoder.decode(event))
 
-    def _read(self, event: ServerSentEvent) -> list[ReplyEvent]:
-        raise NotImplementedError
+    def close(self) -> list[ReplyEvent]:
+        return [] if self.done else self._settle(self._decoder.close())
 
-
-class _ChatReader(_Reader):
-    """``chat.completion.chunk`` objects, then ``[DONE]``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._calls: set[int] = set()
-
-    def _read(self, event: ServerSentEvent) -> list[ReplyEvent]:
-        if event.data == "[DONE]":
-            self.done = True
-            return []
-        chunk = _object(event.data)
-        if chunk.get("error"):
-            return [_error(chunk["error"])]  # [DONE] follows
-        items: list[ReplyEvent] = []
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if delta.get("reasoning_content"):
-                items.append(ReasoningDelta(delta["reasoning_content"]))
-            if delta.get("content"):
-                items.append(TextDelta(delta["content"]))
-            for call in delta.get("tool_calls") or []:
-                items += self._call(call)
-            if choice.get("finish_reason"):
-                items.append(Finish(choice["finish_reason"]))
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            items.append(Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)))
-        return items
-
-    def _call(self, call: dict[str, Any]) -> list[ReplyEvent]:
-        index = call.get("index", 0)
-        function = call.get("function") or {}
-        items: list[ReplyEvent] = []
-        if index not in self._calls:
-            self._calls.add(index)
-            items.append(ToolCallStart(index, call.get("id") or "", function.get("name") or ""))
-        if function.get("arguments"):
-            items.append(ToolCallDelta(index, function["arguments"]))
+    def _settle(self, items: list[ReplyEvent]) -> list[ReplyEvent]:
+        error = self._decoder.error
+        if error is not None:
+            items.append(ReplyError(error.message, error.error_type, error.code))
+        self.done = self._decoder.done or error is not None
         return items
 
 
-class _AnthropicReader(_Reader):
-    """Anthropic Messages events, ``message_start`` to ``message_stop``."""
+class _UIMessageStreamDecoder(JsonEventDecoder):
+    """The Vercel AI SDK UI message stream: ``data: {"type": ...}`` parts, then ``[DONE]``.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._tool_blocks: set[int] = set()
-        self._input_tokens = 0
+    The ``finish`` part's ``finishReason`` is in the SDK's words (``tool-calls``), and its
+    usage is ``messageMetadata.totalUsage`` (a ``LanguageModelUsage``), where tokenstream
+    puts it.
+    """
 
-    def _read(self, event: ServerSentEvent) -> list[ReplyEvent]:
-        data = _object(event.data)
-        kind = data.get("type")
-        index = data.get("index", 0)
-        if kind == "content_block_delta":
-            delta = data.get("delta") or {}
-            if delta.get("type") == "text_delta":
-                return [TextDelta(delta.get("text", ""))]
-            if delta.get("type") == "thinking_delta":
-                return [ReasoningDelta(delta.get("thinking", ""))]
-            if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-                return [ToolCallDelta(index, delta["partial_json"])]
-        elif kind == "content_block_start":
-            block = data.get("content_block") or {}
-            if block.get("type") == "tool_use":
-                self._tool_blocks.add(index)
-                return [ToolCallStart(index, block.get("id", ""), block.get("name", ""))]
-        elif kind == "content_block_stop" and index in self._tool_blocks:
-            return [ToolCallEnd(index)]
-        elif kind == "message_start":
-            usage = (data.get("message") or {}).get("usage") or {}
-            self._input_tokens = usage.get("input_tokens", 0)
-        elif kind == "message_delta":
-            items: list[ReplyEvent] = []
-            stop_reason = (data.get("delta") or {}).get("stop_reason")
-            if stop_reason:
-                items.append(Finish(stop_reason))
-            usage = data.get("usage") or {}
-            if "output_tokens" in usage:
-                items.append(Usage(self._input_tokens, usage["output_tokens"]))
-            return items
-        elif kind == "message_stop":
-            self.done = True
-        elif kind == "error":
-            self.done = True
-            return [_error(data.get("error"))]
-        return []
-
-
-class _ResponsesReader(_Reader):
-    """OpenAI Responses events, ``response.created`` to ``response.completed`` (or
-    ``response.incomplete``, ``response.failed``, ``error``)."""
-
-    def _read(self, event: ServerSentEvent) -> list[ReplyEvent]:
-        data = _object(event.data)
-        kind = data.get("type")
-        if kind == "response.output_text.delta":
-            return [TextDelta(data.get("delta", ""))]
-        if kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-            return [ReasoningDelta(data.get("delta", ""))]
-        if kind == "response.function_call_arguments.delta":
-            return [ToolCallDelta(data.get("output_index", 0), data.get("delta", ""))]
-        item = data.get("item") or {}
-        if kind == "response.output_item.added" and item.get("type") == "function_call":
-            return [ToolCallStart(data.get("output_index", 0), item.get("call_id", ""),
-                                  item.get("name", ""))]
-        if kind == "response.output_item.done" and item.get("type") == "function_call":
-            return [ToolCallEnd(data.get("output_index", 0))]
-        if kind in ("response.completed", "response.incomplete"):
-            self.done = True
-            return self._ending(data.get("response") or {})
-        if kind == "response.failed":
-            self.done = True
-            return [_error((data.get("response") or {}).get("error"))]
-        if kind == "error":
-            self.done = True
-            return [ReplyError(str(data.get("message")), str(data.get("code") or "error"))]
-        return []
-
-    @staticmethod
-    def _ending(response: dict[str, Any]) -> list[ReplyEvent]:
-        reason = (response.get("incomplete_details") or {}).get("reason")
-        items: list[ReplyEvent] = [Finish(reason or response.get("status") or "completed")]
-        usage = response.get("usage")
-        if isinstance(usage, dict):
-            items.append(Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0)))
-        return items
-
-
-class _AISDKReader(_Reader):
-    """The Vercel AI SDK UI message stream: ``data: {"type": ...}`` parts, then ``[DONE]``."""
-
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, peer: str) -> None:
+        super().__init__(peer=peer)
         self._calls: dict[str, int] = {}
+        """The tool calls begun: index by ``toolCallId``."""
+        self._open: list[int] = []
 
-    def _read(self, event: ServerSentEvent) -> list[ReplyEvent]:
+    def _event(self, event: ServerSentEvent, items: list[ReplyEvent]) -> None:
         if event.data == "[DONE]":
             self.done = True
-            return []
-        part = _object(event.data)
+            return
+        part = self._json(event.data)
         kind = part.get("type")
-        if kind == "text-delta":
-            return [TextDelta(part.get("delta", ""))]
-        if kind == "reasoning-delta":
-            return [ReasoningDelta(part.get("delta", ""))]
-        call_id = part.get("toolCallId", "")
-        if kind == "tool-input-start":
-            index = self._calls.setdefault(call_id, len(self._calls))
-            return [ToolCallStart(index, call_id, part.get("toolName", ""))]
-        if kind == "tool-input-delta" and call_id in self._calls:
-            return [ToolCallDelta(self._calls[call_id], part.get("inputTextDelta", ""))]
-        if kind == "tool-input-available" and call_id in self._calls:
-            return [ToolCallEnd(self._calls[call_id])]
-        if kind == "finish":
-            return [Finish(part.get("finishReason") or "stop")]
-        if kind == "error":
-            return [ReplyError(str(part.get("errorText")), "error")]
-        return []
+        delta = _string(part.get("delta"))
+        if kind == "text-delta" and delta:
+            items.append(TextDelta(delta))
+        elif kind == "reasoning-delta" and delta:
+            items.append(ReasoningDelta(delta))
+        elif kind == "tool-input-start":
+            self._call_start(part, items)
+        elif kind == "tool-input-delta":
+            index = self._open_call(part)
+            if index is not None and part.get("inputTextDelta"):
+                items.append(ToolCallDelta(index, _string(part.get("inputTextDelta"))))
+        elif kind in ("tool-input-available", "tool-input-error"):
+            index = self._open_call(part)
+            if index is not None:
+                self._open.remove(index)
+                items.append(ToolCallEnd(index))
+        elif kind == "finish":
+            self._finish(part, items)
+        elif kind == "error":
+            raise self._failure(part.get("errorText"))
+
+    def _call_start(self, part: dict[str, Any], items: list[ReplyEvent]) -> None:
+        call_id = _string(part.get("toolCallId"))
+        if call_id in self._calls:
+            return
+        index = self._calls[call_id] = len(self._calls)
+        self._open.append(index)
+        items.append(ToolCallStart(index, call_id, _string(part.get("toolName"))))
+
+    def _open_call(self, part: dict[str, Any]) -> int | None:
+        index = self._calls.get(_string(part.get("toolCallId")))
+        return index if index in self._open else None
+
+    def _finish(self, part: dict[str, Any], items: list[ReplyEvent]) -> None:
+        items.extend(ToolCallEnd(index) for index in self._open)
+        self._open.clear()
+        reason = _string(part.get("finishReason")) or "stop"
+        items.append(Finish(reason.replace("-", "_")))  # tool-calls, content-filter
+        metadata = part.get("messageMetadata")
+        usage = metadata.get("totalUsage") if isinstance(metadata, dict) else None
+        if isinstance(usage, dict):
+            items.append(Usage(_count(usage.get("inputTokens")), _count(usage.get("outputTokens"))))
+        self.finished = True
+
+
+def _string(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+class _Decoding(Protocol):
+    def __call__(self, *, peer: str) -> JsonEventDecoder: ...
+
+
+def _reader(decoder: _Decoding) -> Callable[[], StreamReader]:
+    """Readers on ``decoder``, whose failures name the other end "the server"."""
+    return lambda: _DecoderReader(decoder(peer="server"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,11 +214,11 @@ def _ai_sdk_body(request: ReplyRequest) -> dict[str, Any]:
 
 
 CLIENTS: dict[str, DialectClient] = {
-    "openai-chat": DialectClient(_chat_body, _ChatReader),
-    "openai-responses": DialectClient(_responses_body, _ResponsesReader),
+    "openai-chat": DialectClient(_chat_body, _reader(ChunkDecoder)),
+    "openai-responses": DialectClient(_responses_body, _reader(ResponsesEventDecoder)),
     "anthropic": DialectClient(
-        _anthropic_body, _AnthropicReader, {"anthropic-version": "2023-06-01"}
+        _anthropic_body, _reader(AnthropicEventDecoder), {"anthropic-version": "2023-06-01"}
     ),
-    "ai-sdk-ui": DialectClient(_ai_sdk_body, _AISDKReader),
+    "ai-sdk-ui": DialectClient(_ai_sdk_body, _reader(_UIMessageStreamDecoder)),
 }
 """By dialect name; a dialect is offered once ``DIALECTS`` lists it too."""

@@ -1,5 +1,6 @@
 """Anthropic Messages stream events in, typed reply events out: the decoder of an
-``anthropic`` upstream (``event_stream.JsonEventDecoder``: pure, failures set as ``error``).
+``anthropic`` upstream and of the terminal client (``event_stream.JsonEventDecoder``: pure,
+failures set as ``error``).
 
 ================================================ =========================================
 ``message_start``                                ``ModelName``; the prompt's tokens kept
@@ -65,9 +66,13 @@ class AnthropicEventDecoder(JsonEventDecoder):
     """Bytes of a streamed Anthropic message in, typed reply events out."""
 
     def __init__(
-        self, secrets: tuple[str, ...] = (), max_event_chars: int = MAX_EVENT_CHARS
+        self,
+        secrets: tuple[str, ...] = (),
+        max_event_chars: int = MAX_EVENT_CHARS,
+        *,
+        peer: str = "upstream",
     ) -> None:
-        super().__init__(secrets, max_event_chars)
+        super().__init__(secrets, max_event_chars, peer=peer)
         self._text = TextJoin()
         self._calls: dict[int, int] = {}
         """The tool_use blocks begun: call index by block index."""

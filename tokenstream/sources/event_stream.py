@@ -1,4 +1,4 @@
-"""What the upstream decoders share: an SSE stream of JSON events in, typed reply events out.
+"""What the stream decoders share: an SSE stream of JSON events in, typed reply events out.
 
 ``JsonEventDecoder`` is pure (response bytes in, ``engine.events`` out, through the WHATWG
 ``SSEDecoder``, which holds a UTF-8 sequence split across reads until it completes). Each
@@ -89,6 +89,11 @@ class JsonEventDecoder:
     and ``close`` return the events before it and set ``error``, so that the text which
     arrived before the failure is still delivered ahead of it. Nothing is read after it.
 
+    ``decode`` takes one event already parsed (the terminal client parses the SSE itself, to
+    show the raw events too); ``feed`` parses bytes and decodes their events with it.
+    ``peer`` names the other end in the failures' messages, types and codes: ``upstream``
+    for tokenstream's upstream source, ``server`` for the terminal client.
+
     A subclass decodes one event (``_event``; it raises ``UpstreamStreamError`` for a
     failure), sets ``done`` at the stream's last event and ``finished`` once the reply's
     ending (its finish reason) came, and gives what it holds back at the end
@@ -96,10 +101,15 @@ class JsonEventDecoder:
     """
 
     def __init__(
-        self, secrets: tuple[str, ...] = (), max_event_chars: int = MAX_EVENT_CHARS
+        self,
+        secrets: tuple[str, ...] = (),
+        max_event_chars: int = MAX_EVENT_CHARS,
+        *,
+        peer: str = "upstream",
     ) -> None:
         self._sse = SSEDecoder(max_event_chars)
         self._secrets = secrets
+        self._peer = peer
         self.events = 0
         self.done = False
         self.finished = False
@@ -114,20 +124,28 @@ class JsonEventDecoder:
         try:
             events = self._sse.feed(data)
         except EventTooLong:
-            self.error = UpstreamStreamError(
-                f"The upstream sent a line or an event longer than {self._sse.max_event_chars} "
+            self.error = self._stream_failure(
+                f"sent a line or an event longer than {self._sse.max_event_chars} "
                 "characters (upstream.max_event_chars).",
-                code="upstream_bad_event",
+                "bad_event",
             )
             return items
         for event in events:
-            self.events += 1
-            try:
-                self._event(event, items)
-            except UpstreamStreamError as exc:
-                self.error = exc
+            items += self.decode(event)
             if self.done or self.error:
                 break
+        return items
+
+    def decode(self, event: ServerSentEvent) -> list[ReplyEvent]:
+        """One event in, its reply events out (none once the stream is done or failed)."""
+        items: list[ReplyEvent] = []
+        if self.done or self.error:
+            return items
+        self.events += 1
+        try:
+            self._event(event, items)
+        except UpstreamStreamError as exc:
+            self.error = exc
         return items
 
     def close(self) -> list[ReplyEvent]:
@@ -138,9 +156,8 @@ class JsonEventDecoder:
             return items
         self._flush(items)
         if not (self.done or self.finished):
-            self.error = UpstreamStreamError(
-                "The upstream closed the stream before the reply was complete.",
-                code="upstream_disconnected",
+            self.error = self._stream_failure(
+                "closed the stream before the reply was complete.", "disconnected"
             )
         return items
 
@@ -154,22 +171,29 @@ class JsonEventDecoder:
         try:
             payload = json.loads(data)
         except ValueError:
-            raise UpstreamStreamError(
-                "The upstream sent an event that is not JSON: " + redact(data[:120], self._secrets),
-                code="upstream_bad_event",
+            raise self._stream_failure(
+                "sent an event that is not JSON: " + redact(data[:120], self._secrets),
+                "bad_event",
             ) from None
         if not isinstance(payload, dict):
-            raise UpstreamStreamError(
-                "The upstream sent an event that is not a JSON object.", code="upstream_bad_event"
-            )
+            raise self._stream_failure("sent an event that is not a JSON object.", "bad_event")
         return payload
+
+    def _stream_failure(self, what: str, code: str) -> UpstreamStreamError:
+        """A failure of the stream itself: what the peer did wrong."""
+        return UpstreamStreamError(
+            f"The {self._peer} {what}",
+            error_type=f"{self._peer}_error",
+            code=f"{self._peer}_{code}",
+        )
 
     def _failure(
         self, message: object, error_type: object = None, code: object = None
     ) -> UpstreamStreamError:
-        """The upstream's own report of a failure, as the client's error (its key redacted)."""
+        """The peer's own report of a failure, as the client's error (its key redacted)."""
+        message = message or f"The {self._peer} reported an error."
         return UpstreamStreamError(
-            redact(str(message) if message else "The upstream reported an error.", self._secrets),
-            error_type=str(error_type) if error_type else "upstream_error",
+            redact(str(message), self._secrets),
+            error_type=str(error_type) if error_type else f"{self._peer}_error",
             code=None if code is None else str(code),
         )

@@ -1,4 +1,5 @@
-"""OpenAI chat-completion chunks in, typed reply events out: the upstream source's decoder.
+"""OpenAI chat-completion chunks in, typed reply events out: the decoder of an upstream
+(and of the terminal client's ``--dialect openai-chat``).
 
 ``ChunkDecoder`` is pure: response bytes in, ``engine.events`` out, through the WHATWG
 ``SSEDecoder``. ``delta.content`` is ``TextDelta``, ``delta.reasoning_content`` (vLLM,
@@ -47,9 +48,13 @@ class ChunkDecoder(JsonEventDecoder):
     """
 
     def __init__(
-        self, secrets: tuple[str, ...] = (), max_event_chars: int = MAX_EVENT_CHARS
+        self,
+        secrets: tuple[str, ...] = (),
+        max_event_chars: int = MAX_EVENT_CHARS,
+        *,
+        peer: str = "upstream",
     ) -> None:
-        super().__init__(secrets, max_event_chars)
+        super().__init__(secrets, max_event_chars, peer=peer)
         self._model: str | None = None
         self._text = TextJoin()
         self._open_calls: list[int] = []

@@ -1,6 +1,6 @@
 """OpenAI Responses stream events in, typed reply events out: the decoder of an
-``openai-responses`` upstream (``event_stream.JsonEventDecoder``: pure, failures set as
-``error``).
+``openai-responses`` upstream and of the terminal client (``event_stream.JsonEventDecoder``:
+pure, failures set as ``error``).
 
 =========================================== ==============================================
 ``response.created``                        ``ModelName``
@@ -59,9 +59,13 @@ class ResponsesEventDecoder(JsonEventDecoder):
     """Bytes of a streamed Responses answer in, typed reply events out."""
 
     def __init__(
-        self, secrets: tuple[str, ...] = (), max_event_chars: int = MAX_EVENT_CHARS
+        self,
+        secrets: tuple[str, ...] = (),
+        max_event_chars: int = MAX_EVENT_CHARS,
+        *,
+        peer: str = "upstream",
     ) -> None:
-        super().__init__(secrets, max_event_chars)
+        super().__init__(secrets, max_event_chars, peer=peer)
         self._model: str | None = None
         self._text = TextJoin()
         self._calls: dict[int, int] = {}
@@ -176,7 +180,7 @@ class ResponsesEventDecoder(JsonEventDecoder):
         error = response.get("error") if isinstance(response, dict) else None
         if isinstance(error, dict):
             raise self._failure(error.get("message"), "upstream_error", error.get("code"))
-        raise self._failure("The upstream reported that the response failed.")
+        raise self._failure(f"The {self._peer} reported that the response failed.")
 
 
 def _string(value: Any) -> str:
