@@ -7,12 +7,20 @@ there, or by the ``X-Tokenstream-Profile`` header, else the config's default app
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tokenstream.config import Config
+from tokenstream.engine.faults import (
+    ChaosSequences,
+    Fault,
+    FaultSpecError,
+    parse_chaos,
+    parse_faults,
+)
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.errors import InvalidRequest
 
@@ -23,6 +31,7 @@ __all__ = [
     "SourceName",
     "invalid_request",
     "parse_overrides",
+    "resolve_faults",
     "resolve_profile",
 ]
 
@@ -45,10 +54,14 @@ class PacingOverrides(BaseModel):
     pause_ms: float | None = None
     newline_pause_ms: float | None = None
     max_buffer_ms: float | None = None
+    # faults (engine/faults.py): validated by the profile's validators when applied
+    fault: str | None = None
+    chaos: str | None = None
 
 
 PACING_FIELDS = tuple(name for name in PacingProfile.model_fields if name != "description")
-"""The fields a request may override: every field of a profile but its description."""
+"""The fields a request may override: every field of a profile but its description (a
+request's ``fault`` and ``chaos`` are validated as the profile's are)."""
 
 NO_OVERRIDES = PacingOverrides()
 """A request that overrides nothing (shared: the model is frozen)."""
@@ -128,3 +141,28 @@ def _overridden(profile: PacingProfile, changes: tuple[tuple[str, Any], ...]) ->
     # Profiles are frozen: streams asking for the same overrides share one (a profile is
     # about 1 KiB, kept for as long as its stream is open).
     return PacingProfile.model_validate({**profile.model_dump(), **dict(changes)})
+
+
+def resolve_faults(
+    overrides: PacingOverrides,
+    profile: PacingProfile,
+    headers: Mapping[str, str],
+    chaos: ChaosSequences,
+    rule_fault: str | None = None,
+) -> tuple[Fault, ...]:
+    """The faults injected into one reply: the request's (``tokenstream.fault`` or
+    ``fault=``), else the ``X-Tokenstream-Fault`` header's, else the matched rule's, else
+    the profile's; when none is named, seeded chaos in the same order (drawn from
+    ``chaos``, the app's sequences)."""
+    header = headers.get("X-Tokenstream-Fault")
+    header_chaos = headers.get("X-Tokenstream-Chaos")
+    try:
+        named = overrides.fault or header or rule_fault or profile.fault
+        if named:
+            return parse_faults(named)
+        chaos_spec = overrides.chaos or header_chaos or profile.chaos
+        return chaos.draw(parse_chaos(chaos_spec)) if chaos_spec else ()
+    except FaultSpecError as exc:  # (the request's own were checked with the profile)
+        param = "X-Tokenstream-Fault" if header else "X-Tokenstream-Chaos"
+        raise InvalidRequest(f"Invalid value for '{param}': {exc}.", param=param,
+                             code="invalid_value") from None

@@ -21,7 +21,9 @@ __all__ = [
     "unbind_record",
 ]
 
-Outcome = Literal["", "completed", "disconnected", "stalled", "shutdown", "time_limit", "failed"]
+Outcome = Literal[
+    "", "completed", "disconnected", "stalled", "shutdown", "time_limit", "failed", "fault"
+]
 """How a stream ended; a request that streamed nothing is logged as ``ok`` or ``error``."""
 
 
@@ -44,6 +46,8 @@ class AccessRecord:
     tokens: int = 0
     """Completion tokens written to the client."""
     outcome: Outcome = ""
+    fault: str = ""
+    """The injected fault that ended or changed the stream (its spec), if any."""
     peak_buffered: int = 0
     """Largest output queue of the stream, in bytes (logged when a client stalled)."""
 

@@ -18,15 +18,29 @@ A spec is one or more faults separated by commas; each is ``KIND[:ARG[:ARG]][@WH
 
 WHEN is a token count (``@40``: after 40 tokens of the reply) or a time since the stream
 started (``@2.5s``, ``@800ms``). DURATION is a time (``5s``, ``250ms``).
+
+Seeded chaos (``parse_chaos``: ``seed=7,error=0.1,truncate=0.05``) draws faults at random
+with a chance per kind; the k-th stream under one seed gets the same faults in every run.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["FAULT_KINDS", "Fault", "FaultKind", "FaultSpecError", "When", "parse_faults"]
+__all__ = [
+    "FAULT_KINDS",
+    "Chaos",
+    "ChaosSequences",
+    "Fault",
+    "FaultKind",
+    "FaultSpecError",
+    "When",
+    "parse_chaos",
+    "parse_faults",
+]
 
 FaultKind = Literal["error", "truncate", "reset", "stall", "malformed", "duplicate",
                     "slow_headers"]
@@ -154,3 +168,93 @@ def parse_faults(spec: str) -> tuple[Fault, ...]:
     if len(before) > 1:
         raise FaultSpecError(f"fault spec {spec!r}: only one error can answer the request")
     return faults
+
+
+# -- seeded chaos ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Chaos:
+    """Faults drawn at random, each kind with its probability, from a seeded sequence: the
+    k-th stream under one seed gets the same faults in every run."""
+
+    seed: int
+    chances: tuple[tuple[FaultKind, float], ...]
+
+    def __str__(self) -> str:
+        return ",".join([f"seed={self.seed}", *(f"{kind}={p:g}" for kind, p in self.chances)])
+
+    def draw(self, number: int) -> tuple[Fault, ...]:
+        """The faults of the ``number``-th stream (0, 1, ...) under this chaos."""
+        rng = random.Random(f"{self.seed}:{number}")
+        faults: list[Fault] = []
+        for kind, chance in self.chances:
+            # every kind takes the same draws whether it fires or not: a change of one
+            # kind's chance leaves the others' sequence as it was
+            fires = rng.random() < chance
+            tokens = rng.randint(1, 40)
+            status = rng.choice(_CHAOS_STATUSES)
+            seconds = round(rng.uniform(0.5, 3.0), 1)
+            before_the_stream = rng.random() < 0.5
+            if not fires:
+                continue
+            if kind == "error":
+                when = START if before_the_stream else When(tokens=tokens)
+                faults.append(Fault("error", when, status=status))
+            elif kind in ("stall", "slow_headers"):
+                when = START if kind == "slow_headers" else When(tokens=tokens)
+                faults.append(Fault(kind, when, duration=seconds))
+            else:
+                faults.append(Fault(kind, When(tokens=tokens)))
+        return tuple(faults)
+
+
+_CHAOS_STATUSES = (429, 500, 503)
+
+
+def parse_chaos(spec: str) -> Chaos:
+    """``seed=7,error=0.1,truncate=0.05``: a seed and a chance (0-1) per fault kind."""
+    seed: int | None = None
+    chances: dict[FaultKind, float] = {}
+    for part in spec.split(","):
+        name, equals, value = part.strip().partition("=")
+        if not equals:
+            raise FaultSpecError(f"chaos {spec!r}: write name=value pairs, e.g. seed=7,error=0.1")
+        if name == "seed":
+            try:
+                seed = int(value)
+            except ValueError:
+                raise FaultSpecError(f"chaos {spec!r}: seed={value!r} is not an integer") from None
+            continue
+        kind = next((known for known in FAULT_KINDS if known == name), None)
+        if kind is None:
+            raise FaultSpecError(
+                f"chaos {spec!r}: unknown kind {name!r}; the kinds are {', '.join(FAULT_KINDS)}"
+            )
+        try:
+            chance = float(value)
+        except ValueError:
+            chance = -1.0
+        if not 0.0 <= chance <= 1.0:
+            raise FaultSpecError(f"chaos {spec!r}: {name}={value} is not a chance from 0 to 1")
+        chances[kind] = chance
+    if seed is None:
+        raise FaultSpecError(f"chaos {spec!r}: give a seed (seed=7), so a run can be repeated")
+    if not chances:
+        raise FaultSpecError(f"chaos {spec!r}: give at least one kind's chance, e.g. error=0.1")
+    return Chaos(seed, tuple((kind, chances[kind]) for kind in FAULT_KINDS if kind in chances))
+
+
+class ChaosSequences:
+    """How many streams each chaos seed has served (per process): the next one's number."""
+
+    def __init__(self, max_seeds: int = 1024) -> None:
+        self._served: dict[int, int] = {}
+        self._max_seeds = max_seeds
+
+    def draw(self, chaos: Chaos) -> tuple[Fault, ...]:
+        number = self._served.pop(chaos.seed, 0)
+        if len(self._served) >= self._max_seeds:  # the seed served longest ago is forgotten
+            del self._served[next(iter(self._served))]
+        self._served[chaos.seed] = number + 1
+        return chaos.draw(number)

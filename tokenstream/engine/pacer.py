@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tokenstream.engine.faults import FaultSpecError, parse_chaos, parse_faults
 from tokenstream.engine.tokenizer import Piece
 
 __all__ = ["PacingProfile", "Schedule", "catch_up_gap", "chunked", "timed"]
@@ -67,6 +68,35 @@ class PacingProfile(BaseModel):
         le=600_000,
         description="live sources: longest a token waits after it arrived; null = no limit",
     )
+
+    fault: str | None = Field(
+        default=None, max_length=1000,
+        description="faults injected into every stream of the profile (engine/faults.py)",
+    )
+    chaos: str | None = Field(
+        default=None, max_length=1000,
+        description="seeded random faults, e.g. seed=7,error=0.1,truncate=0.05",
+    )
+
+    @field_validator("fault")
+    @classmethod
+    def _fault_spec(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_faults(value)
+            except FaultSpecError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("chaos")
+    @classmethod
+    def _chaos_spec(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_chaos(value)
+            except FaultSpecError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("tokens_per_second", mode="before")
     @classmethod

@@ -190,6 +190,7 @@ class Playout:
                     break
         except Exception as exc:  # what was produced goes out; then the task reports it
             self._failure = exc
+            item = None  # and nothing after it (an injected fault that ends the stream)
         self._next = item
         self.tokens += tokens
         self._stats.events_sent += len(writes)

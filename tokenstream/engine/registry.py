@@ -24,7 +24,7 @@ from tokenstream.errors import TooManyRequests, Unavailable
 
 __all__ = ["StopReason", "StreamControl", "StreamRegistry"]
 
-StopReason = Literal["shutdown", "time_limit"]
+StopReason = Literal["shutdown", "time_limit", "fault"]
 
 
 class StreamControl:

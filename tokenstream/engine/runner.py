@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, TypeVar
@@ -31,9 +31,12 @@ from tokenstream.engine.accounting import AccessRecord, StreamStats, current_rec
 from tokenstream.engine.clock import Cancellable, LoopClock, TimerClock
 from tokenstream.engine.endings import Accounting
 from tokenstream.engine.events import ReplyEncoder, ReplyError, ReplyEvent
+from tokenstream.engine.faults import Fault
+from tokenstream.engine.injection import FaultReached, FaultyEncoder, StallGate, fault_error
+from tokenstream.engine.playout import EventSink
 from tokenstream.engine.registry import StopReason, StreamControl, StreamRegistry
 from tokenstream.errors import InvalidRequest, RequestError, Unavailable, UpstreamStreamError
-from tokenstream.sse.transport import PING, ClientGone, SSEResponse
+from tokenstream.sse.transport import PING, ClientGone, SSEResponse, reset_connection
 
 __all__ = [
     "SHUTTING_DOWN",
@@ -80,7 +83,7 @@ class Reply(Protocol):
         whose silences and duration are real time whatever clock paces the text."""
         ...
 
-    def play(self, sse: SSEResponse, encoder: ReplyEncoder) -> Awaitable[ReplyError | None]:
+    def play(self, sse: EventSink, encoder: ReplyEncoder) -> Awaitable[ReplyError | None]:
         """Write every event at its deadline; the source's failure, if it failed."""
         ...
 
@@ -188,6 +191,7 @@ class Runner:
         *,
         answer_within: float | None = None,
         headers: Mapping[str, str] | None = None,
+        faults: Sequence[Fault] = (),
     ) -> web.StreamResponse:
         """Admit, start, and stream a reply to ``request`` in ``encoder``'s wire format.
 
@@ -195,8 +199,16 @@ class Runner:
         time to answer), the stream begins anyway, with its headers and then heartbeats, so
         that no proxy in between gives up on a silent connection; a failure from there on is
         the dialect's error event instead of an HTTP status. ``headers``: the dialect's own
-        response headers, besides the SSE ones.
+        response headers, besides the SSE ones. ``faults``: injected (``engine.injection``):
+        an error at the start answers before anything is admitted or asked of a source.
         """
+        at_start = _answer_fault(faults)
+        if at_start is not None:
+            raise fault_error(at_start)
+        started = self.clock.now()
+        slow_headers = sum(f.duration or 0.0 for f in faults if f.kind == "slow_headers")
+        if slow_headers:
+            answer_within = None  # not even headers before then
         control = self.registry.open(self.client_of(request))
         answering: asyncio.Task[Reply] | None = None
         reply: Reply | None
@@ -206,6 +218,8 @@ class Runner:
             else:
                 answering = asyncio.ensure_future(start())
                 reply = await _started(control, partial(_within, answering, answer_within))
+            if slow_headers:
+                await _started(control, partial(self.clock.sleep_until, started + slow_headers))
         except BaseException:
             if answering is not None:
                 answering.cancel()
@@ -222,6 +236,14 @@ class Runner:
             headers=headers,
         )
         watch: StreamWatch | None = None
+        sink: EventSink = sse
+        heartbeat_sink: _Heartbeat = sse
+        injected: _Injected | None = None
+        if faults:
+            gate = StallGate(sse, self.clock)
+            encoder = FaultyEncoder(encoder, _in_stream(faults), gate)
+            injected = _Injected(encoder, gate, control)
+            sink, heartbeat_sink = gate, gate.heartbeats
         try:
             async with Accounting(
                 self.stats, sse, encoder, record, request.path, limits.send_timeout_s
@@ -230,15 +252,18 @@ class Runner:
                 record.status = sse.response.status
                 clock = LoopClock() if reply is None else reply.watch_clock
                 watch = StreamWatch(
-                    clock, control, sink=sse, heartbeat=limits.heartbeat_s,
+                    clock, control, sink=heartbeat_sink, heartbeat=limits.heartbeat_s,
                     limit=self._deadline(clock),
                 )
+                reset = False
                 try:
                     with control.interruptible():
+                        if injected is not None:
+                            injected.begin(faults, clock, started)
                         if reply is None:
                             assert answering is not None
                             reply = await _answered(answering)
-                        failure = await reply.play(sse, encoder)
+                        failure = await reply.play(sink, encoder)
                     if failure is not None:
                         raise UpstreamStreamError(
                             failure.message, error_type=failure.error_type, code=failure.code
@@ -246,14 +271,26 @@ class Runner:
                     ending = b"".join(encoder.event(e) for e in reply.closing_events())
                     ending += encoder.end()
                     record.outcome = "completed"
+                except FaultReached as reached:
+                    ending, reset = _fault_ending(reached, encoder, record)
                 except asyncio.CancelledError:
                     reason = control.consume_stop()
                     if reason is None:
                         raise  # the client left
-                    ending = self._cut_short(reason, encoder, record)
+                    if reason == "fault" and injected is not None and injected.reached:
+                        ending, reset = _fault_ending(injected.reached, encoder, record)
+                    else:
+                        ending = self._cut_short(reason, encoder, record)
                 finally:
                     record.tokens = 0 if reply is None else reply.tokens
-                await sse.close(ending)
+                    if injected is not None:
+                        injected.cancel()
+                if reset:
+                    if ending:
+                        await sse.send(ending)
+                    sse.reset()
+                else:
+                    await sse.close(ending)
         finally:
             if watch is not None:
                 watch.cancel()
@@ -285,16 +322,34 @@ class Runner:
         work: Callable[[], Awaitable[T]],
         *,
         clock: TimerClock | None = None,
+        faults: Sequence[Fault] = (),
     ) -> T:
         """A reply answered whole: admitted, limited in time and stopped at shutdown as a
         stream is; a stop answers the error (400 time limit, 503 shutdown). ``clock``: the
-        time limit's, when ``work`` waits on another than the pacing clock."""
+        time limit's, when ``work`` waits on another than the pacing clock. ``faults``: an
+        error (at any point: nothing is sent before the whole answer) answers its status;
+        ``slow_headers`` and ``stall`` delay the answer; ``truncate`` and ``reset`` drop the
+        connection without one; ``malformed`` and ``duplicate`` have no whole form."""
+        error = next((fault for fault in faults if fault.kind == "error"), None)
+        if error is not None:
+            raise fault_error(error)
         control = self.registry.open(self.client_of(request))
         clock = clock or self.clock
         watch = StreamWatch(clock, control, limit=self._deadline(clock))
+        delay = sum(f.duration or 0.0 for f in faults if f.kind in ("slow_headers", "stall"))
         try:
             with control.interruptible():
-                return await work()
+                answer = await work()
+                if delay:
+                    await self.clock.sleep_until(self.clock.now() + delay)
+                dropped = next((f for f in faults if f.kind in ("truncate", "reset")), None)
+                if dropped is not None:
+                    current_record().fault = str(dropped)
+                    if dropped.kind == "reset":
+                        reset_connection(request)
+                    elif request.transport is not None:
+                        request.transport.abort()
+                return answer
         except asyncio.CancelledError:
             reason = control.consume_stop()
             if reason is None:
@@ -333,3 +388,73 @@ async def _answered(answering: asyncio.Task[Reply]) -> Reply:
             error.message, error_type=error.error_type, code=error.code
         ) from None
     # (a cancellation of the stream's task reaches ``answering`` too: the request is dropped)
+
+
+# -- injected faults -------------------------------------------------------------------------
+
+
+def _answer_fault(faults: Sequence[Fault]) -> Fault | None:
+    """The error that answers the request itself, before the stream begins."""
+    return next((f for f in faults if f.kind == "error" and f.when.at_start), None)
+
+
+def _in_stream(faults: Sequence[Fault]) -> list[Fault]:
+    """The faults the encoder acts on at their token counts (not at the start: the runner's)."""
+    return [
+        fault for fault in faults
+        if fault.when.tokens is not None and fault.kind != "slow_headers"
+        and not (fault.when.tokens == 0 and fault.kind in ("truncate", "reset", "stall"))
+    ]
+
+
+class _Injected:
+    """One stream's faults that the runner acts on itself: at the start, and at times."""
+
+    __slots__ = ("_control", "_encoder", "_gate", "_timers", "reached")
+
+    def __init__(self, encoder: FaultyEncoder, gate: StallGate, control: StreamControl) -> None:
+        self._encoder = encoder
+        self._gate = gate
+        self._control = control
+        self._timers: list[Cancellable] = []
+        self.reached: FaultReached | None = None
+
+    def begin(self, faults: Sequence[Fault], clock: TimerClock, started: float) -> None:
+        """The stream began (its headers are out): faults at token 0 act now, faults at a
+        time get a timer on the stream's clock."""
+        for fault in faults:
+            if fault.when.tokens == 0 and fault.kind in ("truncate", "reset"):
+                raise FaultReached(fault)
+            if fault.when.tokens == 0 and fault.kind == "stall":
+                self._gate.stall(fault.duration or 0.0, heartbeats=fault.heartbeats)
+            elif fault.when.seconds is not None and fault.kind != "slow_headers":
+                self._timers.append(
+                    clock.call_at(started + fault.when.seconds, partial(self._due, fault))
+                )
+
+    def _due(self, fault: Fault) -> None:
+        if fault.kind in ("error", "truncate", "reset"):
+            self.reached = FaultReached(fault)
+            self._control.stop("fault")
+        else:
+            self._encoder.arm(fault)
+
+    def cancel(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+
+def _fault_ending(
+    reached: FaultReached, encoder: ReplyEncoder, record: AccessRecord
+) -> tuple[bytes, bool]:
+    """How a stream ends at a fault: the event that reached it, then the dialect's error
+    event (``error``) or nothing more (``truncate``: the body ends; ``reset``: the
+    connection is reset, the second value)."""
+    fault = reached.fault
+    record.outcome = "fault"
+    record.fault = str(fault)
+    if fault.kind == "error":
+        error = fault_error(fault)
+        return reached.pending + encoder.error(error.message, error.error_type, error.code), False
+    return reached.pending, fault.kind == "reset"

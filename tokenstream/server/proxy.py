@@ -30,11 +30,12 @@ from aiohttp import web
 
 from tokenstream.dialects.catalog import PromptCounted
 from tokenstream.dialects.openai_chat import ProxyRequest
-from tokenstream.dialects.overrides import PacingOverrides, resolve_profile
+from tokenstream.dialects.overrides import PacingOverrides, resolve_faults, resolve_profile
 from tokenstream.dialects.stream_query import StreamRequest, encoder_for, prompt_counted
 from tokenstream.engine.accounting import current_record
 from tokenstream.engine.clock import LoopClock
 from tokenstream.engine.events import ReplyContent, ReplyEncoder, ReplyEvent, Usage
+from tokenstream.engine.faults import Fault
 from tokenstream.engine.live import LiveReply
 from tokenstream.engine.messages import ChatMessage, Conversation
 from tokenstream.engine.pacer import PacingProfile
@@ -88,17 +89,19 @@ def client_key(request: web.Request, state: AppState) -> str | None:
     return None
 
 
-def _profile(
+def _pacing(
     request: web.Request, state: AppState, overrides: PacingOverrides, prefix: str
-) -> PacingProfile:
+) -> tuple[PacingProfile, tuple[Fault, ...]]:
+    """The proxied reply's pacing profile and the faults injected into it."""
     config = state.config
-    return resolve_profile(
+    profile = resolve_profile(
         config,
         overrides,
         header_profile=request.headers.get("X-Tokenstream-Profile"),
         prefix=prefix,
         default=config.upstream.profile,
     )
+    return profile, resolve_faults(overrides, profile, request.headers, state.chaos)
 
 
 async def forwarded(
@@ -113,13 +116,15 @@ async def forwarded(
     """A request in the upstream's own dialect: the client's body, the upstream's answer."""
     key = client_key(request, state)
     body = proxied.body if proxied.raw is None else proxied.raw
+    profile, faults = _pacing(request, state, proxied.overrides, "tokenstream.")
     if not proxied.stream:
         return await state.runner.whole(
-            request, partial(client.forward, body, key), clock=LoopClock()
+            request, partial(client.forward, body, key), clock=LoopClock(), faults=faults
         )
-    profile = _profile(request, state, proxied.overrides, "tokenstream.")
     prompt = None if shown is None else _Prompt(shown, ())
-    return await _stream_live(request, state, encoder, _Ask(client, body, key), profile, prompt)
+    return await _stream_live(
+        request, state, encoder, _Ask(client, body, key), profile, prompt, faults=faults
+    )
 
 
 async def translated(
@@ -143,17 +148,19 @@ async def translated(
         upstream_body(state.config.upstream.dialect, conversation),
         client_key(request, state),
     )
+    profile, faults = _pacing(request, state, overrides, "tokenstream.")
     if not stream and answer is not None:
         content = await state.runner.whole(
-            request, partial(_read_whole, ask), clock=LoopClock()
+            request, partial(_read_whole, ask), clock=LoopClock(), faults=faults
         )
         usage = content.usage or await _counted_usage(state, conversation.messages, content)
         current_record().tokens = usage.completion_tokens
         model = content.model or conversation.model
         return web.json_response(answer(model, content, usage))
-    profile = _profile(request, state, overrides, "tokenstream.")
     prompt = None if shown is None else _Prompt(shown, conversation.messages)
-    return await _stream_live(request, state, encoder, ask, profile, prompt, headers)
+    return await _stream_live(
+        request, state, encoder, ask, profile, prompt, headers, faults=faults
+    )
 
 
 async def stream_query(
@@ -169,7 +176,7 @@ async def stream_query(
             param="model",
             code="missing_required_parameter",
         )
-    profile = _profile(request, state, query.overrides, "")
+    profile, faults = _pacing(request, state, query.overrides, "")
     conversation = Conversation(model, [ChatMessage("user", query.prompt)], query.max_tokens)
     body = upstream_body(
         config.upstream.dialect, conversation, include_usage=query.include_usage
@@ -181,7 +188,9 @@ async def stream_query(
     counted = prompt_counted(encoder)
     prompt = None if counted is None else _Prompt(counted, conversation.messages)
     headers = dict(query.dialect.headers) if query.dialect is not None else None
-    return await _stream_live(request, state, encoder, ask, profile, prompt, headers)
+    return await _stream_live(
+        request, state, encoder, ask, profile, prompt, headers, faults=faults
+    )
 
 
 async def _stream_live(
@@ -192,6 +201,8 @@ async def _stream_live(
     profile: PacingProfile,
     prompt: _Prompt | None,
     headers: Mapping[str, str] | None = None,
+    *,
+    faults: tuple[Fault, ...] = (),
 ) -> web.StreamResponse:
     """The upstream's reply, re-paced, through the runner; heartbeats begin while the
     upstream takes its time to answer."""
@@ -201,6 +212,7 @@ async def _stream_live(
         partial(_live, state, ask, profile, prompt),
         answer_within=state.config.server.heartbeat_s,
         headers=headers,
+        faults=faults,
     )
 
 

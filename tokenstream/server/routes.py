@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from urllib.parse import quote
 
@@ -35,10 +36,11 @@ from tokenstream.dialects.openai_responses import (
     parse_responses,
     response_body,
 )
-from tokenstream.dialects.overrides import PacingOverrides, resolve_profile
+from tokenstream.dialects.overrides import PacingOverrides, resolve_faults, resolve_profile
 from tokenstream.dialects.stream_query import encoder_for, parse_stream_query, prompt_counted
 from tokenstream.engine.accounting import current_record
 from tokenstream.engine.events import ReplyContent, ReplySource
+from tokenstream.engine.faults import Fault
 from tokenstream.engine.messages import ChatMessage, Conversation, ToolSpec
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.engine.reply import (
@@ -233,18 +235,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             request, state, client, conversation, overrides=parsed.overrides,
             stream=parsed.stream, encoder=encoder, answer=completion_body,
         )
-    _check_model(config, parsed.model)
-    profile = resolve_profile(
-        config,
-        parsed.overrides,
-        header_profile=request.headers.get("X-Tokenstream-Profile"),
-        prefix="tokenstream.",
-    )
-    source = _pick_source(state, parsed.overrides)
-    # partials, not closures: an open stream keeps its handler's frame, and a closure would
-    # turn each variable it uses into a cell object (memory and GC work per stream)
-    start = partial(
-        _scheduled, state, source, parsed.messages, profile, parsed.max_tokens, "messages"
+    scripted = _scripted_start(
+        request, state, model=parsed.model, overrides=parsed.overrides,
+        messages=parsed.messages, max_tokens=parsed.max_tokens, prompt_param="messages",
     )
     if parsed.stream:
         encoder = OpenAIChunkFormat(
@@ -252,8 +245,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             include_usage=parsed.include_usage,
             sentinel=config.server.sentinel,
         )
-        return await state.runner.stream(request, encoder, start)
-    progress, content = await _whole(request, state, start)
+        return await state.runner.stream(request, encoder, scripted.start, faults=scripted.faults)
+    progress, content = await _whole(request, state, scripted)
     return web.json_response(completion_body(parsed.model, content, progress.usage))
 
 
@@ -266,6 +259,14 @@ async def _counted(
     return reply
 
 
+@dataclass(frozen=True, slots=True)
+class _Scripted:
+    """How a reply from the scripted or echo source starts, and the faults injected into it."""
+
+    start: Callable[[], Awaitable[ScheduledReply]]
+    faults: tuple[Fault, ...]
+
+
 def _scripted_start(
     request: web.Request,
     state: AppState,
@@ -275,8 +276,7 @@ def _scripted_start(
     messages: list[ChatMessage],
     max_tokens: int | None,
     prompt_param: str,
-) -> Callable[[], Awaitable[ScheduledReply]]:
-    """How a dialect's reply from the scripted or echo source starts."""
+) -> _Scripted:
     config = state.config
     _check_model(config, model)
     profile = resolve_profile(
@@ -285,15 +285,21 @@ def _scripted_start(
         header_profile=request.headers.get("X-Tokenstream-Profile"),
         prefix="tokenstream.",
     )
+    faults = resolve_faults(overrides, profile, request.headers, state.chaos)
     source = _pick_source(state, overrides)
-    return partial(_scheduled, state, source, messages, profile, max_tokens, prompt_param)
+    # partials, not closures: an open stream keeps its handler's frame, and a closure would
+    # turn each variable it uses into a cell object (memory and GC work per stream)
+    start = partial(_scheduled, state, source, messages, profile, max_tokens, prompt_param)
+    return _Scripted(start, faults)
 
 
 async def _whole(
-    request: web.Request, state: AppState, start: Callable[[], Awaitable[ScheduledReply]]
+    request: web.Request, state: AppState, scripted: _Scripted
 ) -> tuple[ReplyProgress, ReplyContent]:
     """A reply answered whole: its progress (usage) and its content (with the finish)."""
-    reply, content = await state.runner.whole(request, partial(_complete, state, start))
+    reply, content = await state.runner.whole(
+        request, partial(_complete, state, scripted.start), faults=scripted.faults
+    )
     current_record().tokens = reply.progress.completion_tokens
     return reply.progress, content
 
@@ -318,13 +324,15 @@ async def responses(request: web.Request) -> web.StreamResponse:
             stream=parsed.stream, encoder=ResponsesFormat(model=conversation.model),
             answer=response_body,
         )
-    start = _scripted_start(
+    scripted = _scripted_start(
         request, state, model=parsed.model, overrides=parsed.overrides,
         messages=parsed.messages, max_tokens=parsed.max_output_tokens, prompt_param="input",
     )
     if parsed.stream:
-        return await state.runner.stream(request, ResponsesFormat(model=parsed.model), start)
-    progress, content = await _whole(request, state, start)
+        return await state.runner.stream(
+            request, ResponsesFormat(model=parsed.model), scripted.start, faults=scripted.faults
+        )
+    progress, content = await _whole(request, state, scripted)
     return web.json_response(response_body(parsed.model, content, progress.usage))
 
 
@@ -348,14 +356,16 @@ async def messages(request: web.Request) -> web.StreamResponse:
             request, state, client, conversation, overrides=parsed.overrides,
             stream=parsed.stream, encoder=encoder, answer=message_body, shown=encoder,
         )
-    start = _scripted_start(
+    scripted = _scripted_start(
         request, state, model=parsed.model, overrides=parsed.overrides,
         messages=parsed.messages, max_tokens=parsed.max_tokens, prompt_param="messages",
     )
     if parsed.stream:
         encoder = AnthropicMessagesFormat(model=parsed.model)
-        return await state.runner.stream(request, encoder, partial(_counted, start, encoder))
-    progress, content = await _whole(request, state, start)
+        return await state.runner.stream(
+            request, encoder, partial(_counted, scripted.start, encoder), faults=scripted.faults
+        )
+    progress, content = await _whole(request, state, scripted)
     return web.json_response(message_body(parsed.model, content, progress.usage))
 
 
@@ -373,11 +383,14 @@ async def ai_sdk_chat(request: web.Request) -> web.StreamResponse:
             request, state, client, conversation, overrides=parsed.overrides, stream=True,
             encoder=encoder, answer=None, headers=UI_MESSAGE_STREAM_HEADERS,
         )
-    start = _scripted_start(
+    scripted = _scripted_start(
         request, state, model=model, overrides=parsed.overrides,
         messages=parsed.messages, max_tokens=None, prompt_param="messages",
     )
-    return await state.runner.stream(request, encoder, start, headers=UI_MESSAGE_STREAM_HEADERS)
+    return await state.runner.stream(
+        request, encoder, scripted.start, headers=UI_MESSAGE_STREAM_HEADERS,
+        faults=scripted.faults,
+    )
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -401,6 +414,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     profile = resolve_profile(
         config, query.overrides, header_profile=request.headers.get("X-Tokenstream-Profile")
     )
+    faults = resolve_faults(query.overrides, profile, request.headers, state.chaos)
     encoder = encoder_for(query, model, config.server.sentinel)
     source = _pick_source(state, query.overrides)
     headers = dict(query.dialect.headers) if query.dialect is not None else None
@@ -416,7 +430,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     counted = prompt_counted(encoder)
     if counted is not None:
         start = partial(_counted, start, counted)
-    return await state.runner.stream(request, encoder, start, headers=headers)
+    return await state.runner.stream(request, encoder, start, headers=headers, faults=faults)
 
 
 async def dialects(request: web.Request) -> web.Response:

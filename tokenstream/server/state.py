@@ -3,7 +3,7 @@ handler reads, and the metrics registry."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -12,6 +12,7 @@ from tokenstream.config import Config
 from tokenstream.engine.accounting import StreamStats
 from tokenstream.engine.clock import TimerClock
 from tokenstream.engine.events import ReplySource
+from tokenstream.engine.faults import ChaosSequences
 from tokenstream.engine.lateness import LatenessHistogram
 from tokenstream.engine.registry import StreamRegistry
 from tokenstream.engine.runner import Runner
@@ -32,6 +33,8 @@ class AppState:
     streams: StreamRegistry
     runner: Runner
     keys: KeyChecker
+    chaos: ChaosSequences = field(default_factory=ChaosSequences)
+    """How many streams each chaos seed has served: the next one's faults."""
 
 
 CONFIG = web.AppKey("config", Config)

@@ -15,6 +15,8 @@ connection is aborted, which frees the queue and the socket.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from asyncio import timeout as _timeout
 from collections.abc import Mapping
 from typing import Protocol
@@ -54,6 +56,18 @@ def head_response(headers: Mapping[str, str] | None = None) -> web.Response:
     ``GET`` gets (``headers``: a dialect's own), no body (HTTP forbids one), no stream
     started and nothing sent upstream."""
     return web.Response(headers={**SSE_HEADERS, **(headers or {})})
+
+
+def reset_connection(request: web.Request) -> None:
+    """Reset ``request``'s connection (TCP RST, as a crashed peer or a middlebox does): a
+    zero linger time makes closing the socket send RST instead of FIN."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 class Now(Protocol):
@@ -194,6 +208,10 @@ class SSEResponse:
         return not transport.get_write_buffer_size() and (
             self.max_buffered is None or size <= self.max_buffered
         )
+
+    def reset(self) -> None:
+        """Reset the connection (TCP RST), dropping whatever is queued for it."""
+        reset_connection(self.request)
 
     def abort(self) -> None:
         """Drop the connection and everything queued for it (after a stall)."""

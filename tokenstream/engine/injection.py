@@ -1,0 +1,217 @@
+"""Faults injected into one stream, the same way for every dialect and every source.
+
+``FaultyEncoder`` wraps the dialect's encoder and counts the reply's tokens as its events
+are made (text pieces by their tokens; a reasoning or tool-call fragment as one). When a
+fault's token count is reached it changes that event (``duplicate``: sent twice;
+``malformed``: its JSON cut short), starts a stall (``StallGate``), or raises
+``FaultReached`` for a fault that ends the stream (``error``, ``truncate``, ``reset``),
+carrying the bytes of the event that reached it: the runner sends them, then ends the
+stream the fault's way. A fault at a time (``@2.5s``) is the runner's timer, which acts the
+same way through ``FaultyEncoder.arm``.
+
+``StallGate`` stands between the reply and the connection: while a stall lasts, writes wait
+(the playout hands its events to the stream's task, which sleeps until the stall ends), so
+the events that fell due meanwhile then arrive together, as after a real stall. A silent
+stall also holds the heartbeats back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from tokenstream.engine.clock import Clock
+from tokenstream.engine.events import (
+    ReasoningDelta,
+    ReplyEncoder,
+    ReplyEvent,
+    ToolCallDelta,
+)
+from tokenstream.engine.faults import Fault
+from tokenstream.engine.playout import EventSink
+from tokenstream.engine.tokenizer import Piece
+from tokenstream.errors import RequestError
+
+__all__ = ["FaultReached", "FaultyEncoder", "StallGate", "fault_error"]
+
+_ENDING = frozenset({"error", "truncate", "reset"})
+
+# (error type, code) of an injected error, by status; the dialect maps the type to its own
+_ERROR_KINDS = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("authentication_error", "invalid_api_key"),
+    403: ("permission_error", "permission_denied"),
+    404: ("not_found_error", "not_found"),
+    408: ("timeout_error", "request_timeout"),
+    413: ("request_too_large", "request_too_large"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    500: ("server_error", "internal_error"),
+    502: ("server_error", "bad_gateway"),
+    503: ("server_error", "service_unavailable"),
+    504: ("timeout_error", "gateway_timeout"),
+    529: ("overloaded_error", "overloaded"),
+}
+
+RETRY_AFTER_S = 1
+"""``Retry-After`` of an injected 429 or 529."""
+
+
+def fault_error(fault: Fault) -> RequestError:
+    """The error a fault of kind ``error`` answers (its status; a 429 with the headers of a
+    real rate limit: ``Retry-After`` and OpenAI's ``x-ratelimit-*``)."""
+    status = fault.status or 500
+    error_type, code = _ERROR_KINDS.get(status, ("server_error" if status >= 500 else
+                                                 "invalid_request_error", f"http_{status}"))
+    headers: dict[str, str] = {}
+    if status in (429, 529):
+        headers["Retry-After"] = str(RETRY_AFTER_S)
+    if status == 429:
+        headers.update({
+            "x-ratelimit-limit-requests": "60",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": f"{RETRY_AFTER_S}s",
+            "x-ratelimit-limit-tokens": "150000",
+            "x-ratelimit-remaining-tokens": "0",
+            "x-ratelimit-reset-tokens": f"{RETRY_AFTER_S}s",
+        })
+    return RequestError(
+        f"Injected fault {fault}: the error a model API answers with status {status}.",
+        status=status,
+        error_type=error_type,
+        code=code,
+        headers=headers,
+    )
+
+
+class FaultReached(Exception):
+    """A fault that ends the stream was reached; ``pending``: the bytes to send before the
+    stream ends (the event that reached it)."""
+
+    def __init__(self, fault: Fault, pending: bytes = b"") -> None:
+        super().__init__(str(fault))
+        self.fault = fault
+        self.pending = pending
+
+
+class _Connection(EventSink, Protocol):
+    @property
+    def last_write(self) -> float: ...
+
+
+class StallGate:
+    """The connection as the reply writes to it (``playout.EventSink``), held during a
+    stall; ``heartbeats`` is the connection as the heartbeats write to it."""
+
+    __slots__ = ("_clock", "_silent_until", "_sink", "_until", "batch_bytes", "heartbeats")
+
+    def __init__(self, sink: _Connection, clock: Clock) -> None:
+        self._sink = sink
+        self._clock = clock
+        self._until = 0.0
+        self._silent_until = 0.0
+        self.batch_bytes = sink.batch_bytes
+        self.heartbeats = _Heartbeats(self)
+
+    def stall(self, duration: float, *, heartbeats: bool) -> None:
+        """Hold every write for ``duration`` from now (and the heartbeats, if not
+        ``heartbeats``)."""
+        self._until = max(self._until, self._clock.now() + duration)
+        if not heartbeats:
+            self._silent_until = max(self._silent_until, self._until)
+
+    def write_nowait(self, data: bytes, now: float | None = None) -> bool:
+        if (self._clock.now() if now is None else now) < self._until:
+            return False  # the task sends it, after the stall
+        return self._sink.write_nowait(data, now)
+
+    async def send(self, data: bytes) -> None:
+        if self._clock.now() < self._until:
+            await self._clock.sleep_until(self._until)
+        await self._sink.send(data)
+
+
+class _Heartbeats:
+    """What the heartbeats see: a silent stall counts as a write at its end, so none is due
+    before it, and none is written during it."""
+
+    __slots__ = ("_gate",)
+
+    def __init__(self, gate: StallGate) -> None:
+        self._gate = gate
+
+    @property
+    def last_write(self) -> float:
+        return max(self._gate._sink.last_write, self._gate._silent_until)
+
+    def write_nowait(self, data: bytes, now: float | None = None) -> bool:
+        gate = self._gate
+        if (gate._clock.now() if now is None else now) < gate._silent_until:
+            return False
+        return gate._sink.write_nowait(data, now)
+
+
+class FaultyEncoder:
+    """A dialect's encoder with faults injected at token counts (``engine.events.ReplyEncoder``)."""
+
+    __slots__ = ("_armed", "_gate", "_inner", "_waiting", "tokens")
+
+    def __init__(self, inner: ReplyEncoder, faults: Iterable[Fault], gate: StallGate) -> None:
+        self._inner = inner
+        self._gate = gate
+        self._waiting = sorted(
+            (fault for fault in faults if fault.when.tokens is not None),
+            key=lambda fault: fault.when.tokens or 0,
+        )
+        self._armed: list[Fault] = []  # reached by time: acts on the next event
+        self.tokens = 0
+
+    def arm(self, fault: Fault) -> None:
+        """A fault whose time came: a stall starts now; the others act on the next event."""
+        if fault.kind == "stall":
+            self._gate.stall(fault.duration or 0.0, heartbeats=fault.heartbeats)
+        else:
+            self._armed.append(fault)
+
+    def piece(self, piece: Piece) -> bytes:
+        return self._counted(self._inner.piece(piece), piece.tokens)
+
+    def event(self, event: ReplyEvent) -> bytes:
+        data = self._inner.event(event)
+        if isinstance(event, ReasoningDelta | ToolCallDelta):
+            return self._counted(data, 1)
+        return data
+
+    def end(self) -> bytes:
+        return self._inner.end()
+
+    def error(self, message: str, error_type: str, code: str | None) -> bytes:
+        return self._inner.error(message, error_type, code)
+
+    def _counted(self, data: bytes, tokens: int) -> bytes:
+        self.tokens += tokens
+        due = self._armed
+        while self._waiting and (self._waiting[0].when.tokens or 0) <= self.tokens:
+            due.append(self._waiting.pop(0))
+        if not due or not data:
+            return data
+        self._armed = []
+        for fault in due:
+            if fault.kind == "duplicate":
+                data += data
+            elif fault.kind == "malformed":
+                data = malformed(data)
+            elif fault.kind == "stall":
+                self._gate.stall(fault.duration or 0.0, heartbeats=fault.heartbeats)
+            elif fault.kind in _ENDING:
+                raise FaultReached(fault, data)
+        return data
+
+
+def malformed(data: bytes) -> bytes:
+    """``data``'s last event with its data cut off in the middle of its JSON, so that it no
+    longer parses (the event's fields and blank-line ending stay)."""
+    head, marker, rest = data.rpartition(b"data: ")
+    if not marker:
+        return data
+    line, newline, tail = rest.partition(b"\n")
+    return head + marker + line[: max(1, len(line) // 2)] + newline + tail
