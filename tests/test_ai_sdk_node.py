@@ -330,3 +330,44 @@ async def test_stream_text_gets_the_scripted_reasoning_and_tool_call(
     arguments = json.dumps(call["arguments"], ensure_ascii=False)
     assert result["usage"]["outputTokens"] == (
         TOKENIZER.count(call_rule["reasoning"]) + TOKENIZER.count(arguments))
+
+
+async def _faulted(node: Path, base_url: str, spec: str) -> dict[str, Any]:
+    return await run_node(node, "ui_chat.mjs", {
+        "mode": "transport", "api": base_url + "/api/chat", "messages": [_user("hello")],
+        "body": {"tokenstream": {"fault": spec}},
+    })
+
+
+def _ui_text(result: dict[str, Any]) -> str:
+    return "".join(c["delta"] for c in result.get("chunks", []) if c["type"] == "text-delta")
+
+
+async def test_each_fault_reaches_use_chats_transport(node: Path, base_url: str) -> None:
+    """What the AI SDK makes of each fault: an HTTP error thrown with the server's message,
+    an error part, a stream without its finish, a dropped connection, a part that fails to
+    parse, a repeated token."""
+    refused = await _faulted(node, base_url, "error:429@0")
+    assert refused["thrown"]["message"].startswith("Injected fault error:429@0")
+
+    failed = await _faulted(node, base_url, "error:500@5")
+    assert [c for c in failed["chunks"] if c["type"] == "error"][0]["errorText"].startswith(
+        "Injected fault error:500@5")
+    assert HELLO.startswith(_ui_text(failed)) and _ui_text(failed)
+
+    cut = await _faulted(node, base_url, "truncate@5")
+    assert "thrown" not in cut
+    assert not any(c["type"] == "finish" for c in cut["chunks"])  # incomplete, and it shows
+    assert HELLO.startswith(_ui_text(cut)) and 0 < len(_ui_text(cut)) < len(HELLO)
+
+    reset = await _faulted(node, base_url, "reset@5")
+    assert "thrown" in reset or reset["streamErrors"]
+
+    broken = await _faulted(node, base_url, "malformed@3")
+    assert "thrown" in broken or broken["streamErrors"]
+
+    doubled = await _faulted(node, base_url, "duplicate@3")
+    assert _ui_text(doubled) == "Hello! I I'm" + HELLO[len("Hello! I'm"):]
+
+    for spec in ("stall:2s@3", "slow_headers:1s"):
+        assert _ui_text(await _faulted(node, base_url, spec)) == HELLO
