@@ -125,3 +125,17 @@ def test_a_crafted_path_cannot_forge_a_log_line() -> None:
     line = format_line({"method": "GET", "path": '/x\naccess method=GET path="/admin', "ok": True})
     assert "\n" not in line
     assert line == 'method=GET path="/x\\naccess method=GET path=\\"/admin" ok=true'
+
+
+async def test_an_injected_fault_is_in_the_line(
+    aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = await aiohttp_client(make_app(clock=FakeClock()))
+    await (await client.get("/v1/stream", params={"prompt": "hello",
+                                                  "fault": "truncate@3"})).read()
+    await (await client.get("/v1/stream", params={"prompt": "hello",
+                                                  "fault": "error:429@0"})).read()
+    cut, refused = _access(caplog)
+    assert cut["outcome"] == "fault" and cut["fault"] == "truncate@3" and cut["tokens"] == 3
+    assert refused["status"] == 429 and refused["fault"] == "error:429@0"

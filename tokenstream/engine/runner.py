@@ -204,6 +204,7 @@ class Runner:
         """
         at_start = _answer_fault(faults)
         if at_start is not None:
+            current_record().fault = str(at_start)
             raise fault_error(at_start)
         started = self.clock.now()
         slow_headers = sum(f.duration or 0.0 for f in faults if f.kind == "slow_headers")
@@ -285,6 +286,8 @@ class Runner:
                     record.tokens = 0 if reply is None else reply.tokens
                     if injected is not None:
                         injected.cancel()
+                        # the event that reached an ending fault went out with the ending
+                        record.tokens = max(record.tokens, injected.tokens)
                 if reset:
                     if ending:
                         await sse.send(ending)
@@ -332,6 +335,7 @@ class Runner:
         connection without one; ``malformed`` and ``duplicate`` have no whole form."""
         error = next((fault for fault in faults if fault.kind == "error"), None)
         if error is not None:
+            current_record().fault = str(error)
             raise fault_error(error)
         control = self.registry.open(self.client_of(request))
         clock = clock or self.clock
@@ -438,6 +442,11 @@ class _Injected:
             self._control.stop("fault")
         else:
             self._encoder.arm(fault)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of the events made so far."""
+        return self._encoder.tokens
 
     def cancel(self) -> None:
         for timer in self._timers:

@@ -109,6 +109,8 @@ def _log(
         }
         if record.outcome == "stalled":
             fields["buffered_bytes"] = record.peak_buffered
+        if record.fault:
+            fields["fault"] = record.fault
         logger.log(level, "access %s", format_line(fields), extra={"access": fields})
 
 
