@@ -351,7 +351,7 @@ async def test_each_fault_reaches_use_chats_transport(node: Path, base_url: str)
     assert refused["thrown"]["message"].startswith("Injected fault error:429@0")
 
     failed = await _faulted(node, base_url, "error:500@5")
-    assert [c for c in failed["chunks"] if c["type"] == "error"][0]["errorText"].startswith(
+    assert next(c for c in failed["chunks"] if c["type"] == "error")["errorText"].startswith(
         "Injected fault error:500@5")
     assert HELLO.startswith(_ui_text(failed)) and _ui_text(failed)
 

@@ -22,7 +22,7 @@ def test_reference_file_spells_out_every_default_key() -> None:
     data = yaml.safe_load((REPO / "config" / "default.yaml").read_text("utf-8"))
     dumped = Config().model_dump(mode="json", exclude={"base_dir"})
     assert set(data) == set(dumped)
-    for section in ("server", "tokenizer", "responses", "upstream"):
+    for section in ("server", "tokenizer", "responses", "upstream", "control"):
         assert set(data[section]) == set(dumped[section])
     for name, profile in dumped["profiles"].items():
         assert set(data["profiles"][name]) == set(profile)
@@ -78,7 +78,7 @@ def test_reply_file_is_relative_to_the_config(tmp_path: Path) -> None:
         ("responses:\n  rules:\n    - match: '(unclosed'\n      reply: x\n",
          "responses.rules.0.match", "not a valid regular expression"),
         ("responses:\n  rules:\n    - match: x\n", "responses.rules.0",
-         "give 'reply', 'reply_file' or 'tool_calls'"),
+         "give 'reply', 'reply_file', 'tool_calls' or 'fault'"),
         ("responses:\n  rules:\n    - tool_calls: [{name: f, arguments: '[1]'}]\n",
          "responses.rules.0.tool_calls.0.arguments", "must be a JSON object"),
         ("responses:\n  rules:\n    - tool_calls: [{name: 'two words'}]\n",
@@ -86,6 +86,44 @@ def test_reply_file_is_relative_to_the_config(tmp_path: Path) -> None:
         ("responses:\n  rules:\n    - tool_result: '('\n      reply: x\n",
          "responses.rules.0.tool_result", "not a valid regular expression"),
         ("responses:\n  source: oracle\n", "responses.source", "'scripted' or 'echo'"),
+        # the conditions of a rule, its fault and its profile
+        ("responses:\n  rules:\n    - {fault: 'boom@3', reply: x}\n",
+         "responses.rules.0.fault", "unknown kind 'boom'"),
+        ("responses:\n  rules:\n    - {fault: 'error:429@0,error:500@0'}\n",
+         "responses.rules.0.fault", "only one error can answer the request"),
+        ("responses:\n  rules:\n    - {profile: turbo, reply: x}\n",
+         "responses.rules.0.profile", "'turbo' is not among the profiles"),
+        ("responses:\n  rules:\n    - {call: 0, reply: x}\n",
+         "responses.rules.0.call", "give a call number from 1"),
+        ("responses:\n  rules:\n    - {call: [], reply: x}\n",
+         "responses.rules.0.call", "a list of them"),
+        ("responses:\n  rules:\n    - {call: {from: 3, to: 1}, reply: x}\n",
+         "responses.rules.0.call", "'to' (1) comes before 'from' (3)"),
+        ("responses:\n  rules:\n    - {call: {start: 3}, reply: x}\n",
+         "responses.rules.0.call", "call: {from: 3}"),
+        ("responses:\n  rules:\n    - {dialect: grpc, reply: x}\n",
+         "responses.rules.0.dialect.0", "'openai-chat', 'openai-responses', 'anthropic'"),
+        ("responses:\n  rules:\n    - {dialect: [], reply: x}\n",
+         "responses.rules.0.dialect", "give at least one dialect"),
+        ("responses:\n  rules:\n    - {headers: {'bad name': x}, reply: x}\n",
+         "responses.rules.0.headers", "'bad name' is not a header name"),
+        ("responses:\n  rules:\n    - {headers: {X-Env: '('}, reply: x}\n",
+         "responses.rules.0.headers", "X-Env: not a valid regular expression"),
+        ("responses:\n  rules:\n    - {model: '[', reply: x}\n",
+         "responses.rules.0.model", "not a valid regular expression"),
+        ("responses:\n  rules:\n    - {system: '(', reply: x}\n",
+         "responses.rules.0.system", "not a valid regular expression"),
+        ("responses:\n  rules:\n    - {tool_call_id: '(', reply: x}\n",
+         "responses.rules.0.tool_call_id", "not a valid regular expression"),
+        ("responses:\n  rules:\n    - {tools: maybe, reply: x}\n",
+         "responses.rules.0.tools", "valid boolean"),
+        ("responses:\n  rules:\n    - {matches: x, reply: x}\n",
+         "responses.rules.0.matches", "unknown key"),
+        ("responses:\n  strict: sometimes\n", "responses.strict", "valid boolean"),
+        ("responses:\n  max_sequences: 0\n", "responses.max_sequences", "greater than or equal"),
+        ("control:\n  max_journal_entries: -1\n", "control.max_journal_entries",
+         "greater than or equal to 0"),
+        ("control:\n  journal: true\n", "control.journal", "unknown key"),
         ("server: [1, 2]\n", "server", "valid dictionary"),
         ("- just\n- a list\n", "(top level)", "mapping"),
         ("server:\n  port: 1\n bad indent\n", "line 3", "not valid YAML"),

@@ -8,8 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tokenstream.config import RuleConfig
-from tokenstream.config.settings import ReplyRule
+from tokenstream.config import ReplyRule, RuleConfig, compile_rule
 from tokenstream.dialects.ai_sdk_ui import UIMessageStreamFormat
 from tokenstream.dialects.anthropic_messages import AnthropicMessagesFormat
 from tokenstream.dialects.openai_chat import OpenAIChunkFormat
@@ -32,6 +31,7 @@ from tokenstream.engine.pacer import PacingProfile
 from tokenstream.engine.playout import Playout
 from tokenstream.engine.reply import ReplyProgress, ScheduledItem, scheduled_reply, whole_reply
 from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
+from tokenstream.sources.matching import ScriptRequest
 from tokenstream.sources.scripted import ScriptedSource, rule_events
 from tokenstream.sse.transport import BATCH_BYTES
 
@@ -206,12 +206,7 @@ async def test_one_profile_and_seed_give_every_dialect_the_same_schedule(
 
 def _rule(**fields: object) -> ReplyRule:
     config = RuleConfig.model_validate(fields)
-    return ReplyRule(
-        __import__("regex").compile(config.match), config.reply or "",
-        reasoning=config.reasoning or "", tool_calls=tuple(config.tool_calls),
-        tool_result=None if config.tool_result is None
-        else __import__("regex").compile(config.tool_result),
-    )
+    return compile_rule(config, config.reply or "")
 
 
 def test_a_rule_scripts_reasoning_text_then_each_tool_call_whole() -> None:
@@ -235,10 +230,14 @@ def test_tool_result_rules_answer_only_tool_results_and_others_only_the_rest() -
     ask = _rule(match="weather", tool_calls=[{"name": "get_weather"}])
     answer = _rule(match="weather", tool_result="sunny", reply="It is sunny.")
     source = ScriptedSource([answer, ask], "default")
+
+    def chosen(messages: list[ChatMessage]) -> ReplyRule | None:
+        return source.answer(ScriptRequest(messages, "m", "openai-chat")).rule
+
     question = [ChatMessage("user", "weather in Paris?")]
-    assert source.choose(question) is ask
+    assert chosen(question) is ask
     looped = [*question, ChatMessage("assistant", ""),
               ChatMessage("tool", '{"sky": "sunny"}', tool_call_id="call_1")]
-    assert source.choose(looped) is answer
+    assert chosen(looped) is answer
     other = [*question, ChatMessage("assistant", ""), ChatMessage("tool", "rain", None, "c")]
-    assert source.choose(other) is None  # the question is not asked again: default reply
+    assert chosen(other) is None  # the question is not asked again: default reply

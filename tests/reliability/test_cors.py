@@ -45,6 +45,14 @@ async def test_preflight_allows_what_the_openai_js_sdk_sends(aiohttp_client: Aio
     assert response.headers["Access-Control-Allow-Headers"] == ", ".join(sdk_headers.split(","))
 
 
+async def test_preflight_allows_tokenstream_s_own_headers(aiohttp_client: AiohttpClient) -> None:
+    client = await aiohttp_client(make_app({"cors_origins": [APP_ORIGIN]}))
+    ours = "x-tokenstream-profile,x-tokenstream-session,x-tokenstream-test-id"
+    response = await client.options("/v1/chat/completions", headers=_preflight(headers=ours))
+    assert response.status == 204
+    assert response.headers["Access-Control-Allow-Headers"] == ", ".join(ours.split(","))
+
+
 async def test_actual_streamed_request_carries_allow_origin(aiohttp_client: AiohttpClient) -> None:
     client = await aiohttp_client(make_app({"cors_origins": [APP_ORIGIN], "api_keys": [KEY]}))
     response = await client.post(

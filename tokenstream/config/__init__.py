@@ -1,8 +1,10 @@
 """Configuration: the settings model, its embedded defaults, and loading a YAML file."""
 
 from tokenstream.config.loading import embedded_defaults, load_config, validate_mapping
+from tokenstream.config.rules import RULE_DIALECTS, RuleDialect, compile_rule
 from tokenstream.config.settings import (
     Config,
+    ControlConfig,
     ReplyRule,
     ResponsesConfig,
     RuleConfig,
@@ -14,10 +16,13 @@ from tokenstream.config.settings import (
 from tokenstream.config.upstream import UpstreamConfig, UpstreamDialect, ca_context
 
 __all__ = [
+    "RULE_DIALECTS",
     "Config",
+    "ControlConfig",
     "ReplyRule",
     "ResponsesConfig",
     "RuleConfig",
+    "RuleDialect",
     "ServerConfig",
     "TokenizerConfig",
     "ToolCallConfig",
@@ -25,6 +30,7 @@ __all__ = [
     "UpstreamDialect",
     "api_key_problem",
     "ca_context",
+    "compile_rule",
     "embedded_defaults",
     "load_config",
     "validate_mapping",

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import regex
 from pydantic import (
@@ -19,12 +17,14 @@ from pydantic import (
 
 from tokenstream.config import defaults
 from tokenstream.config.base import StrictModel
+from tokenstream.config.rules import ReplyRule, RuleConfig, ToolCallConfig, compile_rule
 from tokenstream.config.upstream import UpstreamConfig
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.errors import ConfigError
 
 __all__ = [
     "Config",
+    "ControlConfig",
     "ReplyRule",
     "ResponsesConfig",
     "RuleConfig",
@@ -185,101 +185,38 @@ class TokenizerConfig(StrictModel):
     encoding: str = "cl100k_base"
 
 
-def _compiled(value: str) -> str:
-    try:
-        regex.compile(value)
-    except regex.error as exc:
-        raise ValueError(f"not a valid regular expression: {exc}") from exc
-    return value
-
-
-class ToolCallConfig(StrictModel):
-    """A tool call a rule answers with, streamed in each dialect's own form."""
-
-    name: str = Field(
-        pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the function's name, as the tools name it"
-    )
-    arguments: dict[str, Any] | str = Field(
-        default_factory=dict, description="a mapping, or a JSON object as a string"
-    )
-    id: str | None = Field(
-        default=None,
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="the call's id; unset = a new 'call_...' id for every reply",
-    )
-
-    @field_validator("arguments")
-    @classmethod
-    def _json_object(cls, value: dict[str, Any] | str) -> dict[str, Any] | str:
-        if isinstance(value, str):
-            try:
-                parsed = json.loads(value)
-            except ValueError as exc:
-                raise ValueError(f"not valid JSON: {exc}") from None
-            if not isinstance(parsed, dict):
-                raise ValueError("must be a JSON object ({...}), as tool arguments are")
-        return value
-
-    @property
-    def arguments_json(self) -> str:
-        """The arguments as the model streams them: JSON text, as written when given so."""
-        if isinstance(self.arguments, str):
-            return self.arguments
-        return json.dumps(self.arguments, ensure_ascii=False)
-
-
-class RuleConfig(StrictModel):
-    match: str = Field(
-        default="", description="regular expression searched in the last user message; "
-        "unset = any"
-    )
-    tool_result: str | None = Field(
-        default=None,
-        description="regular expression searched in a tool's result: the rule then answers "
-        "only a conversation whose last message is a tool result, and others only the rest",
-    )
-    reply: str | None = None
-    reply_file: str | None = Field(
-        default=None, description="file with the reply, relative to the config file"
-    )
-    reasoning: str | None = Field(
-        default=None, description="reasoning (thinking) streamed before the reply"
-    )
-    tool_calls: list[ToolCallConfig] = Field(
-        default_factory=list, max_length=128, description="tool calls streamed after the reply"
-    )
-
-    @field_validator("match", "tool_result")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        return None if value is None else _compiled(value)
-
-    @model_validator(mode="after")
-    def _one_reply(self) -> RuleConfig:
-        if self.reply is not None and self.reply_file is not None:
-            raise ValueError("give one of 'reply' or 'reply_file', not both")
-        if self.reply is None and self.reply_file is None and not self.tool_calls:
-            raise ValueError("give 'reply', 'reply_file' or 'tool_calls'")
-        return self
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyRule:
-    """A ``RuleConfig`` compiled (``Config.reply_rules``): what the scripted source matches."""
-
-    pattern: regex.Pattern[str]
-    reply: str
-    reasoning: str = ""
-    tool_calls: tuple[ToolCallConfig, ...] = ()
-    tool_result: regex.Pattern[str] | None = None
-    """Set: the rule answers only a tool's result that this is found in."""
-
-
 class ResponsesConfig(StrictModel):
     source: Literal["scripted", "echo"] = "scripted"
     default_reply: str = defaults.DEFAULT_REPLY
     rules: list[RuleConfig] = Field(
         default_factory=lambda: [RuleConfig.model_validate(rule) for rule in defaults.DEFAULT_RULES]
+    )
+    strict: bool = Field(
+        default=False,
+        description="true: a request no rule matches gets 404 no_matching_rule, not the "
+        "default reply",
+    )
+    max_sequences: int = Field(
+        default=10_000, ge=1, le=10_000_000,
+        description="sequences (sessions, conversations) whose call count is kept; the least "
+        "recently used is forgotten",
+    )
+
+
+class ControlConfig(StrictModel):
+    """The control API under ``/_tokenstream/``: the request journal and run-time rules."""
+
+    enabled: bool = Field(default=True, description="false: no control API and no journal")
+    max_journal_entries: int = Field(
+        default=1000, ge=0, le=1_000_000,
+        description="requests the journal keeps, the newest; 0 = no journal",
+    )
+    max_journal_body_bytes: int = Field(
+        default=16_384, ge=0, le=16_777_216, description="of each request's body, at most"
+    )
+    max_runtime_rules: int = Field(
+        default=1000, ge=0, le=100_000,
+        description="rules added at run time, kept at most; the oldest are dropped",
     )
 
 
@@ -294,6 +231,7 @@ class Config(StrictModel):
     )
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
     models: list[str] = Field(default_factory=lambda: ["tokenstream-1"], min_length=1)
     strict_models: bool = Field(
         default=False, description="true: a request for a model not in 'models' gets 404"
@@ -330,6 +268,20 @@ class Config(StrictModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _rule_profiles_exist(self) -> Config:
+        for index, rule in enumerate(self.responses.rules):
+            problem = self.unknown_profile(rule.profile)
+            if problem:
+                raise ValueError(f"responses.rules.{index}.profile: {problem}")
+        return self
+
+    def unknown_profile(self, name: str | None) -> str | None:
+        """Why ``name`` (a rule's profile) is not a profile here, or None."""
+        if name is None or name in self.profiles:
+            return None
+        return f"{name!r} is not among the profiles ({', '.join(sorted(self.profiles))})"
+
     @property
     def default_source(self) -> str:
         """The source of a request that names none: the upstream whenever one is configured."""
@@ -351,13 +303,7 @@ class Config(StrictModel):
                     ) from exc
             else:
                 text = ""
-            rules.append(ReplyRule(
-                regex.compile(rule.match),
-                text,
-                reasoning=rule.reasoning or "",
-                tool_calls=tuple(rule.tool_calls),
-                tool_result=None if rule.tool_result is None else regex.compile(rule.tool_result),
-            ))
+            rules.append(compile_rule(rule, text, origin="config", index=index))
         return rules
 
 

@@ -202,9 +202,10 @@ class Runner:
         response headers, besides the SSE ones. ``faults``: injected (``engine.injection``):
         an error at the start answers before anything is admitted or asked of a source.
         """
+        if faults:
+            current_record().fault = ",".join(str(fault) for fault in faults)
         at_start = _answer_fault(faults)
         if at_start is not None:
-            current_record().fault = str(at_start)
             raise fault_error(at_start)
         started = self.clock.now()
         slow_headers = sum(f.duration or 0.0 for f in faults if f.kind == "slow_headers")
@@ -333,9 +334,10 @@ class Runner:
         error (at any point: nothing is sent before the whole answer) answers its status;
         ``slow_headers`` and ``stall`` delay the answer; ``truncate`` and ``reset`` drop the
         connection without one; ``malformed`` and ``duplicate`` have no whole form."""
+        if faults:
+            current_record().fault = ",".join(str(fault) for fault in faults)
         error = next((fault for fault in faults if fault.kind == "error"), None)
         if error is not None:
-            current_record().fault = str(error)
             raise fault_error(error)
         control = self.registry.open(self.client_of(request))
         clock = clock or self.clock
@@ -348,7 +350,6 @@ class Runner:
                     await self.clock.sleep_until(self.clock.now() + delay)
                 dropped = next((f for f in faults if f.kind in ("truncate", "reset")), None)
                 if dropped is not None:
-                    current_record().fault = str(dropped)
                     if dropped.kind == "reset":
                         reset_connection(request)
                     elif request.transport is not None:
@@ -462,7 +463,6 @@ def _fault_ending(
     connection is reset, the second value)."""
     fault = reached.fault
     record.outcome = "fault"
-    record.fault = str(fault)
     if fault.kind == "error":
         error = fault_error(fault)
         return reached.pending + encoder.error(error.message, error.error_type, error.code), False

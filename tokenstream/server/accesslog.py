@@ -12,7 +12,8 @@ whatever a client put there), bodies. The duration is measured on the app's cloc
 with a ``FakeClock`` sees the paced duration exactly.
 
 A handler reports what only it knows (tokens sent, how the stream ended) through
-``current_record()``, a context variable set for the request's task.
+``current_record()``, a context variable set for the request's task. The same ending, as a
+``RequestEnd``, is handed to ``on_end`` (the request journal) when one is given.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -30,6 +33,8 @@ from tokenstream.engine.accounting import AccessRecord, bind_record, unbind_reco
 
 __all__ = [
     "ACCESS_LOGGER",
+    "RequestEnd",
+    "RequestObserver",
     "access_log_middleware",
     "format_line",
     "log_client_errors_at_info",
@@ -38,6 +43,31 @@ __all__ = [
 ACCESS_LOGGER = "tokenstream.access"
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEnd:
+    """How a request ended, as the access log writes it."""
+
+    received_at: float
+    """Wall-clock time (``time.time()``) the request came in."""
+    duration: float
+    """Seconds on the app's clock."""
+    status: int
+    """499 for a client that left before any response."""
+    stream: bool
+    tokens: int
+    outcome: str
+    """A stream's (``completed``, ``disconnected``, ``stalled``, ...), else ``ok``, ``error``
+    or ``disconnected``."""
+    disconnected: bool
+    fault: str = ""
+    """The faults injected into the reply (their spec), if any."""
+
+
+RequestObserver = Callable[[web.Request, RequestEnd], None]
 
 
 def _value(value: object) -> str:
@@ -61,13 +91,18 @@ def format_line(fields: dict[str, object]) -> str:
 
 
 def access_log_middleware(
-    logger: logging.Logger, level: int | None, now: Callable[[], float]
+    logger: logging.Logger,
+    level: int | None,
+    now: Callable[[], float],
+    on_end: RequestObserver | None = None,
 ) -> Middleware:
-    """Log each request at ``level`` (None: not at all) when it ends, however it ends."""
+    """Log each request at ``level`` (None: not at all) when it ends, however it ends, and
+    hand its ending to ``on_end``."""
 
     @web.middleware
     async def access_log(request: web.Request, handler: _Handler) -> web.StreamResponse:
         start = now()
+        received_at = time.time()
         status: int | None = None
         record, token = bind_record()
         try:
@@ -82,36 +117,62 @@ def access_log_middleware(
             raise
         finally:
             unbind_record(token)
-            _log(logger, level, request, record, status, now() - start)
+            log_at = level if level is not None and logger.isEnabledFor(level) else None
+            if log_at is not None or on_end is not None:
+                end = _ended(record, status, received_at, now() - start)
+                if log_at is not None:
+                    _log(logger, log_at, request, record, end)
+                if on_end is not None:
+                    _observe(on_end, request, end)
 
     return access_log
 
 
+def _ended(
+    record: AccessRecord, status: int | None, received_at: float, duration: float
+) -> RequestEnd:
+    return RequestEnd(
+        received_at=received_at,
+        duration=duration,
+        status=record.status or status or 499,  # 499: client closed request
+        stream=record.stream,
+        tokens=record.tokens,
+        outcome=record.outcome or _plain_outcome(status),
+        disconnected=record.disconnected or status is None,
+        fault=record.fault,
+    )
+
+
+def _observe(on_end: RequestObserver, request: web.Request, end: RequestEnd) -> None:
+    try:
+        on_end(request, end)
+    except Exception:  # the request has been answered: its observer cannot fail it
+        log.exception("recording %s %s failed", request.method, request.path)
+
+
 def _log(
     logger: logging.Logger,
-    level: int | None,
+    level: int,
     request: web.Request,
     record: AccessRecord,
-    status: int | None,
-    duration: float,
+    end: RequestEnd,
 ) -> None:
-    if level is not None and logger.isEnabledFor(level):
-        fields: dict[str, object] = {
-            "method": request.method,
-            "path": request.path,
-            "status": record.status or status or 499,  # 499: client closed request
-            "duration_ms": round(duration * 1000, 1),
-            "stream": record.stream,
-            "tokens": record.tokens,
-            "outcome": record.outcome or _plain_outcome(status),
-            "disconnected": record.disconnected or status is None,
-            "remote": request.remote or "-",
-        }
-        if record.outcome == "stalled":
-            fields["buffered_bytes"] = record.peak_buffered
-        if record.fault:
-            fields["fault"] = record.fault
-        logger.log(level, "access %s", format_line(fields), extra={"access": fields})
+    fields: dict[str, object] = {
+        "method": request.method,
+        "path": request.path,
+        "status": end.status,
+        "duration_ms": round(end.duration * 1000, 1),
+        "stream": end.stream,
+        "tokens": end.tokens,
+        "outcome": end.outcome,
+        "disconnected": end.disconnected,
+        "remote": request.remote or "-",
+    }
+    if record.outcome == "stalled":
+        fields["buffered_bytes"] = record.peak_buffered
+    if end.fault:
+        fields["fault"] = end.fault
+    logger.log(level, "access %s", format_line(fields), extra={"access": fields})
 
 
 class _ClientErrorsAtInfo(logging.Filter):

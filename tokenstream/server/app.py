@@ -16,7 +16,6 @@ from aiohttp import web
 from tokenstream.config import Config
 from tokenstream.engine.accounting import StreamStats
 from tokenstream.engine.clock import TimerClock
-from tokenstream.engine.events import ReplySource
 from tokenstream.engine.lateness import LatenessHistogram
 from tokenstream.engine.registry import StreamRegistry
 from tokenstream.engine.runner import Runner, StreamLimits
@@ -34,12 +33,14 @@ from tokenstream.server.auth import (
     client_identity,
     load_api_keys,
 )
+from tokenstream.server.control import add_control_routes
 from tokenstream.server.cors import CorsPolicy, cors_preflight_middleware
+from tokenstream.server.journal import Journal
 from tokenstream.server.metrics import metrics_registry
 from tokenstream.server.middleware import openai_errors, valid_query
 from tokenstream.server.state import CONFIG, METRICS, STATE, AppState
 from tokenstream.server.ui import add_ui_routes
-from tokenstream.sources.scripted import EchoSource, ScriptedSource
+from tokenstream.sources.scripted import EchoSource, ScriptedSource, ScriptSource
 from tokenstream.sources.upstream import UPSTREAM, UpstreamClient
 
 __all__ = ["CONFIG", "METRICS", "STATE", "AppState", "create_app"]
@@ -65,8 +66,14 @@ def create_app(
     access_level = (
         None if server.access_log_level == "OFF" else logging.getLevelName(server.access_log_level)
     )
+    control = config.control
+    journal = Journal(control.max_journal_entries if control.enabled else 0,
+                      control.max_journal_body_bytes)
     middlewares = [
-        access_log_middleware(logging.getLogger(ACCESS_LOGGER), access_level, clock.now),
+        access_log_middleware(
+            logging.getLogger(ACCESS_LOGGER), access_level, clock.now,
+            on_end=journal.record if journal else None,
+        ),
         openai_errors,
         cors_preflight_middleware(cors),
     ]
@@ -85,10 +92,15 @@ def create_app(
             "keepalive_timeout": server.keepalive_timeout_s,
         },
     )
-    sources: dict[str, ReplySource] = {
-        "scripted": ScriptedSource(config.reply_rules(), config.responses.default_reply),
-        "echo": EchoSource(),
-    }
+    responses = config.responses
+    scripted = ScriptedSource(
+        config.reply_rules(),
+        responses.default_reply,
+        strict=responses.strict,
+        max_runtime_rules=control.max_runtime_rules,
+        max_sequences=responses.max_sequences,
+    )
+    sources: dict[str, ScriptSource] = {"scripted": scripted, "echo": EchoSource()}
     stats = StreamStats()
     streams = StreamRegistry(
         server.max_concurrent_streams, server.retry_after_s, server.max_streams_per_client
@@ -115,6 +127,8 @@ def create_app(
             client_of=client_identity(keys),
         ),
         keys=keys,
+        scripted=scripted,
+        journal=journal,
     )
     if config.upstream.base_url is not None:
         upstream = UpstreamClient.from_environment(config.upstream, os.environ)
@@ -136,6 +150,8 @@ def create_app(
     app.router.add_get("/healthz", routes.healthz)
     app.router.add_get("/metrics", routes.metrics)
     add_ui_routes(app)  # the demo page: GET / and GET /static/{name}
+    if control.enabled:
+        add_control_routes(app)  # /_tokenstream/: the journal, run-time rules
     return app
 
 

@@ -38,7 +38,8 @@ ALLOWED_REQUEST_HEADERS = frozenset(
         "openai-beta",
     }
 )
-_ALLOWED_PREFIXES = ("x-stainless-",)
+# the OpenAI SDKs' own headers, and tokenstream's (profile, session, test id)
+_ALLOWED_PREFIXES = ("x-stainless-", "x-tokenstream-")
 _MAX_AGE_S = "600"
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -39,7 +39,7 @@ from tokenstream.dialects.openai_responses import (
 from tokenstream.dialects.overrides import PacingOverrides, resolve_faults, resolve_profile
 from tokenstream.dialects.stream_query import encoder_for, parse_stream_query, prompt_counted
 from tokenstream.engine.accounting import current_record
-from tokenstream.engine.events import ReplyContent, ReplySource
+from tokenstream.engine.events import ReplyContent
 from tokenstream.engine.faults import Fault
 from tokenstream.engine.messages import ChatMessage, Conversation, ToolSpec
 from tokenstream.engine.pacer import PacingProfile
@@ -57,6 +57,8 @@ from tokenstream.server.limits import check_prompt_tokens, reply_token_limit
 from tokenstream.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tokenstream.server.metrics import render
 from tokenstream.server.state import CONFIG, METRICS, STATE, AppState
+from tokenstream.sources.matching import ScriptRequest
+from tokenstream.sources.scripted import ScriptedReply, ScriptSource
 from tokenstream.sources.upstream import UPSTREAM, UpstreamClient
 from tokenstream.sse.transport import head_response
 
@@ -80,7 +82,7 @@ _COUNT_INLINE_CHARS = 16_384
 """Prompts longer than this are counted in a worker thread (about 2 ms of tokenizing)."""
 
 
-def _pick_source(state: AppState, overrides: PacingOverrides) -> ReplySource:
+def _pick_source(state: AppState, overrides: PacingOverrides) -> ScriptSource:
     name = overrides.source or state.config.default_source
     if name not in state.sources:
         raise InvalidRequest(
@@ -117,15 +119,27 @@ def _check_model(config: Config, model: str, param: str = "model") -> None:
         )
 
 
+def _answer(
+    request: web.Request, state: AppState, source: ScriptSource, script: ScriptRequest
+) -> ScriptedReply:
+    """The source's answer to ``script``; the rule it chose goes in the journal."""
+    answer = source.answer(script)
+    if state.journal:
+        note = state.journal.note(request)
+        note.rule, note.call = answer.rule, answer.call
+    return answer
+
+
 async def _scheduled(
     state: AppState,
-    source: ReplySource,
+    answer: ScriptedReply,
     messages: list[ChatMessage],
     profile: PacingProfile,
     max_tokens: int | None,
     prompt_param: str,
 ) -> ScheduledReply:
-    """A scripted or echo reply made ready: the prompt counted and checked, the text got."""
+    """A scripted or echo reply made ready: the prompt counted and checked, the text got.
+    ``answer.rule`` is the rule that chose it (its ``fault``), if any."""
     server = state.config.server
     if sum(len(message.content) for message in messages) > _COUNT_INLINE_CHARS:
         # tiktoken releases the GIL: a long prompt is counted without stalling every stream
@@ -136,7 +150,7 @@ async def _scheduled(
     check_prompt_tokens(server, progress.prompt_tokens, prompt_param)
     max_tokens = reply_token_limit(server, max_tokens, "max_tokens")
     return ScheduledReply(
-        await whole_reply(source.reply(messages)),
+        await whole_reply(answer.stream()),
         tokenizer=state.tokenizer,
         profile=profile,
         max_tokens=max_tokens,
@@ -155,7 +169,9 @@ async def _read_body(request: web.Request, state: AppState) -> bytes:
     try:
         with control.interruptible():
             async with asyncio.timeout(timeout_s):
-                return await request.read()
+                body = await request.read()
+        state.journal.keep_body(request, body)
+        return body
     except TimeoutError:
         raise RequestError(
             f"The request body did not arrive within {timeout_s:g} s (server.body_timeout_s).",
@@ -212,6 +228,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions``: the OpenAI chat dialect, streamed or whole."""
     state = request.app[STATE]
     config = state.config
+    state.journal.note(request).dialect = "openai-chat"
     raw = await _read_body(request, state)
     same = _same_dialect_upstream(request, state, raw, "openai-chat")
     if same is not None:
@@ -236,8 +253,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             stream=parsed.stream, encoder=encoder, answer=completion_body,
         )
     scripted = _scripted_start(
-        request, state, model=parsed.model, overrides=parsed.overrides,
-        messages=parsed.messages, max_tokens=parsed.max_tokens, prompt_param="messages",
+        request, state, dialect="openai-chat", model=parsed.model, overrides=parsed.overrides,
+        messages=parsed.messages, tools=parsed.tools, max_tokens=parsed.max_tokens,
+        prompt_param="messages",
     )
     if parsed.stream:
         encoder = OpenAIChunkFormat(
@@ -271,25 +289,36 @@ def _scripted_start(
     request: web.Request,
     state: AppState,
     *,
+    dialect: str,
     model: str,
     overrides: PacingOverrides,
     messages: list[ChatMessage],
+    tools: tuple[ToolSpec, ...] = (),
     max_tokens: int | None,
     prompt_param: str,
 ) -> _Scripted:
+    """How a dialect's reply from the scripted or echo source starts: the rule chosen (a 404
+    in strict mode when none matches), then its pacing profile (the request's, else the
+    rule's, else the default) and the faults injected into it."""
     config = state.config
     _check_model(config, model)
+    source = _pick_source(state, overrides)
+    script = ScriptRequest(
+        messages, model, dialect, tuple(tool.name for tool in tools), request.headers
+    )
+    answer = _answer(request, state, source, script)
     profile = resolve_profile(
         config,
         overrides,
         header_profile=request.headers.get("X-Tokenstream-Profile"),
         prefix="tokenstream.",
+        default=None if answer.rule is None else answer.rule.profile,
     )
-    faults = resolve_faults(overrides, profile, request.headers, state.chaos)
-    source = _pick_source(state, overrides)
+    rule_fault = None if answer.rule is None else answer.rule.fault_spec
+    faults = resolve_faults(overrides, profile, request.headers, state.chaos, rule_fault)
     # partials, not closures: an open stream keeps its handler's frame, and a closure would
     # turn each variable it uses into a cell object (memory and GC work per stream)
-    start = partial(_scheduled, state, source, messages, profile, max_tokens, prompt_param)
+    start = partial(_scheduled, state, answer, messages, profile, max_tokens, prompt_param)
     return _Scripted(start, faults)
 
 
@@ -307,6 +336,7 @@ async def _whole(
 async def responses(request: web.Request) -> web.StreamResponse:
     """``POST /v1/responses``: the OpenAI Responses dialect, streamed or whole."""
     state = request.app[STATE]
+    state.journal.note(request).dialect = "openai-responses"
     raw = await _read_body(request, state)
     same = _same_dialect_upstream(request, state, raw, "openai-responses")
     if same is not None:
@@ -325,8 +355,9 @@ async def responses(request: web.Request) -> web.StreamResponse:
             answer=response_body,
         )
     scripted = _scripted_start(
-        request, state, model=parsed.model, overrides=parsed.overrides,
-        messages=parsed.messages, max_tokens=parsed.max_output_tokens, prompt_param="input",
+        request, state, dialect="openai-responses", model=parsed.model,
+        overrides=parsed.overrides, messages=parsed.messages, tools=parsed.tools,
+        max_tokens=parsed.max_output_tokens, prompt_param="input",
     )
     if parsed.stream:
         return await state.runner.stream(
@@ -339,6 +370,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
 async def messages(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages``: the Anthropic Messages dialect, streamed or whole."""
     state = request.app[STATE]
+    state.journal.note(request).dialect = "anthropic"
     raw = await _read_body(request, state)
     same = _same_dialect_upstream(request, state, raw, "anthropic")
     if same is not None:
@@ -357,8 +389,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
             stream=parsed.stream, encoder=encoder, answer=message_body, shown=encoder,
         )
     scripted = _scripted_start(
-        request, state, model=parsed.model, overrides=parsed.overrides,
-        messages=parsed.messages, max_tokens=parsed.max_tokens, prompt_param="messages",
+        request, state, dialect="anthropic", model=parsed.model, overrides=parsed.overrides,
+        messages=parsed.messages, tools=parsed.tools, max_tokens=parsed.max_tokens,
+        prompt_param="messages",
     )
     if parsed.stream:
         encoder = AnthropicMessagesFormat(model=parsed.model)
@@ -373,6 +406,7 @@ async def ai_sdk_chat(request: web.Request) -> web.StreamResponse:
     """``POST /api/chat`` (``server.ai_sdk_chat_path``): the Vercel AI SDK's UI message
     stream, as ``useChat`` reads it; always streamed (the protocol has no whole answer)."""
     state = request.app[STATE]
+    state.journal.note(request).dialect = AI_SDK_UI
     parsed = parse_ui_chat(await _read_body(request, state))
     model = parsed.model or state.config.models[0]
     encoder = UIMessageStreamFormat(message_id=parsed.message_id)
@@ -384,7 +418,7 @@ async def ai_sdk_chat(request: web.Request) -> web.StreamResponse:
             encoder=encoder, answer=None, headers=UI_MESSAGE_STREAM_HEADERS,
         )
     scripted = _scripted_start(
-        request, state, model=model, overrides=parsed.overrides,
+        request, state, dialect=AI_SDK_UI, model=model, overrides=parsed.overrides,
         messages=parsed.messages, max_tokens=None, prompt_param="messages",
     )
     return await state.runner.stream(
@@ -397,6 +431,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     """``GET /v1/stream``: the EventSource and curl endpoint."""
     state = request.app[STATE]
     config = state.config
+    state.journal.note(request).dialect = "stream"
     if request.headers.get("Last-Event-ID") == "done":
         # An EventSource reconnects when a finished stream closes; 204 tells it to stop.
         return web.Response(status=204)
@@ -411,21 +446,28 @@ async def stream(request: web.Request) -> web.StreamResponse:
         return await proxy.stream_query(request, state, client, query)
     model = query.model or config.models[0]
     _check_model(config, model)
-    profile = resolve_profile(
-        config, query.overrides, header_profile=request.headers.get("X-Tokenstream-Profile")
-    )
-    faults = resolve_faults(query.overrides, profile, request.headers, state.chaos)
-    encoder = encoder_for(query, model, config.server.sentinel)
     source = _pick_source(state, query.overrides)
     headers = dict(query.dialect.headers) if query.dialect is not None else None
     if request.method == "HEAD":
+        resolve_profile(
+            config, query.overrides, header_profile=request.headers.get("X-Tokenstream-Profile")
+        )  # a HEAD is refused as its GET would be, but is no call of a sequence
         return head_response(headers)
     messages = [ChatMessage("user", query.prompt)]
+    answer = _answer(request, state, source, ScriptRequest(messages, model, "stream",
+                                                           headers=request.headers))
+    profile = resolve_profile(
+        config, query.overrides, header_profile=request.headers.get("X-Tokenstream-Profile"),
+        default=None if answer.rule is None else answer.rule.profile,
+    )
+    rule_fault = None if answer.rule is None else answer.rule.fault_spec
+    faults = resolve_faults(query.overrides, profile, request.headers, state.chaos, rule_fault)
+    encoder = encoder_for(query, model, config.server.sentinel)
     max_tokens = query.max_tokens
     del query  # an open stream keeps only what it uses (memory per idle stream)
 
     start: Callable[[], Awaitable[ScheduledReply]] = partial(
-        _scheduled, state, source, messages, profile, max_tokens, "prompt"
+        _scheduled, state, answer, messages, profile, max_tokens, "prompt"
     )
     counted = prompt_counted(encoder)
     if counted is not None:

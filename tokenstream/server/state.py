@@ -11,13 +11,14 @@ from prometheus_client import CollectorRegistry
 from tokenstream.config import Config
 from tokenstream.engine.accounting import StreamStats
 from tokenstream.engine.clock import TimerClock
-from tokenstream.engine.events import ReplySource
 from tokenstream.engine.faults import ChaosSequences
 from tokenstream.engine.lateness import LatenessHistogram
 from tokenstream.engine.registry import StreamRegistry
 from tokenstream.engine.runner import Runner
 from tokenstream.engine.tokenizer import Tokenizer
 from tokenstream.server.auth import KeyChecker
+from tokenstream.server.journal import Journal
+from tokenstream.sources.scripted import ScriptedSource, ScriptSource
 
 __all__ = ["CONFIG", "METRICS", "STATE", "AppState"]
 
@@ -26,13 +27,17 @@ __all__ = ["CONFIG", "METRICS", "STATE", "AppState"]
 class AppState:
     config: Config
     tokenizer: Tokenizer
-    sources: dict[str, ReplySource]
+    sources: dict[str, ScriptSource]
+    """The sources whose reply is all there at the start, by name (the upstream is apart)."""
     clock: TimerClock
     stats: StreamStats
     lateness: LatenessHistogram
     streams: StreamRegistry
     runner: Runner
     keys: KeyChecker
+    scripted: ScriptedSource
+    """``sources["scripted"]``, whose run-time rules the control API changes."""
+    journal: Journal
     chaos: ChaosSequences = field(default_factory=ChaosSequences)
     """How many streams each chaos seed has served: the next one's faults."""
 

@@ -1,22 +1,23 @@
 """Scripted and echo replies: the sources that have the whole reply at the start.
 
-A source turns a conversation into the reply's events (``engine.events.ReplySource``); an
-upstream model (``tokenstream.sources.upstream``) yields them as they arrive instead.
+A route describes its request as a ``ScriptRequest``; a source answers it with a
+``ScriptedReply``: the rule that matched, if any, and the reply's events. An upstream model
+(``tokenstream.sources.upstream``) yields its events as they arrive instead.
 
-A scripted reply is, in this order: the rule's reasoning, its text, its tool calls. A rule
-with ``tool_result`` answers only a conversation whose last message is a tool's result (the
-agent loop's second turn); every other rule only the rest, so that the question that asked
-for a tool is not asked again when its result comes back.
+A scripted reply is, in this order: the rule's reasoning, its text, its tool calls. The
+rules are the ones added at run time (``runtime_rules``), then the config's; the first
+whose conditions all hold answers (``matching``). When none does, the default reply does,
+or, with ``responses.strict``, a 404 that names the closest rule.
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
 import string
 from collections.abc import AsyncIterator, Sequence
-
-import regex
+from dataclasses import dataclass
+from itertools import chain
+from typing import Protocol
 
 from tokenstream.config import ReplyRule
 from tokenstream.engine.events import (
@@ -27,15 +28,19 @@ from tokenstream.engine.events import (
     ToolCallEnd,
     ToolCallStart,
 )
-from tokenstream.engine.messages import ChatMessage, last_tool_result, last_user_text
+from tokenstream.engine.messages import last_user_text
+from tokenstream.sources.matching import Facts, ScriptRequest, failed_conditions, no_matching_rule
+from tokenstream.sources.runtime_rules import RuntimeRules
+from tokenstream.sources.sequences import Sequences
 
-__all__ = ["EchoSource", "ReplyRule", "ScriptedSource", "rule_events"]
-
-log = logging.getLogger(__name__)
-
-# A rule pattern comes from the config and is trusted, but the text it runs on is not:
-# the `regex` engine's timeout bounds any backtracking a prompt can provoke.
-MATCH_TIMEOUT_S = 0.05
+__all__ = [
+    "EchoSource",
+    "ReplyRule",
+    "ScriptSource",
+    "ScriptedReply",
+    "ScriptedSource",
+    "rule_events",
+]
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 
@@ -59,50 +64,72 @@ def rule_events(rule: ReplyRule) -> list[ReplyEvent]:
     return events
 
 
-async def _replay(events: Sequence[ReplyEvent]) -> AsyncIterator[ReplyEvent]:
-    for event in events:
-        yield event
+@dataclass(frozen=True, slots=True)
+class ScriptedReply:
+    """A source's answer to one request."""
+
+    rule: ReplyRule | None
+    """The rule that matched (its ``fault`` and ``profile`` apply); None: no rule did."""
+    events: tuple[ReplyEvent, ...]
+    call: int | None = None
+    """The request's position in its sequence (scripted source only)."""
+
+    async def stream(self) -> AsyncIterator[ReplyEvent]:
+        for event in self.events:
+            yield event
 
 
-def _found(pattern: regex.Pattern[str], text: str) -> bool:
-    try:
-        return pattern.search(text, timeout=MATCH_TIMEOUT_S) is not None
-    except TimeoutError:
-        log.warning("rule %r timed out on %d chars; skipped", pattern.pattern, len(text))
-        return False
+class ScriptSource(Protocol):
+    """A source whose reply is all there at the start: the app's ``sources``."""
+
+    def answer(self, request: ScriptRequest) -> ScriptedReply: ...
 
 
 class ScriptedSource:
-    """Replies from rules: the first rule that matches the conversation."""
+    """Replies from rules: the first rule whose conditions all hold."""
 
-    def __init__(self, rules: Sequence[ReplyRule], default_reply: str) -> None:
+    def __init__(
+        self,
+        rules: Sequence[ReplyRule],
+        default_reply: str,
+        *,
+        strict: bool = False,
+        max_runtime_rules: int = 1000,
+        max_sequences: int = 10_000,
+    ) -> None:
         self.rules = tuple(rules)
         self.default_reply = default_reply
+        self.strict = strict
+        self.runtime = RuntimeRules(max_runtime_rules)
+        self.sequences = Sequences(max_sequences)
 
-    def choose(self, messages: Sequence[ChatMessage]) -> ReplyRule | None:
-        """The first rule that answers ``messages``; None for the default reply."""
-        prompt = last_user_text(messages)
-        tool_result = last_tool_result(messages)
-        for rule in self.rules:
-            if tool_result is None:
-                if rule.tool_result is not None:
-                    continue
-            elif rule.tool_result is None or not _found(rule.tool_result, tool_result.content):
-                continue
-            if _found(rule.pattern, prompt):
-                return rule
-        return None
+    def _candidates(self, request: ScriptRequest) -> chain[ReplyRule]:
+        return chain(self.runtime.for_test(request.test_id), self.rules)
 
-    def reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyEvent]:
-        rule = self.choose(messages)
-        if rule is None:
-            return _replay([TextDelta(self.default_reply)] if self.default_reply else [])
-        return _replay(rule_events(rule))
+    def choose(self, request: ScriptRequest) -> tuple[ReplyRule | None, int]:
+        """The first rule that answers ``request`` (None: none does) and the request's
+        position in its sequence; counts the request in its sequence. In strict mode, a
+        request no rule answers raises ``NotFound`` (``no_matching_rule``)."""
+        facts = Facts.of(request, self.sequences.next_call(request.sequence_key()))
+        for rule in self._candidates(request):
+            if not failed_conditions(rule, facts):
+                return rule, facts.call
+        if self.strict:
+            raise no_matching_rule(list(self._candidates(request)), facts)
+        return None, facts.call
+
+    def answer(self, request: ScriptRequest) -> ScriptedReply:
+        rule, call = self.choose(request)
+        events = rule_events(rule) if rule is not None else []
+        if not events and self.default_reply and (rule is None or rule.fault):
+            # no rule, or one that only sets a fault (truncate@30): the default reply
+            events = [TextDelta(self.default_reply)]
+        return ScriptedReply(rule, tuple(events), call)
 
 
 class EchoSource:
     """Replies with the last user message, unchanged."""
 
-    def reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyEvent]:
-        text = last_user_text(messages)
-        return _replay([TextDelta(text)] if text else [])
+    def answer(self, request: ScriptRequest) -> ScriptedReply:
+        text = last_user_text(request.messages)
+        return ScriptedReply(None, (TextDelta(text),) if text else ())
