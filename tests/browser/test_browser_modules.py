@@ -187,6 +187,17 @@ def test_interpret(page: Page, fmt: str, data: str, expected: dict[str, Any]) ->
     assert page.evaluate(INTERPRET_JS, {"format": fmt, "data": data}) == expected
 
 
+def test_interpret_names_an_event_that_is_not_json(page: Page) -> None:
+    got = page.evaluate(
+        """async () => {
+          const { interpret } = await import("/static/transports.js");
+          return interpret("json", '{"index":1,"token', "#2 (message)");
+        }"""
+    )
+    assert got["error"].startswith("Malformed event #2 (message): ")
+    assert got["error"].endswith(': {"index":1,"token')
+
+
 def test_request_builders_leave_out_empty_overrides(page: Page) -> None:
     result = page.evaluate(
         """async () => {
@@ -210,6 +221,23 @@ def test_request_builders_leave_out_empty_overrides(page: Page) -> None:
         "stream_options": {"include_usage": True},
         "tokenstream": {"profile": "fast", "tokens_per_second": 0, "jitter": 0.5},
     }
+
+
+def test_request_builders_carry_a_fault_spec(page: Page) -> None:
+    result = page.evaluate(
+        """async () => {
+          const { streamQuery, chatBody } = await import("/static/transports.js");
+          const fault = "stall:2s@5,truncate@30";
+          return {
+            query: String(streamQuery({ prompt: "p", profile: "fast", fault })),
+            body: chatBody({ model: "m", messages: [], profile: "fast", fault }).tokenstream,
+          };
+        }"""
+    )
+    assert result["query"] == (
+        "prompt=p&format=json&profile=fast&fault=stall%3A2s%405%2Ctruncate%4030"
+    )
+    assert result["body"] == {"profile": "fast", "fault": "stall:2s@5,truncate@30"}
 
 
 def test_the_query_asks_for_a_dialects_own_events(page: Page) -> None:
@@ -322,7 +350,11 @@ def test_dialect_readers_read_reasoning_and_tool_calls(page: Page, dialect: str)
                                         '"message":"oops","param":null}')], "oops"),
         ("ai-sdk-ui", [("message", '{"type":"error","errorText":"nope"}'),
                        ("message", "[DONE]")], "nope"),
-        ("anthropic", [("content_block_delta", "not json")], "unexpected event data"),
+        ("anthropic", [("message_start", '{"type":"message_start","message":{}}'),
+                       ("content_block_delta", '{"type":"content_block_delta","ind')],
+         'Malformed event #2 (content_block_delta): '),
+        ("openai-chat", [("message", "42"), ("message", "[DONE]")],
+         "Malformed event #1 (message): not a JSON object: 42"),
     ],
 )
 def test_dialect_readers_report_errors(

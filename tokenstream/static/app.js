@@ -182,11 +182,11 @@ function startStream(kind, request, view) {
   return { controller, meter, done };
 }
 
-function requestFor(kind, { prompt, messages, profile, overrides }) {
+function requestFor(kind, { prompt, messages, profile, overrides, fault = "" }) {
   if (kind === "eventsource") {
-    return { prompt, model: page.model, profile, overrides, dialect: dialect(), ...eventSourceOptions() };
+    return { prompt, model: page.model, profile, overrides, fault, dialect: dialect(), ...eventSourceOptions() };
   }
-  return { model: page.model, messages, profile, overrides, dialect: dialect() };
+  return { model: page.model, messages, profile, overrides, fault, dialect: dialect() };
 }
 
 function preview(kind, request) {
@@ -312,6 +312,59 @@ function replyExtras(bubble) {
   };
 }
 
+// ---------------------------------------------------------------- faults
+
+const WAITING_AFTER_MS = 1000;
+
+/** The fault spec the chat's requests ask the server to inject ("" for none). */
+function faultSpec() {
+  return $("#fault-spec").value.trim();
+}
+
+/** A preset fills in the spec; a spec typed by hand shows its preset, or "custom". */
+function connectFaultControls() {
+  const preset = $("#fault-preset");
+  const spec = $("#fault-spec");
+  preset.addEventListener("change", () => {
+    spec.value = preset.value;
+  });
+  spec.addEventListener("input", () => {
+    const text = spec.value.trim();
+    const known = [...preset.options].some((option) => option.value === text && !option.hidden);
+    preset.value = known ? text : "custom";
+  });
+}
+
+/**
+ * "waiting… 2.5 s" in the bubble while no event has arrived for a second or more (a stall,
+ * a slow first token, slow headers), as a chat UI shows that it is still waiting.
+ * `arrived()` resets it, `stop()` removes it.
+ */
+function waitingIndicator(bubble) {
+  const note = document.createElement("div");
+  note.className = "waiting";
+  note.hidden = true;
+  bubble.append(note);
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const idle = performance.now() - last;
+    const appears = note.hidden && idle >= WAITING_AFTER_MS;
+    note.hidden = idle < WAITING_AFTER_MS;
+    note.textContent = `waiting… ${(idle / 1000).toFixed(1)} s without an event`;
+    if (appears) note.scrollIntoView({ block: "nearest" });
+  }, 100);
+  return {
+    arrived() {
+      last = performance.now();
+      note.hidden = true;
+    },
+    stop() {
+      clearInterval(timer);
+      note.remove();
+    },
+  };
+}
+
 // ---------------------------------------------------------------- chat view
 
 function readOverrides() {
@@ -351,7 +404,7 @@ async function sendChat(prompt) {
   const profile = $("#profile").value;
   const overrides = readOverrides();
   const messages = [...page.history, { role: "user", content: prompt }];
-  const request = requestFor(kind, { prompt, messages, profile, overrides });
+  const request = requestFor(kind, { prompt, messages, profile, overrides, fault: faultSpec() });
 
   addMessage("user", prompt);
   const bubble = addMessage("assistant", "");
@@ -369,9 +422,13 @@ async function sendChat(prompt) {
 
   setChatBusy(true);
   const rawLog = rawEventLog();
+  const waiting = waitingIndicator(bubble);
   page.chatRun = startStream(kind, request, {
     ...replyExtras(bubble),
-    raw: rawLog.add,
+    raw(event) {
+      rawLog.add(event);
+      waiting.arrived();
+    },
     text(text) {
       textNode.appendData(text);
       bubble.dataset.state = "streaming";
@@ -387,6 +444,7 @@ async function sendChat(prompt) {
   const meter = page.chatRun.meter;
   page.chatRun = null;
   rawLog.flush();
+  waiting.stop();
 
   bubble.dataset.state = result.status;
   bubble.removeAttribute("aria-busy");
@@ -568,6 +626,7 @@ async function init() {
     control.addEventListener("change", showTransportOptions);
   }
   showTransportOptions();
+  connectFaultControls();
   for (const tab of document.querySelectorAll('[role="tab"]')) {
     tab.addEventListener("click", () => selectTab(tab.id.replace("tab-", "")));
   }

@@ -9,34 +9,41 @@
 //   {text}  {reasoning}  {toolCall: {key, id, name}}  {toolArguments: {key, arguments}}
 //   {usage: {completion_tokens}}  {finishReason}  {error}
 // and sets reader.done when the dialect's last event (or an error that ends it) arrived.
+// An event it cannot read (not JSON) is an error naming the event, and ends the reading, as
+// it ends the official SDKs'.
 
-/** The `tokenstream` object: profile and overrides, without the empty ones. */
-export function pacing(profile, overrides = {}) {
+/** The `tokenstream` object (and GET /v1/stream's query): profile, overrides and the fault
+ * spec to inject, without the empty ones. */
+export function tokenstreamOptions(profile, overrides = {}, fault = "") {
   return Object.fromEntries(
-    Object.entries({ profile, ...overrides }).filter(([, v]) => v !== null && v !== "" && v !== undefined),
+    Object.entries({ profile, ...overrides, fault }).filter(([, v]) => v !== null && v !== "" && v !== undefined),
   );
 }
 
 /** Anthropic requires max_tokens; this is what the page asks for. */
 export const ANTHROPIC_MAX_TOKENS = 4096;
 
-function parse(data) {
+/** An event's JSON data; `name` says which event in the error when it is not a JSON object. */
+export function parseEvent(data, name) {
+  let value;
   try {
-    const value = JSON.parse(data);
-    if (value && typeof value === "object") return value;
-  } catch {
-    // reported below
+    value = JSON.parse(data);
+  } catch (error) {
+    throw new Error(`Malformed event ${name}: ${error.message}: ${data.slice(0, 80)}`);
   }
-  throw new Error(`unexpected event data: ${data.slice(0, 80)}`);
+  if (value && typeof value === "object") return value;
+  throw new Error(`Malformed event ${name}: not a JSON object: ${data.slice(0, 80)}`);
 }
 
 class Reader {
   constructor() {
     this.done = false;
+    this.events = 0;
   }
 
   read(type, data) {
     if (this.done) return [];
+    this.events += 1;
     try {
       return this.items(type, data);
     } catch (error) {
@@ -44,18 +51,23 @@ class Reader {
       return [{ error: error.message }];
     }
   }
+
+  /** The current event's data, parsed. */
+  parse(type, data) {
+    return parseEvent(data, `#${this.events} (${type})`);
+  }
 }
 
 // ------------------------------------------------------------ OpenAI chat completions
 
-/** The body of POST /v1/chat/completions; pacing goes in the `tokenstream` object. */
-export function chatBody({ model, messages, profile, overrides = {} }) {
+/** The body of POST /v1/chat/completions; pacing and a fault go in the `tokenstream` object. */
+export function chatBody({ model, messages, profile, overrides = {}, fault = "" }) {
   return {
     model,
     messages,
     stream: true,
     stream_options: { include_usage: true },
-    tokenstream: pacing(profile, overrides),
+    tokenstream: tokenstreamOptions(profile, overrides, fault),
   };
 }
 
@@ -70,7 +82,7 @@ class ChatReader extends Reader {
       this.done = true;
       return [];
     }
-    const chunk = parse(data);
+    const chunk = this.parse(type, data);
     if (chunk.error) return [{ error: chunk.error.message ?? String(chunk.error) }]; // [DONE] follows
     const items = [];
     for (const choice of chunk.choices ?? []) {
@@ -94,18 +106,18 @@ class ChatReader extends Reader {
 
 // ------------------------------------------------------------ OpenAI Responses
 
-function responsesBody({ model, messages, profile, overrides = {} }) {
+function responsesBody({ model, messages, profile, overrides = {}, fault = "" }) {
   return {
     model,
     input: messages.map(({ role, content }) => ({ type: "message", role, content })),
     stream: true,
-    tokenstream: pacing(profile, overrides),
+    tokenstream: tokenstreamOptions(profile, overrides, fault),
   };
 }
 
 class ResponsesReader extends Reader {
   items(type, data) {
-    const event = parse(data);
+    const event = this.parse(type, data);
     const key = String(event.output_index ?? 0);
     switch (event.type) {
       case "response.output_text.delta":
@@ -140,13 +152,13 @@ class ResponsesReader extends Reader {
 
 // ------------------------------------------------------------ Anthropic Messages
 
-function anthropicBody({ model, messages, profile, overrides = {} }) {
+function anthropicBody({ model, messages, profile, overrides = {}, fault = "" }) {
   return {
     model,
     max_tokens: ANTHROPIC_MAX_TOKENS,
     messages,
     stream: true,
-    tokenstream: pacing(profile, overrides),
+    tokenstream: tokenstreamOptions(profile, overrides, fault),
   };
 }
 
@@ -157,7 +169,7 @@ class AnthropicReader extends Reader {
   }
 
   items(type, data) {
-    const event = parse(data);
+    const event = this.parse(type, data);
     const key = String(event.index ?? 0);
     switch (event.type) {
       case "content_block_start":
@@ -199,7 +211,7 @@ const chatId = crypto.randomUUID().replaceAll("-", "");
 
 /** The body useChat's DefaultChatTransport sends: UI messages made of parts (each message's
  * id is its place in this page's chat, so the same history gives the same body). */
-function aiSdkBody({ messages, profile, overrides = {} }) {
+function aiSdkBody({ messages, profile, overrides = {}, fault = "" }) {
   return {
     id: chatId,
     messages: messages.map(({ role, content }, index) => ({
@@ -208,7 +220,7 @@ function aiSdkBody({ messages, profile, overrides = {} }) {
       parts: [{ type: "text", text: content }],
     })),
     trigger: "submit-message",
-    tokenstream: pacing(profile, overrides),
+    tokenstream: tokenstreamOptions(profile, overrides, fault),
   };
 }
 
@@ -218,7 +230,7 @@ class AISDKReader extends Reader {
       this.done = true;
       return [];
     }
-    const part = parse(data);
+    const part = this.parse(type, data);
     const key = part.toolCallId ?? "";
     switch (part.type) {
       case "text-delta":
@@ -259,16 +271,22 @@ const ANTHROPIC_EVENTS = [
 /**
  * By the names of GET /v1/dialects. `events`: the event types an EventSource listens to
  * (it hands a listener only the events of the type it listens to; unnamed ones are
- * "message").
+ * "message"). `ending`: the event a complete stream ends with, named when it is missing.
  */
 export const DIALECT_CLIENTS = {
-  "openai-chat": { body: chatBody, reader: () => new ChatReader(), events: ["message"] },
-  "openai-responses": { body: responsesBody, reader: () => new ResponsesReader(), events: RESPONSES_EVENTS },
+  "openai-chat": { body: chatBody, reader: () => new ChatReader(), events: ["message"], ending: "[DONE]" },
+  "openai-responses": {
+    body: responsesBody,
+    reader: () => new ResponsesReader(),
+    events: RESPONSES_EVENTS,
+    ending: "response.completed",
+  },
   anthropic: {
     body: anthropicBody,
     reader: () => new AnthropicReader(),
     events: ANTHROPIC_EVENTS,
+    ending: "message_stop",
     headers: { "anthropic-version": "2023-06-01" },
   },
-  "ai-sdk-ui": { body: aiSdkBody, reader: () => new AISDKReader(), events: ["message"] },
+  "ai-sdk-ui": { body: aiSdkBody, reader: () => new AISDKReader(), events: ["message"], ending: "[DONE]" },
 };

@@ -12,9 +12,11 @@
 //
 // Both report through the same callbacks (text, reasoning, toolCall, toolArguments, usage,
 // raw) and resolve to {status, message, finishReason} with status "done", "stopped" (the
-// AbortSignal fired) or "error".
+// AbortSignal fired) or "error". The error's message says what went wrong as a chat UI
+// would: an HTTP error's status and the API's message, the stream's own error event, an
+// event that is not JSON, a stream that ended without its last event, a broken connection.
 
-import { DIALECT_CLIENTS, chatBody, pacing } from "./dialects.js";
+import { DIALECT_CLIENTS, chatBody, parseEvent, tokenstreamOptions } from "./dialects.js";
 import { readEvents } from "./sse.js";
 
 export { chatBody };
@@ -34,6 +36,7 @@ export function streamQuery({
   format = "json",
   eventName = "",
   dialect = null,
+  fault = "",
 }) {
   const ownEvents = format === "dialect"; // the dialect names its own events
   const query = {
@@ -44,13 +47,14 @@ export function streamQuery({
     event: ownEvents ? null : eventName,
     // OpenAI chunks carry usage only when asked (the other dialects always do)
     include_usage: format === "openai" || (ownEvents && dialect.name === "openai-chat") ? "true" : null,
-    ...pacing(profile, overrides),
+    ...tokenstreamOptions(profile, overrides, fault),
   };
   return new URLSearchParams(Object.entries(query).filter(([, v]) => v !== null && v !== ""));
 }
 
-/** What one event's data means in tokenstream's own formats: {text, tokens} or {error}. */
-export function interpret(format, data) {
+/** What one event's data means in tokenstream's own formats: {text, tokens} or {error};
+ * `name` says which event in the error when the data is not JSON. */
+export function interpret(format, data, name = "") {
   if (format === "text") {
     // Errors are sent as an OpenAI error object in every format.
     if (data.startsWith('{"error":')) {
@@ -64,11 +68,11 @@ export function interpret(format, data) {
   }
   let payload;
   try {
-    payload = JSON.parse(data);
-  } catch {
-    return { error: `unexpected event data: ${data.slice(0, 80)}` };
+    payload = parseEvent(data, name);
+  } catch (error) {
+    return { error: error.message };
   }
-  if (payload && payload.error) return { error: payload.error.message ?? String(payload.error) };
+  if (payload.error) return { error: payload.error.message ?? String(payload.error) };
   return { text: payload.token, tokens: payload.tokens };
 }
 
@@ -90,13 +94,21 @@ function ended(state) {
   return { status: "done", finishReason: state.finishReason };
 }
 
+/** An HTTP error as a chat UI shows it: the status, the API's message, when to retry. */
 async function errorMessage(response) {
   const body = await response.text();
+  let message;
   try {
-    return JSON.parse(body).error.message;
+    message = JSON.parse(body).error.message; // OpenAI's and Anthropic's error bodies alike
   } catch {
-    return `HTTP ${response.status}: ${body.slice(0, 200)}`;
+    message = body.slice(0, 200);
   }
+  const retryAfter = response.headers.get("Retry-After");
+  return `HTTP ${response.status}: ${message}${retryAfter ? ` (retry after ${retryAfter} s)` : ""}`;
+}
+
+function incomplete(ending, how) {
+  return `The stream ended before the reply was complete: ${how} ${ending}.`;
 }
 
 /** EventSource reports a failed connection without its status or body: ask again to say why. */
@@ -114,23 +126,25 @@ async function explainFailure(url) {
 }
 
 /**
- * How an EventSource stream is read: the event types to listen to, and a reader (the
- * dialect's, for OpenAI chunks and a dialect's own events; null for text and json).
+ * How an EventSource stream is read: the event types to listen to, a reader (the
+ * dialect's, for OpenAI chunks and a dialect's own events; null for text and json), and
+ * the event a complete stream ends with.
  */
 function eventSourceReading(request) {
   const format = request.format ?? "json";
   if (format === "dialect") {
     const client = DIALECT_CLIENTS[request.dialect.name];
-    return { types: client.events, reader: client.reader() };
+    return { types: client.events, reader: client.reader(), ending: client.ending };
   }
   const types = [request.eventName || "message"];
-  return { types, reader: format === "openai" ? DIALECT_CLIENTS["openai-chat"].reader() : null };
+  const reader = format === "openai" ? DIALECT_CLIENTS["openai-chat"].reader() : null;
+  return { types, reader, ending: SENTINEL };
 }
 
 export function streamWithEventSource(request, on, signal) {
   const format = request.format ?? "json";
   const url = `/v1/stream?${streamQuery(request)}`;
-  const { types, reader } = eventSourceReading(request);
+  const { types, reader, ending } = eventSourceReading(request);
   return new Promise((resolve) => {
     const source = new EventSource(url);
     const state = { finishReason: null, error: null };
@@ -151,7 +165,9 @@ export function streamWithEventSource(request, on, signal) {
       opened = true;
       on.open?.();
     });
+    let events = 0;
     const listener = (event) => {
+      events += 1;
       on.raw?.(event);
       if (reader !== null) {
         deliver(reader.read(event.type, event.data), on, state);
@@ -159,15 +175,18 @@ export function streamWithEventSource(request, on, signal) {
       } else if (isSentinel(event.data, event.lastEventId)) {
         settle(ended(state));
       } else {
-        deliver([interpret(format, event.data)], on, state);
+        deliver([interpret(format, event.data, `#${events} (${event.type})`)], on, state);
+        if (state.error) settle(ended(state)); // an error event, or one that cannot be read
       }
     };
     for (const type of types) source.addEventListener(type, listener);
     source.addEventListener("error", async () => {
       if (settled) return;
       if (opened) {
-        // Reconnecting would replay the reply from the start: stop instead.
-        settle({ status: "error", message: "The connection was lost before the end." });
+        // Reconnecting would replay the reply from the start: stop instead. EventSource does
+        // not say whether the connection closed or broke.
+        const message = incomplete(ending, "the connection closed before");
+        settle(state.error ? ended(state) : { status: "error", message });
         return;
       }
       source.close();
@@ -201,7 +220,8 @@ export async function streamWithFetch(request, on, signal) {
   }
   if (!response.ok) return { status: "error", message: await errorMessage(response) };
   on.open?.();
-  const reader = DIALECT_CLIENTS[request.dialect.name].reader();
+  const client = DIALECT_CLIENTS[request.dialect.name];
+  const reader = client.reader();
   try {
     for await (const event of readEvents(response)) {
       on.raw?.(event);
@@ -210,8 +230,10 @@ export async function streamWithFetch(request, on, signal) {
     }
   } catch (error) {
     if (signal.aborted) return { status: "stopped", finishReason: null };
-    return { status: "error", message: `The stream broke off (${error.message}).` };
+    const broke = `The connection broke off before the reply was complete (${error.message}).`;
+    return { status: "error", message: broke, finishReason: null };
   }
   if (signal.aborted) return { status: "stopped", finishReason: null };
-  return { status: "error", message: "The stream ended before its last event." };
+  if (state.error) return ended(state); // an error event said why, and the ending is missing
+  return { status: "error", message: incomplete(client.ending, "no"), finishReason: state.finishReason };
 }
