@@ -105,3 +105,45 @@ def test_an_ending_fault_carries_the_event_that_reached_it() -> None:
     assert caught.value.fault.kind == "truncate"
     assert b'"content":"cd"' in caught.value.pending
     assert encoder.tokens == 4
+
+
+async def test_a_stall_holds_what_follows_its_token_even_unpaced() -> None:
+    """The event that reaches the stall goes out; everything after it, due at once on an
+    unpaced profile, waits for the stall's end, and no batch spans it."""
+    from tokenstream.engine.accounting import StreamStats
+    from tokenstream.engine.pacer import PacingProfile
+    from tokenstream.engine.playout import Playout
+    from tokenstream.engine.reply import ReplyProgress, scheduled_reply
+    from tokenstream.engine.tokenizer import Tokenizer, load_encoding
+
+    clock = FakeClock()
+
+    class Recorder:
+        batch_bytes = 1 << 16
+
+        def __init__(self) -> None:
+            self.writes: list[tuple[float, bytes]] = []
+            self.last_write = 0.0
+
+        def write_nowait(self, data: bytes, now: float | None = None) -> bool:
+            self.writes.append((clock.now(), data))
+            return True
+
+        async def send(self, data: bytes) -> None:
+            self.writes.append((clock.now(), data))
+
+    recorder = Recorder()
+    gate = StallGate(recorder, clock)
+    inner = OpenAIChunkFormat(model="m", include_usage=False, completion_id="c", created=1)
+    encoder = FaultyEncoder(inner, parse_faults("stall:2s@3"), gate)
+    events = scheduled_reply(
+        " one two three four five six", tokenizer=Tokenizer(load_encoding()),
+        profile=PacingProfile(tokens_per_second=None), start=0.0, max_tokens=None,
+        progress=ReplyProgress(),
+    )
+    await Playout(gate, clock, events, encoder, StreamStats()).run()
+    texts = [(time, data.decode().count('"content":"')) for time, data in recorder.writes]
+    before = sum(count for time, count in texts if time < 2.0)
+    after = sum(count for time, count in texts if time >= 2.0)
+    assert before == 3 + 1  # the role chunk's empty content, then three tokens
+    assert after == 3

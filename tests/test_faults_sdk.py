@@ -145,6 +145,8 @@ async def test_a_529_before_the_stream(
     got = await CLIENTS[client](served, "error:529@0")
     assert isinstance(got.error, raised)
     assert got.error.status_code == 529  # type: ignore[attr-defined]
+    if client == "messages":
+        assert got.error.body["error"]["type"] == "overloaded_error"  # type: ignore[attr-defined]
 
 
 async def test_a_500_after_five_tokens_is_an_error_event_after_them(served: Served) -> None:

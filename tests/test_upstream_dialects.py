@@ -260,8 +260,8 @@ async def test_text_finish_and_usage_reach_every_client(
         assert got.prompt_tokens == _counted_prompt()  # said in message_start, before the reply
     else:
         assert got.prompt_tokens == FULL.prompt_tokens
-    (seen,) = served.upstream.seen  # asked once
-    assert seen.body["stream"] is True
+    assert len(served.upstream.seen) == 1, served.upstream.seen  # asked once
+    assert served.upstream.seen[0].body["stream"] is True
 
 
 @pytest.mark.parametrize("client", STREAMED_CLIENTS)

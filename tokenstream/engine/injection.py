@@ -100,34 +100,63 @@ class _Connection(EventSink, Protocol):
 
 class StallGate:
     """The connection as the reply writes to it (``playout.EventSink``), held during a
-    stall; ``heartbeats`` is the connection as the heartbeats write to it."""
+    stall; ``heartbeats`` is the connection as the heartbeats write to it.
 
-    __slots__ = ("_clock", "_silent_until", "_sink", "_until", "batch_bytes", "heartbeats")
+    A stall starts after the write that carries the event that reached it (that event is
+    not held back), and events due together are not batched across it."""
+
+    __slots__ = ("_clock", "_pending", "_silent", "_silent_until", "_sink", "_until",
+                 "heartbeats")
 
     def __init__(self, sink: _Connection, clock: Clock) -> None:
         self._sink = sink
         self._clock = clock
         self._until = 0.0
         self._silent_until = 0.0
-        self.batch_bytes = sink.batch_bytes
+        self._pending: float | None = None  # a stall to start after the next write
+        self._silent = False
         self.heartbeats = _Heartbeats(self)
 
+    @property
+    def batch_bytes(self) -> int:
+        """0 while a stall waits to start or lasts: the playout writes no batch across it."""
+        if self._pending is not None or self._clock.now() < self._until:
+            return 0
+        return self._sink.batch_bytes
+
     def stall(self, duration: float, *, heartbeats: bool) -> None:
-        """Hold every write for ``duration`` from now (and the heartbeats, if not
+        """Hold every write for ``duration`` after the next one (and the heartbeats, if not
         ``heartbeats``)."""
-        self._until = max(self._until, self._clock.now() + duration)
-        if not heartbeats:
+        self._pending = max(self._pending or 0.0, duration)
+        self._silent = self._silent or not heartbeats
+
+    def _written(self) -> None:
+        if self._pending is None:
+            return
+        self._until = max(self._until, self._clock.now() + self._pending)
+        if self._silent:
             self._silent_until = max(self._silent_until, self._until)
+        self._pending, self._silent = None, False
 
     def write_nowait(self, data: bytes, now: float | None = None) -> bool:
         if (self._clock.now() if now is None else now) < self._until:
             return False  # the task sends it, after the stall
-        return self._sink.write_nowait(data, now)
+        written = self._sink.write_nowait(data, now)
+        if written:
+            self._written()
+        return written
 
     async def send(self, data: bytes) -> None:
+        await self.held()
+        await self._sink.send(data)
+        self._written()
+
+    async def held(self) -> None:
+        """Return once no stall holds the connection (the stream's ending waits too)."""
+        if self._pending is not None:
+            self._written()  # a stall asked for by the last event: it starts now
         if self._clock.now() < self._until:
             await self._clock.sleep_until(self._until)
-        await self._sink.send(data)
 
 
 class _Heartbeats:

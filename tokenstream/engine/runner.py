@@ -289,6 +289,8 @@ class Runner:
                         injected.cancel()
                         # the event that reached an ending fault went out with the ending
                         record.tokens = max(record.tokens, injected.tokens)
+                if injected is not None:
+                    await injected.held()  # a stall at the last event delays the ending
                 if reset:
                     if ending:
                         await sse.send(ending)
@@ -448,6 +450,9 @@ class _Injected:
     def tokens(self) -> int:
         """Tokens of the events made so far."""
         return self._encoder.tokens
+
+    async def held(self) -> None:
+        await self._gate.held()
 
     def cancel(self) -> None:
         for timer in self._timers:
