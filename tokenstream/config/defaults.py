@@ -89,18 +89,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "pause_ms": 0,
         "newline_pause_ms": None,
     },
-    "flaky": {
-        "description": "A hosted model on a bad day: the chatgpt pace with seeded random "
-        "faults (errors, cut streams, stalls), the same sequence in every run.",
-        "tokens_per_second": 50,
-        "ttft_ms": 350,
-        "jitter": 0.25,
-        "seed": None,
-        "chunk_tokens": 1,
-        "pause_ms": 60,
-        "newline_pause_ms": 90,
-        "chaos": "seed=1,error=0.15,truncate=0.1,stall=0.15",
-    },
+}
+PROFILES["flaky"] = {
+    **PROFILES["chatgpt"],
+    "description": "A hosted model on a bad day: the chatgpt pace with seeded random faults "
+    "(errors, cut streams, stalls), the same sequence in every run.",
+    "chaos": "seed=1,error=0.15,truncate=0.1,stall=0.15",
 }
 
 DEFAULT_REPLY = (

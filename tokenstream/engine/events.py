@@ -17,11 +17,10 @@ forwards it unchanged, any other leaves it out.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tokenstream.engine.messages import ChatMessage
 from tokenstream.engine.tokenizer import Piece
 
 __all__ = [
@@ -34,7 +33,6 @@ __all__ = [
     "ReplyEncoder",
     "ReplyError",
     "ReplyEvent",
-    "ReplySource",
     "TextDelta",
     "ToolCall",
     "ToolCallDelta",
@@ -209,9 +207,3 @@ class ReplyEncoder(Protocol):
 
     def error(self, message: str, error_type: str, code: str | None) -> bytes:
         """An error in the dialect's in-stream error shape, and the stream's ending."""
-
-
-class ReplySource(Protocol):
-    """Where replies come from: a conversation in, the reply's events out, in order."""
-
-    def reply(self, messages: Sequence[ChatMessage]) -> AsyncIterator[ReplyEvent]: ...
