@@ -1,6 +1,7 @@
 """Configuration: the settings model, its embedded defaults, and loading a YAML file."""
 
 from tokenstream.config.loading import embedded_defaults, load_config, validate_mapping
+from tokenstream.config.replay import OnMiss, RecordConfig, ReplayConfig, record_replay_problems
 from tokenstream.config.settings import (
     Config,
     ReplyRule,
@@ -15,6 +16,9 @@ from tokenstream.config.upstream import UpstreamConfig, UpstreamDialect, ca_cont
 
 __all__ = [
     "Config",
+    "OnMiss",
+    "RecordConfig",
+    "ReplayConfig",
     "ReplyRule",
     "ResponsesConfig",
     "RuleConfig",
@@ -27,5 +31,6 @@ __all__ = [
     "ca_context",
     "embedded_defaults",
     "load_config",
+    "record_replay_problems",
     "validate_mapping",
 ]
