@@ -5,8 +5,9 @@ transport on Node).
 
 Pacing runs on a FakeClock, so a replayed reply's timers are reached at once and
 ``FakeClock.sleeps`` lists the deadlines kept: the recorded arrivals (``/ speed``), or the
-profile's schedule. No assertion here depends on how fast the machine is, except lower
-bounds on the recorded gaps, which the upstream's own sleeps guarantee.
+profile's schedule. No assertion here depends on how fast the machine is: how close the
+recorded and replayed timing come to the upstream's is measured by
+``scripts/replay_fidelity.py``.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ ARGUMENTS = "".join(CALL[2])
 FULL = Script(text=TEXT, reasoning=REASONING, call=CALL, finish="tool_calls")
 
 GAP_S = 0.03
-"""The upstream's pause before the text: the recorded offsets must show it."""
+"""The upstream's pause before the text."""
 
 
 # -- servers -------------------------------------------------------------------------------
@@ -351,9 +352,6 @@ async def test_a_recorded_fixture_holds_the_request_and_every_event_with_its_arr
     assert events[-2:] == [Finish("tool_calls"), Usage(FULL.prompt_tokens, FULL.completion_tokens)]
     offsets = [at for at, _ in fixture.events]
     assert offsets == sorted(offsets) and offsets[0] > 0
-    first_text = next(at for at, e in fixture.events if isinstance(e, TextDelta))
-    last_reasoning = max(at for at, e in fixture.events if isinstance(e, ReasoningDelta))
-    assert first_text - last_reasoning >= GAP_S * 0.9  # the upstream's pause, as it came
     text = path.read_text("utf-8")
     for secret in (KEY, CLIENT_KEY, "authorization", "x-api-key", "Bearer"):
         assert secret.lower() not in text.lower()
