@@ -107,3 +107,20 @@ def test_the_comparison_serves_each_revision_from_its_own_worktree(tmp_path: Pat
     for checkout in document["roots"].values():  # the temporary worktrees are gone
         assert not Path(checkout).exists()
         assert checkout not in worktrees
+
+
+@pytest.mark.slow
+def test_replay_fidelity_quick_run(tmp_path: Path) -> None:
+    """``scripts/replay_fidelity.py`` records, replays and checks the bytes (it stops on a
+    difference); its timing is not asserted."""
+    out = tmp_path / "fidelity.json"
+    run = subprocess.run(
+        [sys.executable, str(SCRIPTS / "replay_fidelity.py"), "--replies", "1", "--deltas",
+         "20", "--replays", "1", "--upstream-ttft-ms", "0", "--server-root",
+         str(SCRIPTS.parent), "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "byte-exact in every reply" in run.stdout
+    results = json.loads(out.read_text())["results"]
+    assert results["replay chat"]["n"] == results["replay anthropic"]["n"] > 20

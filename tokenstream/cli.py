@@ -7,17 +7,22 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tokenstream import __version__
 from tokenstream.dialects.catalog import DIALECTS
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from tokenstream.client import StreamSummary
     from tokenstream.client.terminal import TerminalView
+    from tokenstream.config import Config
     from tokenstream.sse.parser import ServerSentEvent
 
 __all__ = ["main"]
+
+_Section = TypeVar("_Section", bound="BaseModel")
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -47,6 +52,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="forward chat completions to this OpenAI-compatible API root, e.g. "
         "https://api.openai.com/v1 (key from $OPENAI_API_KEY, see upstream.api_key_env)",
+    )
+    serve.add_argument(
+        "--record", metavar="DIR",
+        help="store each upstream reply as a fixture file in DIR (made if missing); needs "
+        "--upstream (record.dir)",
+    )
+    serve.add_argument(
+        "--replay", metavar="DIR",
+        help="answer requests that match a fixture in DIR from it, in any dialect (replay.dir)",
+    )
+    serve.add_argument(
+        "--replay-speed", type=float, metavar="X",
+        help="play the recorded timing X times as fast (replay.speed, default 1)",
+    )
+    serve.add_argument(
+        "--replay-on-miss", choices=["upstream", "default", "fail"],
+        help="a request no fixture matches: proxied to --upstream, the scripted reply, or a "
+        "404 (replay.on_miss, default fail)",
+    )
+    serve.add_argument(
+        "--replay-profile", metavar="NAME",
+        help="re-pace replayed replies with this profile instead of their recorded timing "
+        "(replay.profile)",
     )
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        help="default: server.log_level (INFO)")
@@ -132,6 +160,7 @@ def _serve(args: argparse.Namespace) -> int:
             config = config.model_copy(
                 update={"default_profile": args.profile, "upstream": upstream}
             )
+        config = _with_record_replay(config, args)
         loop_name, loop_factory = _loop_factory(args.loop)
         app = create_app(config, clock=LoopClock() if args.clock == "loop" else None)
     except TokenstreamError as exc:
@@ -161,6 +190,11 @@ def _serve(args: argparse.Namespace) -> int:
             f"  demo page: {base}/\n  try: curl -N '{base}/v1/stream?{query}'",
             flush=True,
         )
+        if config.replay.dir is not None:
+            print(f"  replaying fixtures from {config.replay.dir} "
+                  f"(on a miss: {config.replay.on_miss})", flush=True)
+        if config.record.dir is not None:
+            print(f"  recording upstream replies into {config.record.dir}", flush=True)
 
     # SIGTERM/SIGINT: stop accepting, let streams finish (server.shutdown_grace_s), exit 0
     try:
@@ -174,6 +208,41 @@ def _serve(args: argparse.Namespace) -> int:
               f"{exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _with_record_replay(config: Config, args: argparse.Namespace) -> Config:
+    """``config`` with the ``--record`` and ``--replay*`` flags applied and checked."""
+    from tokenstream.config import record_replay_problems
+    from tokenstream.errors import ConfigError
+
+    record = _flags_onto(config.record, "record", {"dir": args.record})
+    replay = _flags_onto(config.replay, "replay", {
+        "dir": args.replay, "speed": args.replay_speed, "on_miss": args.replay_on_miss,
+        "profile": args.replay_profile,
+    })
+    problems = record_replay_problems(
+        record, replay, upstream_base_url=config.upstream.base_url, profiles=config.profiles
+    )
+    if problems:
+        raise ConfigError("the command line", problems)
+    return config.model_copy(update={"record": record, "replay": replay})
+
+
+def _flags_onto(section: _Section, name: str, flags: dict[str, Any]) -> _Section:
+    """The config ``section`` called ``name`` with the flags given (not None) set in it."""
+    from pydantic import ValidationError
+
+    from tokenstream.errors import ConfigError
+
+    given = {key: value for key, value in flags.items() if value is not None}
+    if not given:
+        return section
+    try:
+        return section.model_validate({**section.model_dump(), **given})
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        key = ".".join([name, *(str(part) for part in error["loc"])])
+        raise ConfigError("the command line", [(key, error["msg"])]) from None
 
 
 def _loop_factory(name: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:

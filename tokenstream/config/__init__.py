@@ -1,6 +1,7 @@
 """Configuration: the settings model, its embedded defaults, and loading a YAML file."""
 
 from tokenstream.config.loading import embedded_defaults, load_config, validate_mapping
+from tokenstream.config.replay import OnMiss, RecordConfig, ReplayConfig, record_replay_problems
 from tokenstream.config.rules import RULE_DIALECTS, RuleDialect, compile_rule
 from tokenstream.config.settings import (
     Config,
@@ -19,6 +20,9 @@ __all__ = [
     "RULE_DIALECTS",
     "Config",
     "ControlConfig",
+    "OnMiss",
+    "RecordConfig",
+    "ReplayConfig",
     "ReplyRule",
     "ResponsesConfig",
     "RuleConfig",
@@ -33,5 +37,6 @@ __all__ = [
     "compile_rule",
     "embedded_defaults",
     "load_config",
+    "record_replay_problems",
     "validate_mapping",
 ]

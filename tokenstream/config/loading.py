@@ -61,7 +61,18 @@ def validate_mapping(data: dict[str, Any], source: str, base_dir: Path = Path(".
         config.reply_rules()
     except ValidationError as exc:
         raise ConfigError(source, _problems(exc)) from None
-    return _with_ca_file(config, source)
+    return _with_fixture_dirs(_with_ca_file(config, source))
+
+
+def _with_fixture_dirs(config: Config) -> Config:
+    """``record.dir`` and ``replay.dir`` resolved relative to the config file (they are
+    checked when the app is made: the fixtures are read then)."""
+    record, replay = config.record, config.replay
+    if record.dir is not None:
+        record = record.model_copy(update={"dir": config.base_dir / record.dir})
+    if replay.dir is not None:
+        replay = replay.model_copy(update={"dir": config.base_dir / replay.dir})
+    return config.model_copy(update={"record": record, "replay": replay})
 
 
 def _with_ca_file(config: Config, source: str) -> Config:

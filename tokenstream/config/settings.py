@@ -17,6 +17,7 @@ from pydantic import (
 
 from tokenstream.config import defaults
 from tokenstream.config.base import StrictModel
+from tokenstream.config.replay import RecordConfig, ReplayConfig, record_replay_problems
 from tokenstream.config.rules import ReplyRule, RuleConfig, ToolCallConfig, compile_rule
 from tokenstream.config.upstream import UpstreamConfig
 from tokenstream.engine.pacer import PacingProfile
@@ -232,6 +233,8 @@ class Config(StrictModel):
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
     models: list[str] = Field(default_factory=lambda: ["tokenstream-1"], min_length=1)
     strict_models: bool = Field(
         default=False, description="true: a request for a model not in 'models' gets 404"
@@ -281,6 +284,17 @@ class Config(StrictModel):
         if name is None or name in self.profiles:
             return None
         return f"{name!r} is not among the profiles ({', '.join(sorted(self.profiles))})"
+
+    @model_validator(mode="after")
+    def _record_replay_fit(self) -> Config:
+        problems = record_replay_problems(
+            self.record, self.replay, upstream_base_url=self.upstream.base_url,
+            profiles=self.profiles,
+        )
+        if problems:
+            key, reason = problems[0]
+            raise ValueError(f"{key}: {reason}")
+        return self
 
     @property
     def default_source(self) -> str:

@@ -38,6 +38,7 @@ from tokenstream.server.cors import CorsPolicy, cors_preflight_middleware
 from tokenstream.server.journal import Journal
 from tokenstream.server.metrics import metrics_registry
 from tokenstream.server.middleware import openai_errors, valid_query
+from tokenstream.server.replay import add_record_replay
 from tokenstream.server.state import CONFIG, METRICS, STATE, AppState
 from tokenstream.server.ui import add_ui_routes
 from tokenstream.sources.scripted import EchoSource, ScriptedSource, ScriptSource
@@ -134,6 +135,7 @@ def create_app(
         upstream = UpstreamClient.from_environment(config.upstream, os.environ)
         app[UPSTREAM] = upstream
         app.cleanup_ctx.append(upstream.cleanup_ctx)
+    add_record_replay(app, config)  # the fixtures are read (and checked) now
     app[METRICS] = metrics_registry(app[STATE].stats, app[STATE].lateness)
     log_client_errors_at_info()
     app.on_response_prepare.append(cors.on_response_prepare)

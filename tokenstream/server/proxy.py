@@ -20,6 +20,7 @@ nothing; a request is sent upstream once, never again.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from tokenstream.engine.reply import count_prompt_tokens
 from tokenstream.engine.tokenizer import Tokenizer
 from tokenstream.errors import InvalidRequest, UpstreamError, UpstreamStreamError
 from tokenstream.server.auth import presented_key
+from tokenstream.server.recording import Recording, forwarded_recording, recording
 from tokenstream.server.state import AppState
 from tokenstream.sources.upstream import UpstreamClient, UpstreamReply
 from tokenstream.sources.upstream_bodies import upstream_body
@@ -79,6 +81,8 @@ class _Ask:
     client: UpstreamClient
     body: dict[str, Any] | bytes
     key: str | None
+    record: Recording | None = None
+    """Set when the reply is to be stored as a fixture (``serve --record``)."""
 
 
 def client_key(request: web.Request, state: AppState) -> str | None:
@@ -117,14 +121,13 @@ async def forwarded(
     key = client_key(request, state)
     body = proxied.body if proxied.raw is None else proxied.raw
     profile, faults = _pacing(request, state, proxied.overrides, "tokenstream.")
-    if not proxied.stream:
+    if not proxied.stream:  # (passed on as it came: not recorded)
         return await state.runner.whole(
             request, partial(client.forward, body, key), clock=LoopClock(), faults=faults
         )
     prompt = None if shown is None else _Prompt(shown, ())
-    return await _stream_live(
-        request, state, encoder, _Ask(client, body, key), profile, prompt, faults=faults
-    )
+    ask = _Ask(client, body, key, forwarded_recording(request, state, body))
+    return await _stream_live(request, state, encoder, ask, profile, prompt, faults=faults)
 
 
 async def translated(
@@ -147,6 +150,7 @@ async def translated(
         client,
         upstream_body(state.config.upstream.dialect, conversation),
         client_key(request, state),
+        recording(request, conversation),
     )
     profile, faults = _pacing(request, state, overrides, "tokenstream.")
     if not stream and answer is not None:
@@ -184,7 +188,7 @@ async def stream_query(
     if request.method == "HEAD":
         return head_response(dict(query.dialect.headers) if query.dialect is not None else None)
     encoder = encoder_for(query, model, config.server.sentinel)
-    ask = _Ask(client, body, client_key(request, state))
+    ask = _Ask(client, body, client_key(request, state), recording(request, conversation))
     counted = prompt_counted(encoder)
     prompt = None if counted is None else _Prompt(counted, conversation.messages)
     headers = dict(query.dialect.headers) if query.dialect is not None else None
@@ -220,6 +224,7 @@ async def _live(
     state: AppState, ask: _Ask, profile: PacingProfile, prompt: _Prompt | None
 ) -> LiveReply:
     """Ask the upstream; once it answers with a stream, the reply to play."""
+    sent_at = time.monotonic()  # what a recording's arrivals count from
     pending = await ask.client.begin(ask.body, ask.key)
     try:
         counted: int | None = None
@@ -231,6 +236,8 @@ async def _live(
         pending.close()
         raise
     items = reply.items()
+    if ask.record is not None:
+        items = ask.record.tap(items, sent_at)
     if prompt is not None:
         items = _telling(items, reply, prompt, counted, state.tokenizer)
     return LiveReply(
@@ -268,6 +275,7 @@ async def _telling(
 
 async def _read_whole(ask: _Ask) -> ReplyContent:
     """The upstream's streamed reply read to its end and added up, for a whole answer."""
+    sent_at = time.monotonic()  # what a recording's arrivals count from
     pending = await ask.client.begin(ask.body, ask.key)
     try:
         reply = await pending.reply()
@@ -275,8 +283,11 @@ async def _read_whole(ask: _Ask) -> ReplyContent:
         pending.close()
         raise
     content = ReplyContent()
+    arriving = reply.items()
+    if ask.record is not None:
+        arriving = ask.record.tap(arriving, sent_at)
     try:
-        async with aclosing(reply.items()) as items:
+        async with aclosing(arriving) as items:
             async for item in items:
                 content.add(item)
     except UpstreamStreamError as exc:

@@ -52,7 +52,7 @@ from tokenstream.engine.reply import (
 from tokenstream.engine.runner import SHUTTING_DOWN
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import InvalidRequest, NotFound, RequestError, Unavailable
-from tokenstream.server import proxy
+from tokenstream.server import proxy, replay
 from tokenstream.server.limits import check_prompt_tokens, reply_token_limit
 from tokenstream.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tokenstream.server.metrics import render
@@ -230,6 +230,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     config = state.config
     state.journal.note(request).dialect = "openai-chat"
     raw = await _read_body(request, state)
+    if (replayed := await replay.answer(request, state, "openai-chat", raw)) is not None:
+        return replayed
     same = _same_dialect_upstream(request, state, raw, "openai-chat")
     if same is not None:
         upstream, proxied = same
@@ -338,6 +340,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     state.journal.note(request).dialect = "openai-responses"
     raw = await _read_body(request, state)
+    if (replayed := await replay.answer(request, state, "openai-responses", raw)) is not None:
+        return replayed
     same = _same_dialect_upstream(request, state, raw, "openai-responses")
     if same is not None:
         upstream, proxied = same
@@ -372,6 +376,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     state.journal.note(request).dialect = "anthropic"
     raw = await _read_body(request, state)
+    if (replayed := await replay.answer(request, state, "anthropic", raw)) is not None:
+        return replayed
     same = _same_dialect_upstream(request, state, raw, "anthropic")
     if same is not None:
         upstream, proxied = same
@@ -407,7 +413,10 @@ async def ai_sdk_chat(request: web.Request) -> web.StreamResponse:
     stream, as ``useChat`` reads it; always streamed (the protocol has no whole answer)."""
     state = request.app[STATE]
     state.journal.note(request).dialect = AI_SDK_UI
-    parsed = parse_ui_chat(await _read_body(request, state))
+    raw = await _read_body(request, state)
+    if (replayed := await replay.answer(request, state, AI_SDK_UI, raw)) is not None:
+        return replayed
+    parsed = parse_ui_chat(raw)
     model = parsed.model or state.config.models[0]
     encoder = UIMessageStreamFormat(message_id=parsed.message_id)
     client = _upstream_for(request, state, parsed.overrides.source)
@@ -436,6 +445,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         # An EventSource reconnects when a finished stream closes; 204 tells it to stop.
         return web.Response(status=204)
     query = parse_stream_query(request.query, [key for key, _ in request.query.items()])
+    if (replayed := await replay.answer_query(request, state, query)) is not None:
+        return replayed
     client = _upstream_for(request, state, query.overrides.source)
     if client is not None:
         if "Last-Event-ID" in request.headers:
