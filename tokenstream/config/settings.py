@@ -221,6 +221,37 @@ class ControlConfig(StrictModel):
     )
 
 
+class ResumeConfig(StrictModel):
+    """Resumable streams (docs/RELIABILITY.md): a reconnect with ``Last-Event-ID`` gets the
+    events it missed, then the rest."""
+
+    enabled_scripted: bool = Field(
+        default=True, description="scripted, echo and replayed replies can be resumed"
+    )
+    enabled_upstream: bool = Field(
+        default=False,
+        description="upstream replies can be resumed (the upstream request goes on after "
+        "the client left, for linger_s: it is billed)",
+    )
+    ttl_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="a log is kept this long after its stream ended"
+    )
+    linger_s: float = Field(
+        default=30.0, ge=0, le=3600,
+        description="a reply goes on this long after its client left, then it is cancelled",
+    )
+    max_streams: int = Field(
+        default=10_000, ge=1, le=10_000_000,
+        description="logs kept at most; the oldest finished one is dropped first",
+    )
+    max_events_per_stream: int = Field(
+        default=100_000, ge=1, le=10_000_000, description="of each stream, the newest"
+    )
+    max_bytes_per_stream: int = Field(
+        default=16_777_216, ge=1024, le=1_073_741_824, description="of each stream, the newest"
+    )
+
+
 class Config(StrictModel):
     server: ServerConfig = Field(default_factory=ServerConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
@@ -233,6 +264,7 @@ class Config(StrictModel):
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
+    resume: ResumeConfig = Field(default_factory=ResumeConfig)
     record: RecordConfig = Field(default_factory=RecordConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     models: list[str] = Field(default_factory=lambda: ["tokenstream-1"], min_length=1)

@@ -18,8 +18,9 @@ from tokenstream.engine.accounting import StreamStats
 from tokenstream.engine.clock import TimerClock
 from tokenstream.engine.lateness import LatenessHistogram
 from tokenstream.engine.registry import StreamRegistry
-from tokenstream.engine.runner import Runner, StreamLimits
+from tokenstream.engine.runner import ResumeSettings, Runner, StreamLimits
 from tokenstream.engine.scheduler import BucketClock
+from tokenstream.engine.streamlog import MemoryStreamLogs
 from tokenstream.engine.tokenizer import Tokenizer, load_encoding
 from tokenstream.server import routes
 from tokenstream.server.accesslog import (
@@ -103,6 +104,7 @@ def create_app(
     )
     sources: dict[str, ScriptSource] = {"scripted": scripted, "echo": EchoSource()}
     stats = StreamStats()
+    resume = config.resume
     streams = StreamRegistry(
         server.max_concurrent_streams, server.retry_after_s, server.max_streams_per_client
     )
@@ -126,6 +128,12 @@ def create_app(
                 max_buffered_bytes=server.max_buffered_bytes,
             ),
             client_of=client_identity(keys),
+            logs=MemoryStreamLogs(
+                clock, ttl_s=resume.ttl_s, max_streams=resume.max_streams,
+                max_events_per_stream=resume.max_events_per_stream,
+                max_bytes_per_stream=resume.max_bytes_per_stream,
+            ),
+            resume=ResumeSettings(linger_s=resume.linger_s),
         ),
         keys=keys,
         scripted=scripted,
@@ -144,7 +152,11 @@ def create_app(
     app.router.add_post("/v1/messages", routes.messages)
     app.router.add_post("/v1/responses", routes.responses)
     app.router.add_get("/v1/stream", routes.stream)
+    app.router.add_get("/v1/streams/{stream_id}", routes.resumed_stream)
     app.router.add_post(server.ai_sdk_chat_path, routes.ai_sdk_chat)
+    app.router.add_get(
+        server.ai_sdk_chat_path.rstrip("/") + "/{chat_id}/stream", routes.ai_sdk_resume
+    )
     app.router.add_get("/v1/dialects", routes.dialects)
     app.router.add_get("/v1/models", routes.models)
     app.router.add_get("/v1/models/{model}", routes.model)

@@ -1,0 +1,236 @@
+"""Stream logs: every streamed reply's id, and the events of a resumable one, kept for a while.
+
+Every streamed reply gets a stream id and numbers its events (``StampedEncoder``: each
+event gets the line ``id: <stream id>:<sequence>``). A resumable reply's events are kept in
+its ``StreamLog`` until ``ttl_s`` after it ended, so that a client that reconnects with the
+last id it saw gets every event after it (``resume.ResumableFeed``). A reply that is not
+resumable keeps no events: its log only says that it existed, so that a reconnect to it is
+told to stop (204) rather than getting the reply restarted.
+
+``StreamLogStore`` is what the runner needs of a store; ``MemoryStreamLogs`` keeps the logs
+in this process, bounded in number (the oldest finished log goes first) and in events and
+bytes per stream (the oldest events go first: a reconnect that would need them is refused).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Protocol
+
+from tokenstream.engine.clock import Clock
+from tokenstream.engine.events import ReplyEncoder, ReplyEvent
+from tokenstream.engine.tokenizer import Piece
+from tokenstream.sse.transport import SSEResponse
+
+__all__ = [
+    "STREAM_ID_HEADER",
+    "MemoryStreamLogs",
+    "StampedEncoder",
+    "StreamLog",
+    "StreamLogStore",
+    "parse_event_id",
+]
+
+STREAM_ID_HEADER = "X-Tokenstream-Stream-Id"
+
+
+def parse_event_id(value: str) -> tuple[str, int] | None:
+    """``<stream id>:<sequence>`` as (stream id, sequence); None if it is not one of ours."""
+    stream_id, colon, sequence = value.rpartition(":")
+    if not colon or not stream_id or not sequence.isdigit() or len(sequence) > 18:
+        return None
+    return stream_id, int(sequence)
+
+
+class LiveFeed(Protocol):
+    """Where a reply being made in this process is read (``resume.ResumableFeed``)."""
+
+    async def serve(self, sse: SSEResponse, after: int) -> None: ...
+
+
+class StreamLog:
+    """One stream's id, and the events of a resumable one (numbered from 1)."""
+
+    __slots__ = ("_max_bytes", "_max_events", "chat_id", "ended_at", "events", "feed", "first_kept",
+                 "headers", "kept_bytes", "last_seq", "resumable", "stream_id")
+
+    def __init__(
+        self,
+        stream_id: str,
+        *,
+        resumable: bool,
+        max_events: int,
+        max_bytes: int,
+        chat_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self.resumable = resumable
+        self.chat_id = chat_id
+        self.headers = dict(headers or {})
+        """The reply's own response headers (a dialect's), for a reconnect's response."""
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self.events: list[bytes] = []
+        self.first_kept = 1
+        """The sequence of ``events[0]``: older events were dropped to stay in bounds."""
+        self.kept_bytes = 0
+        self.last_seq = 0
+        self.ended_at: float | None = None
+        self.feed: LiveFeed | None = None
+        """While its reply is being made here: where a reconnect reads it."""
+
+    @property
+    def finished(self) -> bool:
+        return self.ended_at is not None
+
+    def append(self, event: bytes) -> None:
+        """The next event (its bytes with their ``id:`` line)."""
+        self.last_seq += 1
+        if not self.resumable:
+            return
+        events = self.events
+        events.append(event)
+        self.kept_bytes += len(event)
+        while len(events) > self._max_events or (
+            self.kept_bytes > self._max_bytes and len(events) > 1
+        ):
+            self.kept_bytes -= len(events.pop(0))
+            self.first_kept += 1
+
+    def has_after(self, seq: int) -> bool:
+        """Whether every event after ``seq`` is still kept (none missing between)."""
+        return self.resumable and self.first_kept - 1 <= seq <= self.last_seq
+
+    def after(self, seq: int) -> bytes:
+        """The events after ``seq``, as one write (``has_after(seq)`` must hold)."""
+        return b"".join(self.events[seq - self.first_kept + 1:])
+
+    def finish(self, now: float) -> None:
+        if self.ended_at is None:
+            self.ended_at = now
+
+
+class StreamLogStore(Protocol):
+    """Where stream logs live: this process's memory (``MemoryStreamLogs``); a shared store
+    (Redis) keeps the same operations."""
+
+    def open(
+        self, *, resumable: bool, chat_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> StreamLog:
+        """A new stream's log, under a new stream id."""
+        ...
+
+    def get(self, stream_id: str) -> StreamLog | None:
+        """The log of ``stream_id``; None when unknown or expired."""
+        ...
+
+    def for_chat(self, chat_id: str) -> StreamLog | None:
+        """The newest stream of the AI SDK chat ``chat_id``, if it still runs."""
+        ...
+
+
+class MemoryStreamLogs:
+    """Stream logs in this process: at most ``max_streams``, each kept until ``ttl_s`` after
+    its stream ended."""
+
+    def __init__(
+        self, clock: Clock, *, ttl_s: float, max_streams: int, max_events_per_stream: int,
+        max_bytes_per_stream: int,
+    ) -> None:
+        self._clock = clock
+        self.ttl_s = ttl_s
+        self.max_streams = max_streams
+        self.max_events = max_events_per_stream
+        self.max_bytes = max_bytes_per_stream
+        self._logs: OrderedDict[str, StreamLog] = OrderedDict()  # oldest first
+        self._chats: dict[str, StreamLog] = {}
+
+    def __len__(self) -> int:
+        return len(self._logs)
+
+    def open(
+        self, *, resumable: bool, chat_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> StreamLog:
+        self._expire()
+        while len(self._logs) >= self.max_streams:
+            self._drop(self._oldest_finished() or next(iter(self._logs)))
+        log = StreamLog(
+            secrets.token_urlsafe(12), resumable=resumable, max_events=self.max_events,
+            max_bytes=self.max_bytes, chat_id=chat_id, headers=headers,
+        )
+        self._logs[log.stream_id] = log
+        if chat_id is not None:
+            self._chats[chat_id] = log
+        return log
+
+    def get(self, stream_id: str) -> StreamLog | None:
+        self._expire()
+        return self._logs.get(stream_id)
+
+    def for_chat(self, chat_id: str) -> StreamLog | None:
+        self._expire()
+        log = self._chats.get(chat_id)
+        return None if log is None or log.finished else log
+
+    def _expired(self, log: StreamLog, now: float) -> bool:
+        return log.ended_at is not None and now - log.ended_at >= self.ttl_s
+
+    def _expire(self) -> None:
+        now = self._clock.now()
+        for stream_id in [sid for sid, log in self._logs.items() if self._expired(log, now)]:
+            self._drop(stream_id)
+
+    def _oldest_finished(self) -> str | None:
+        return next((sid for sid, log in self._logs.items() if log.finished), None)
+
+    def _drop(self, stream_id: str) -> None:
+        log = self._logs.pop(stream_id)
+        if log.chat_id is not None and self._chats.get(log.chat_id) is log:
+            del self._chats[log.chat_id]
+
+
+class StampedEncoder:
+    """A dialect's encoder whose every event gets ``id: <stream id>:<sequence>`` and goes
+    into the stream's log (``engine.events.ReplyEncoder``). An encoder's output is a run of
+    whole events, each closed by a blank line."""
+
+    __slots__ = ("_id_prefix", "_inner", "_log")
+
+    def __init__(self, inner: ReplyEncoder, log: StreamLog) -> None:
+        self._inner = inner
+        self._log = log
+        self._id_prefix = b"id: " + log.stream_id.encode() + b":"
+
+    def piece(self, piece: Piece) -> bytes:
+        return self._stamped(self._inner.piece(piece))
+
+    def event(self, event: ReplyEvent) -> bytes:
+        return self._stamped(self._inner.event(event))
+
+    def end(self) -> bytes:
+        return self._stamped(self._inner.end())
+
+    def error(self, message: str, error_type: str, code: str | None) -> bytes:
+        return self._stamped(self._inner.error(message, error_type, code))
+
+    def _stamped(self, data: bytes) -> bytes:
+        if not data:
+            return data
+        log = self._log
+        if data.find(b"\n\n") == len(data) - 2:  # one event: the hot path
+            out = b"%b%d\n%b" % (self._id_prefix, log.last_seq + 1, data)
+            log.append(out)
+            return out
+        stamped: list[bytes] = []
+        *events, rest = data.split(b"\n\n")
+        for event in events:
+            one = b"%b%d\n%b\n\n" % (self._id_prefix, log.last_seq + 1, event)
+            log.append(one)
+            stamped.append(one)
+        stamped.append(rest)  # (nothing, from an encoder)
+        return b"".join(stamped)
