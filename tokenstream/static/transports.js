@@ -5,10 +5,10 @@
 //   stream mode, then our SSE parser (sse.js), then the dialect's reader (dialects.js).
 // - EventSource on GET /v1/stream: the browser parses SSE. In the formats text, json and
 //   openai each token is a named event (or "message") and the last is the sentinel, after
-//   which we close the EventSource (otherwise it would reconnect; the server gives the
-//   sentinel the id "done" and answers a reconnect carrying Last-Event-ID: done with 204,
-//   which also stops it). With format "dialect" the query asks for the dialect's own events
-//   (dialect=...), whose last event carries the id "done".
+//   which we close the EventSource (otherwise it would reconnect; the server would answer
+//   that reconnect, whose Last-Event-ID names the stream's last event, with 204, which also
+//   stops it). With format "dialect" the query asks for the dialect's own events
+//   (dialect=...), whose reader knows the last one.
 //
 // Both report through the same callbacks (text, reasoning, toolCall, toolArguments, usage,
 // raw) and resolve to {status, message, finishReason} with status "done", "stopped" (the
