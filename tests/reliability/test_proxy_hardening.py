@@ -165,12 +165,21 @@ async def test_json_nested_too_deeply_is_a_400_in_proxy_mode(
 async def test_a_proxied_eventsource_reconnect_is_told_to_stop_not_billed_again(
     proxy: MakeProxy, upstream: FakeUpstream
 ) -> None:
+    upstream.behaviour = streams(reply_stream(["Hello", " there"]))
     client = await proxy()
-    response = await client.get(
-        "/v1/stream", params={"prompt": "hi", "model": "m"}, headers={"Last-Event-ID": "7"}
-    )
+    params = {"prompt": "hi", "model": "m"}
+    first = await client.get("/v1/stream", params=params)
+    body = await first.read()
+    assert first.status == 200, body
+    last = parse_sse(body)[-1].id
+    assert len(upstream.seen) == 1
+    # the reconnect after the end, or mid-reply: an upstream reply is not resumable by default
+    response = await client.get("/v1/stream", params=params, headers={"Last-Event-ID": last})
     assert response.status == 204
-    assert upstream.seen == []
+    # an id that names no stream of this server: 404, which stops an EventSource as well
+    response = await client.get("/v1/stream", params=params, headers={"Last-Event-ID": "7"})
+    assert response.status == 404
+    assert len(upstream.seen) == 1
 
 
 @pytest.mark.parametrize("leave", ["fin", "rst"])

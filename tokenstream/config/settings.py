@@ -241,14 +241,15 @@ class ResumeConfig(StrictModel):
         description="a reply goes on this long after its client left, then it is cancelled",
     )
     max_streams: int = Field(
-        default=10_000, ge=1, le=10_000_000,
+        default=1000, ge=1, le=10_000_000,
         description="logs kept at most; the oldest finished one is dropped first",
     )
     max_events_per_stream: int = Field(
         default=100_000, ge=1, le=10_000_000, description="of each stream, the newest"
     )
     max_bytes_per_stream: int = Field(
-        default=16_777_216, ge=1024, le=1_073_741_824, description="of each stream, the newest"
+        default=1_048_576, ge=1024, le=1_073_741_824,
+        description="of each stream, the newest (memory: at most max_streams times this)",
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
+from tokenstream.engine.accounting import StreamStats
 from tokenstream.engine.clock import Cancellable, TimerClock
 from tokenstream.engine.streamlog import StreamLog
 from tokenstream.sse.transport import BATCH_BYTES, ClientGone, ClientStalled, SSEResponse
@@ -48,11 +49,16 @@ class ResumableFeed:
     """The sink a resumable reply is played to (``playout.EventSink``, and what the runner's
     ending and heartbeats write to)."""
 
-    __slots__ = ("_clock", "_linger", "_linger_s", "_reader", "_written", "batch_bytes",
-                 "bytes_sent", "log", "peak_buffered", "producer", "response")
+    __slots__ = ("_clock", "_linger", "_linger_s", "_reader", "_stats", "_written",
+                 "batch_bytes", "bytes_sent", "log", "peak_buffered", "producer", "response")
 
-    def __init__(self, log: StreamLog, clock: TimerClock, linger_s: float, first: SSEResponse):
+    def __init__(
+        self, log: StreamLog, clock: TimerClock, linger_s: float, first: SSEResponse,
+        stats: StreamStats,
+    ) -> None:
+        """``stats``: where a reader cut off for not reading is counted (``stalled``)."""
         self.log = log
+        self._stats = stats
         self._clock = clock
         self._linger_s = linger_s
         self._linger: Cancellable | None = None
@@ -144,6 +150,7 @@ class ResumableFeed:
         """The producer ended (however): the log is complete."""
         self._finish()
         self.log.feed = None
+        self.producer = None  # (the task holds its traceback's frames, which hold this feed)
 
     # -- a reader's side ---------------------------------------------------------------------
 
@@ -185,6 +192,7 @@ class ResumableFeed:
             else:
                 sse.abort()
         except ClientStalled:
+            self._stats.stalled += 1
             sse.abort()
         except ClientGone:
             pass

@@ -88,6 +88,12 @@ def _retrieved(task: asyncio.Future[web.StreamResponse]) -> None:
         task.exception()
 
 
+def _let_go(control: StreamControl, _: object) -> None:
+    """A producer that ended: its control lets go of it (a cancelled task keeps its
+    traceback, whose frames keep the control: a reference cycle otherwise)."""
+    control.task = None
+
+
 @dataclass(frozen=True, slots=True)
 class StreamLimits:
     heartbeat_s: float | None = None
@@ -231,6 +237,7 @@ class Runner:
         faults: Sequence[Fault] = (),
         resumable: bool = False,
         chat_id: str | None = None,
+        event_ids: bool = True,
     ) -> web.StreamResponse:
         """Admit, start, and stream a reply to ``request`` in ``encoder``'s wire format.
 
@@ -242,7 +249,8 @@ class Runner:
         an error at the start answers before anything is admitted or asked of a source.
         ``resumable``: its events are kept (``streamlog``) and it goes on for a while after
         the client left, for a reconnect to resume (``resume``); ``chat_id``: the AI SDK
-        chat it answers.
+        chat it answers. ``event_ids``: each event has ``id: <stream id>:<sequence>``
+        (``streamlog.StampedEncoder``; not in the APIs whose SDKs would misread it).
         """
         if faults:
             current_record().fault = ",".join(str(fault) for fault in faults)
@@ -273,7 +281,7 @@ class Runner:
         if self.logs is not None:
             log = self.logs.open(resumable=resumable, chat_id=chat_id, headers=headers)
             headers = {**(headers or {}), STREAM_ID_HEADER: log.stream_id}
-            encoder = StampedEncoder(encoder, log)
+            encoder = StampedEncoder(encoder, log, event_ids=event_ids)
         limits = self.limits
         current_record().stream = True
         sse = SSEResponse(
@@ -299,15 +307,21 @@ class Runner:
         at a time cuts only the connection."""
         try:
             await sse.prepare()
-        except BaseException:
+        except BaseException as exc:
             self.registry.close(control)
             sse.release()
             if reply is not None:
                 await reply.aclose()
             elif answering is not None:
                 answering.cancel()
-            raise
-        feed = ResumableFeed(log, self.clock, self.resume_settings.linger_s, sse)
+            if not isinstance(exc, ClientGone):
+                raise
+            self.stats.started += 1  # (as ``Accounting`` counts a client gone this soon)
+            self.stats.disconnected += 1
+            current_record().outcome = "disconnected"
+            log.finish(self.clock.now())
+            return sse.response
+        feed = ResumableFeed(log, self.clock, self.resume_settings.linger_s, sse, self.stats)
         cuts = [f for f in faults if f.kind in _CUTS and f.when.seconds is not None]
         faults = [f for f in faults if f not in cuts]
         producer = asyncio.ensure_future(
@@ -318,6 +332,7 @@ class Runner:
         log.feed = feed
         producer.add_done_callback(feed.produced)
         producer.add_done_callback(_retrieved)
+        producer.add_done_callback(partial(_let_go, control))
         timers = [
             self.clock.call_at(started + (cut.when.seconds or 0.0),
                                partial(feed.cut, "reset" if cut.kind == "reset" else "truncate"))

@@ -100,6 +100,17 @@ class StreamLog:
             self.kept_bytes -= len(events.pop(0))
             self.first_kept += 1
 
+    def append_run(self, events: bytes) -> None:
+        """Whole events as they are, each numbered."""
+        if events.find(b"\n\n") == len(events) - 2:
+            self.append(events)
+            return
+        *whole, rest = events.split(b"\n\n")
+        for event in whole:
+            self.append(event + b"\n\n")
+        if rest:  # (nothing, from an encoder)
+            self.append(rest)
+
     def has_after(self, seq: int) -> bool:
         """Whether every event after ``seq`` is still kept (none missing between)."""
         return self.resumable and self.first_kept - 1 <= seq <= self.last_seq
@@ -195,16 +206,24 @@ class MemoryStreamLogs:
 
 
 class StampedEncoder:
-    """A dialect's encoder whose every event gets ``id: <stream id>:<sequence>`` and goes
-    into the stream's log (``engine.events.ReplyEncoder``). An encoder's output is a run of
-    whole events, each closed by a blank line."""
+    """A dialect's encoder whose every event is numbered and goes into the stream's log
+    (``engine.events.ReplyEncoder``); with ``event_ids`` each event also gets the line ``id:
+    <stream id>:<sequence>``. An encoder's output is a run of whole events, each closed by a
+    blank line.
+
+    Without ``event_ids`` the events are the API's own bytes: the OpenAI and Anthropic APIs
+    send no ``id:``, and their SDKs' decoders keep the last id across events, so that a
+    heartbeat comment after an event with an id is taken for an event with empty data
+    (openai-python then fails to parse it as JSON)."""
 
     __slots__ = ("_id_prefix", "_inner", "_log")
 
-    def __init__(self, inner: ReplyEncoder, log: StreamLog) -> None:
+    def __init__(self, inner: ReplyEncoder, log: StreamLog, *, event_ids: bool = True) -> None:
         self._inner = inner
         self._log = log
-        self._id_prefix = b"id: " + log.stream_id.encode() + b":"
+        self._id_prefix: bytes | None = (
+            b"id: " + log.stream_id.encode() + b":" if event_ids else None
+        )
 
     def piece(self, piece: Piece) -> bytes:
         return self._stamped(self._inner.piece(piece))
@@ -222,6 +241,9 @@ class StampedEncoder:
         if not data:
             return data
         log = self._log
+        if self._id_prefix is None:
+            log.append_run(data)
+            return data
         if data.find(b"\n\n") == len(data) - 2:  # one event: the hot path
             out = b"%b%d\n%b" % (self._id_prefix, log.last_seq + 1, data)
             log.append(out)

@@ -270,7 +270,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
         return await state.runner.stream(
             request, encoder, scripted.start, faults=scripted.faults,
-            resumable=config.resume.enabled_scripted,
+            resumable=config.resume.enabled_scripted, event_ids=False,
         )
     progress, content = await _whole(request, state, scripted)
     return web.json_response(completion_body(parsed.model, content, progress.usage))
@@ -372,7 +372,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
     if parsed.stream:
         return await state.runner.stream(
             request, ResponsesFormat(model=parsed.model), scripted.start, faults=scripted.faults,
-            resumable=state.config.resume.enabled_scripted,
+            resumable=state.config.resume.enabled_scripted, event_ids=False,
         )
     progress, content = await _whole(request, state, scripted)
     return web.json_response(response_body(parsed.model, content, progress.usage))
@@ -410,7 +410,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         encoder = AnthropicMessagesFormat(model=parsed.model)
         return await state.runner.stream(
             request, encoder, partial(_counted, scripted.start, encoder), faults=scripted.faults,
-            resumable=state.config.resume.enabled_scripted,
+            resumable=state.config.resume.enabled_scripted, event_ids=False,
         )
     progress, content = await _whole(request, state, scripted)
     return web.json_response(message_body(parsed.model, content, progress.usage))
@@ -433,7 +433,7 @@ async def ai_sdk_chat(request: web.Request) -> web.StreamResponse:
         return await proxy.translated(
             request, state, client, conversation, overrides=parsed.overrides, stream=True,
             encoder=encoder, answer=None, headers=UI_MESSAGE_STREAM_HEADERS,
-            chat_id=parsed.chat_id,
+            chat_id=parsed.chat_id, event_ids=True,
         )
     scripted = _scripted_start(
         request, state, dialect=AI_SDK_UI, model=model, overrides=parsed.overrides,
