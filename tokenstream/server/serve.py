@@ -11,28 +11,35 @@
 ``web.run_app`` would do most of this, but it runs the shutdown inside a task it has already
 cancelled, so any timeout in the shutdown turns into a cancellation of the shutdown itself.
 Owning the signal handlers keeps the sequence plain.
+
+A worker of ``serve --workers N`` (``tokenstream.server.supervisor``) binds with
+``SO_REUSEPORT`` and holds a socket to its supervisor: it says ``ready`` on it once it
+listens, and the supervisor closing it (to stop them all, or by dying) counts as the first
+signal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
+import socket
 from collections.abc import Callable
 
 from aiohttp import web
 
 from tokenstream.server.app import STATE
 
-__all__ = ["serve"]
+__all__ = ["serve", "url_of"]
 
 log = logging.getLogger(__name__)
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _url(address: object) -> str:
+def url_of(address: object) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = address[0], address[1]
         return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
@@ -46,6 +53,8 @@ async def serve(
     port: int,
     announce: Callable[[list[str]], None] | None = None,
     backlog: int = 128,
+    reuse_port: bool = False,
+    supervisor: socket.socket | None = None,
 ) -> None:
     """Serve ``app`` until the first SIGINT/SIGTERM, then shut down as described above."""
     server = app[STATE].config.server
@@ -59,20 +68,39 @@ async def serve(
     await runner.setup()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    first_signal: list[signal.Signals] = []
+    first_signal: list[str] = []  # why it stops
 
     def on_signal(signum: signal.Signals) -> None:
         if not stop.is_set():
-            first_signal.append(signum)
+            first_signal.append(f"{signum.name} received")
             stop.set()
         else:
             log.info("%s received again: ending the remaining streams now", signum.name)
             app[STATE].streams.hurry()
 
+    def on_supervisor_message(supervisor: socket.socket) -> None:
+        try:
+            message = supervisor.recv(64)
+        except BlockingIOError:
+            return
+        except OSError:
+            message = b""
+        if not message:  # the supervisor is stopping every worker, or is gone
+            loop.remove_reader(supervisor)
+            if not stop.is_set():
+                first_signal.append("the supervisor stops its workers")
+                stop.set()
+
+    def tell_supervisor_ready(supervisor: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # the supervisor is gone: its end is closed
+            supervisor.sendall(b"ready\n")
+        supervisor.setblocking(False)
+        loop.add_reader(supervisor, on_supervisor_message, supervisor)
+
     for signum in _SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        site = web.TCPSite(runner, host, port, backlog=backlog)
+        site = web.TCPSite(runner, host, port, backlog=backlog, reuse_port=reuse_port or None)
         await site.start()
         # Everything loaded so far (modules, the tokenizer's 100k-entry rank table, config)
         # lives as long as the process. Freezing it keeps the cyclic garbage collector from
@@ -81,16 +109,20 @@ async def serve(
         gc.collect()
         gc.freeze()
         if announce is not None:
-            announce([_url(address) for address in runner.addresses])
+            announce([url_of(address) for address in runner.addresses])
+        if supervisor is not None:
+            tell_supervisor_ready(supervisor)
         await stop.wait()
         # stop accepting before saying so: once the line is out, no new client gets in
         await site.stop()
-        log.info("%s received: shutting down (streams get %g s to finish)",
-                 first_signal[0].name, server.shutdown_grace_s)
+        log.info("%s: shutting down (streams get %g s to finish)",
+                 first_signal[0], server.shutdown_grace_s)
     finally:
         try:
             await runner.cleanup()
         finally:
+            if supervisor is not None:
+                loop.remove_reader(supervisor)
             for signum in _SIGNALS:
                 loop.remove_signal_handler(signum)
     log.info("stopped")
