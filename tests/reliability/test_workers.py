@@ -167,9 +167,11 @@ class OpenStream:
         self.first = first
 
     @classmethod
-    async def open(cls, url: str) -> OpenStream:
+    async def open(cls, url: str, prompt: str = "hello") -> OpenStream:
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
-        response = await session.get(url + "/v1/stream?prompt=hello&format=openai&profile=walk")
+        response = await session.get(
+            url + f"/v1/stream?prompt={prompt}&format=openai&profile=walk"
+        )
         events = _events(response)
         return cls(session, response, events, await guarded(anext(events)))
 
@@ -210,6 +212,34 @@ async def test_sigterm_lets_the_streams_on_every_worker_finish(tmp_path: Path) -
         assert re.search(rf"worker {index} \(pid \d+\) exited with code 0", log), log
     assert "ended" not in log  # no stream was cut at the end of the grace period
     assert "restarting" not in log
+
+
+async def test_a_second_sigterm_ends_the_streams_and_a_workers_own_signal_is_no_second(
+    tmp_path: Path,
+) -> None:
+    async with workers(tmp_path) as server:
+        url = await server.started()
+        stream = await guarded(OpenStream.open(url, "long"))  # longer than the test
+        try:
+            busy = await _every_worker(url)
+            worker = next(h["worker"] for h in busy.values() if h["active_streams"])
+            # as systemd's control-group stop or a terminal's Ctrl-C: the worker is signalled
+            # itself and by its supervisor, and still lets its stream finish...
+            os.kill(worker["pid"], signal.SIGTERM)
+            server.process.send_signal(signal.SIGTERM)
+            await server.wait_for_log("SIGTERM received: stopping 2 workers")
+            await server.wait_for_log(rf"worker {worker['index']} .*: shutting down")
+            # ... until the supervisor's second signal
+            server.process.send_signal(signal.SIGTERM)
+            rest = await guarded(stream.rest())
+        finally:
+            await stream.session.close()
+        assert rest[-1].data == "[DONE]"
+        assert json.loads(rest[-2].data)["error"]["code"] == "server_shutting_down"
+        _assert_clean_exit(await server.exit_code(), server.stderr)
+    log = "".join(server.stderr)
+    assert "hurries its workers" in log
+    assert "SIGTERM received again: ending" not in log  # the worker's own SIGTERM was its first
 
 
 async def test_a_killed_worker_is_restarted_and_the_port_keeps_answering(

@@ -14,8 +14,8 @@ Owning the signal handlers keeps the sequence plain.
 
 A worker of ``serve --workers N`` (``tokenstream.server.supervisor``) binds with
 ``SO_REUSEPORT`` and holds a socket to its supervisor: it says ``ready`` on it once it
-listens, and the supervisor closing it (to stop them all, or by dying) counts as the first
-signal.
+listens; ``stop`` from the supervisor, or the socket's end (the supervisor is gone), starts
+the shutdown as a first signal does, and ``hurry`` ends the grace period as a second does.
 """
 
 from __future__ import annotations
@@ -69,27 +69,40 @@ async def serve(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     first_signal: list[str] = []  # why it stops
+    signals_seen = 0
+
+    def begin_stop(reason: str) -> None:
+        if not stop.is_set():
+            first_signal.append(reason)
+            stop.set()
 
     def on_signal(signum: signal.Signals) -> None:
-        if not stop.is_set():
-            first_signal.append(f"{signum.name} received")
-            stop.set()
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            begin_stop(f"{signum.name} received")
         else:
             log.info("%s received again: ending the remaining streams now", signum.name)
             app[STATE].streams.hurry()
 
     def on_supervisor_message(supervisor: socket.socket) -> None:
+        # not signals: a worker that gets both the supervisor's stop and a SIGTERM of its own
+        # (systemd signals the whole group, a terminal's Ctrl-C the process group) stops once
         try:
             message = supervisor.recv(64)
         except BlockingIOError:
             return
         except OSError:
             message = b""
-        if not message:  # the supervisor is stopping every worker, or is gone
+        if not message:
             loop.remove_reader(supervisor)
-            if not stop.is_set():
-                first_signal.append("the supervisor stops its workers")
-                stop.set()
+            begin_stop("the supervisor is gone")
+        elif b"hurry" in message:
+            begin_stop("the supervisor stops its workers")
+            log.info("the supervisor hurries its workers: ending the remaining streams now")
+            app[STATE].streams.hurry()
+        elif b"stop" in message:
+            begin_stop("the supervisor stops its workers")
 
     def tell_supervisor_ready(supervisor: socket.socket) -> None:
         with contextlib.suppress(OSError):  # the supervisor is gone: its end is closed

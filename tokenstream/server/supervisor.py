@@ -8,14 +8,15 @@ The supervisor serves nothing itself. It
   it checks the address once, turns port 0 into one port for every worker, and keeps the port
   while a worker restarts (only sockets with ``SO_REUSEPORT`` of the same user can join);
 - gives each worker one end of a socket pair: the worker writes ``ready`` on it once it
-  listens, and sees its end close when the supervisor stops them all (or dies);
+  listens; the supervisor writes ``stop`` and ``hurry`` (messages, not signals, so that a
+  worker signalled directly as well still stops once), and its end closes if it dies;
 - restarts a worker that exits on its own after a backoff that doubles from
   ``FIRST_BACKOFF_S`` to ``MAX_BACKOFF_S`` and starts again once a worker has run for
   ``STABLE_S``; a worker that exits before it was first ready stops the whole server (a
   problem restarting cannot fix);
-- on the first SIGTERM/SIGINT closes every worker's socket: each stops as on its own first
-  signal (no new connections, running streams get ``server.shutdown_grace_s``); on a second
-  sends each SIGTERM (each ends its remaining streams now); on a third, SIGKILL;
+- on the first SIGTERM/SIGINT tells every worker ``stop``: each stops as on its own first
+  signal (no new connections, running streams get ``server.shutdown_grace_s``); on a second,
+  ``hurry`` (each ends its remaining streams now); on a third, SIGKILL;
 - sets ``PROMETHEUS_MULTIPROC_DIR`` to a fresh directory for the workers' metrics files
   (``tokenstream.server.metrics``), marks each worker that ends as dead there, and removes it
   at the end.
@@ -142,16 +143,19 @@ class Supervisor:
         elif self._signals_seen == 2:
             log.info("%s received again: the workers end their remaining streams now",
                      signum.name)
-            self._send_all(signal.SIGTERM)
+            self._tell_all(b"hurry\n")
         else:
             log.warning("%s received a third time: killing the workers", signum.name)
             self._send_all(signal.SIGKILL)
 
     def _stop(self) -> None:
         self._stopping.set()
+        self._tell_all(b"stop\n")
+
+    def _tell_all(self, message: bytes) -> None:
         for worker in self._workers.values():
             with contextlib.suppress(OSError):  # the worker has just exited
-                worker.control.shutdown(socket.SHUT_WR)
+                worker.control.send(message)
 
     def _send_all(self, signum: signal.Signals) -> None:
         for worker in self._workers.values():
@@ -205,7 +209,8 @@ class Supervisor:
         worker = _Worker(index, process, ours)
         self._workers[index] = worker
         if self._stopping.is_set():  # stopped while this one was being started
-            ours.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(OSError):
+                ours.send(b"stop\n")
         log.info("worker %d started (pid %d)", index, process.pid)
         return worker
 
