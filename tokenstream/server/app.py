@@ -37,7 +37,7 @@ from tokenstream.server.control import add_control_routes
 from tokenstream.server.cors import CorsPolicy, cors_preflight_middleware
 from tokenstream.server.journal import Journal
 from tokenstream.server.metrics import metrics_registry
-from tokenstream.server.middleware import openai_errors, valid_query
+from tokenstream.server.middleware import behind_due_events, openai_errors, valid_query
 from tokenstream.server.replay import add_record_replay
 from tokenstream.server.state import CONFIG, METRICS, STATE, AppState
 from tokenstream.server.ui import add_ui_routes
@@ -78,6 +78,8 @@ def create_app(
         openai_errors,
         cors_preflight_middleware(cors),
     ]
+    if isinstance(clock, BucketClock):
+        middlewares.insert(1, behind_due_events(clock))  # timed by the access log
     if keys:
         middlewares.append(auth_middleware(keys, server.open_paths))
     middlewares.append(valid_query)
