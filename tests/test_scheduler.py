@@ -12,7 +12,7 @@ import pytest
 from tokenstream.engine.events import ReplyEvent, TextDelta
 from tokenstream.engine.live import pace_live
 from tokenstream.engine.pacer import PacingProfile
-from tokenstream.engine.scheduler import BucketClock
+from tokenstream.engine.scheduler import BucketClock, StartTurns
 from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.server.app import STATE, create_app
 
@@ -176,73 +176,45 @@ def _busy(seconds: float) -> None:
         pass
 
 
-async def _start(clock: BucketClock, name: str, order: list[str]) -> None:
-    await clock.behind_due()
+async def _start(turns: StartTurns, name: str, order: list[str]) -> None:
+    await turns.take()
     order.append(name)
     _busy(0.002)
 
 
-async def test_a_start_with_nothing_due_goes_in_at_once() -> None:
-    loop = FakeTimerLoop()
-    clock = BucketClock(loop=loop)
-    await clock.behind_due()  # would hang: nothing advances the fake loop
-    assert loop.handles == []
+async def test_a_start_alone_goes_in_at_once() -> None:
+    turns = StartTurns()
+    order: list[str] = []
+    await _start(turns, "alone", order)  # no await in between: it did not wait a turn
+    assert order == ["alone"]
 
 
 async def test_a_burst_of_starts_lets_a_due_stream_go_first() -> None:
     clock = BucketClock()
+    turns = StartTurns()
     order: list[str] = []
     sleeper = asyncio.ensure_future(clock.sleep_until(clock.now() + 0.001))
     await asyncio.sleep(0)  # the stream sleeps; then ten starts arrive together
-    starts = [asyncio.ensure_future(_start(clock, f"start {i}", order)) for i in range(10)]
+    starts = [asyncio.ensure_future(_start(turns, f"start {i}", order)) for i in range(10)]
     sleeper.add_done_callback(lambda _: order.append("stream"))
     await asyncio.gather(sleeper, *starts)
-    # each start holds the loop 2 ms: without the gate the stream, due after 1 ms, would
-    # wake after all ten (20 ms); with it, right after the start that made it overdue
-    assert order.index("stream") <= 2
+    # each start holds the loop 2 ms: without turns the stream, due after 1 ms, would wake
+    # after all ten (20 ms); with them, within a start or two of its timer
+    assert order.index("stream") <= 3
     assert [name for name in order if name != "stream"] == [f"start {i}" for i in range(10)]
 
 
-class _OverloadedStream:
-    """A ``Recurring`` entry whose every event takes longer than the gap to its next one."""
-
-    bucket: int | None = None
-    passes = 0
-
-    def on_due(self, now: float) -> float:
-        self.passes += 1
-        _busy(0.0015)
-        return now + 0.0005  # overdue before this pass is over
-
-
-async def test_starts_go_in_even_while_every_pass_leaves_the_next_overdue() -> None:
-    clock = BucketClock()
-    order: list[str] = []
-    stream = _OverloadedStream()
-    clock.enter(stream, clock.now())
-    await asyncio.sleep(0.003)
-    starts = [asyncio.ensure_future(_start(clock, f"start {i}", order)) for i in range(5)]
-    await asyncio.wait_for(asyncio.gather(*starts), timeout=5)
-    clock.leave(stream)
-    assert order == [f"start {i}" for i in range(5)]
-
-
 async def test_a_start_whose_client_left_is_skipped() -> None:
-    clock = BucketClock()
+    turns = StartTurns()
     order: list[str] = []
-    sleeper = asyncio.ensure_future(clock.sleep_until(clock.now() + 0.001))
-    await asyncio.sleep(0)
-    _busy(0.002)  # the stream is overdue: the starts wait for its pass
-    leaving = asyncio.ensure_future(_start(clock, "leaving", order))
-    staying = asyncio.ensure_future(_start(clock, "staying", order))
-    await asyncio.sleep(0)
-    leaving.cancel()
-    await asyncio.wait_for(asyncio.gather(sleeper, staying), timeout=5)
-    assert leaving.cancelled()
-    assert order == ["staying"]
+    starts = {name: asyncio.ensure_future(_start(turns, name, order))
+              for name in ("first", "leaving", "staying")}
+    await asyncio.sleep(0)  # "first" is in; the other two wait their turn
+    starts["leaving"].cancel()
+    await asyncio.wait_for(asyncio.gather(starts["first"], starts["staying"]), timeout=5)
+    assert starts["leaving"].cancelled()
+    assert order == ["first", "staying"]
 
 
-async def test_the_app_starts_requests_behind_due_events() -> None:
-    app = create_app()
-    assert isinstance(app[STATE].clock, BucketClock)
-    assert any(getattr(m, "__name__", "") == "behind_due" for m in app.middlewares)
+async def test_the_app_starts_requests_in_turn() -> None:
+    assert any(getattr(m, "__name__", "") == "in_turn" for m in create_app().middlewares)

@@ -14,10 +14,8 @@ deadline it returns, so a playing stream (``tokenstream.engine.playout``) costs 
 and no ``call_at`` per event, and the events of every stream due in a millisecond are
 written from that one timer, without waking any task.
 
-``behind_due`` is the gate of new work (a request's start): it waits while a bucket is
-overdue, and lets the waiting starts in one at a time, each in a loop iteration of its own,
-so that 1,000 requests arriving together do not hold the loop for the whole of their starts
-while the running streams' events wait: a due pass goes before the next start.
+``StartTurns`` lets new requests start one per loop iteration, so that a burst of them does
+not hold the loop while the running streams' timers are due.
 
 The contract is the ``Clock`` protocol's: ``sleep_until`` does not return before its
 deadline (to the loop's own timer precision: asyncio's is about a nanosecond, uvloop's a
@@ -38,7 +36,7 @@ from typing import Any, Protocol
 
 from tokenstream.engine.clock import Cancellable
 
-__all__ = ["BucketClock", "Recurring", "TimerLoop"]
+__all__ = ["BucketClock", "Recurring", "StartTurns", "TimerLoop"]
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +114,6 @@ class BucketClock:
         self._timer: Cancellable | None = None
         self._timer_bucket: int | None = None  # what the loop timer is armed for
         self._firing = False
-        self._starts: deque[asyncio.Future[None]] = deque()  # waiting in ``behind_due``
-        self._admitting = False  # an ``_admit`` is scheduled
 
     def _adopt_loop(self) -> TimerLoop:
         """The loop to schedule on: the running one, remembered while it runs.
@@ -131,8 +127,6 @@ class BucketClock:
             self._buckets.clear()
             self._heap.clear()
             self._timer = self._timer_bucket = None
-            self._starts.clear()
-            self._admitting = False
             self._loop = loop
         return loop
 
@@ -164,42 +158,6 @@ class BucketClock:
         waiter: asyncio.Future[None] = loop.create_future()
         self._enter(loop, self.bucket_of(deadline), waiter)
         await waiter
-
-    async def behind_due(self) -> None:
-        """Return when no bucket is overdue and no earlier start waits (at once, mostly)."""
-        loop = self._running_loop()
-        if not self._starts and not self._overdue(loop):
-            return
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._starts.append(waiter)
-        self._schedule_admit(loop)
-        await waiter
-
-    def _overdue(self, loop: TimerLoop) -> bool:
-        bucket = self._timer_bucket
-        return bucket is not None and bucket * self.resolution <= loop.time()
-
-    def _schedule_admit(self, loop: TimerLoop, *, after_pass: bool = False) -> None:
-        # after a pass, one start goes in even if the next bucket is overdue already: an
-        # overloaded loop still takes new streams, one per pass
-        if not self._admitting and (after_pass or not self._overdue(loop)):
-            self._admitting = True
-            loop.call_soon(self._admit)
-
-    def _admit(self) -> None:
-        """Let the first waiting start in, then the next one in the next loop iteration
-        (the loop's timers, and so a due pass, are served in between)."""
-        self._admitting = False
-        loop = self._loop
-        if loop is None:
-            return
-        while self._starts:
-            waiter = self._starts.popleft()
-            if not waiter.done():  # a start whose client left is skipped
-                waiter.set_result(None)
-                break
-        if self._starts:
-            self._schedule_admit(loop)  # else ``_fire`` does, after its pass
 
     def call_at(self, deadline: float, callback: Callable[[], None]) -> Cancellable:
         loop = self._running_loop()
@@ -262,8 +220,6 @@ class BucketClock:
             self._timer.cancel()
         self._timer = self._timer_bucket = None
         self._heap.clear()
-        if self._starts and self._loop is not None:
-            self._schedule_admit(self._loop)  # no pass is coming to let them in
 
     def _fire(self) -> None:
         loop = self._loop
@@ -287,8 +243,6 @@ class BucketClock:
             heapq.heappop(heap)
         if heap:
             self._arm(loop, heap[0])
-        if self._starts:
-            self._schedule_admit(loop, after_pass=True)
 
     def _wake(
         self, loop: TimerLoop, entries: list[asyncio.Future[None] | _Call | Recurring]
@@ -307,3 +261,42 @@ class BucketClock:
                 if deadline is not None:
                     bucket = entry.bucket = self.bucket_of(deadline)
                     self._enter(loop, bucket, entry)
+
+
+class StartTurns:
+    """New work (a request's start) one at a time, each in a loop iteration of its own.
+
+    A thousand requests that arrive together are a thousand ready handlers, which the loop
+    would run back to back, holding it for the whole of their starts (a few hundred
+    microseconds each) while the running streams' timers wait. Taking turns, one start goes
+    in per iteration and the loop serves its due timers, and so the running streams'
+    events, in between. A start that finds no one waiting and no start yet in this iteration
+    goes in at once.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._turn_taken = False  # a start went in during this iteration
+
+    async def take(self) -> None:
+        """Return when it is this start's turn."""
+        loop = asyncio.get_running_loop()
+        if not self._turn_taken and not self._waiting:
+            self._took(loop)
+            return
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiting.append(waiter)
+        await waiter
+
+    def _took(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._turn_taken = True
+        loop.call_soon(self._next_turn, loop)  # runs in the next iteration
+
+    def _next_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._turn_taken = False
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():  # a start whose client left is skipped
+                waiter.set_result(None)
+                self._took(loop)
+                return
