@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import AsyncGenerator
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from tokenstream.engine.events import ReplyEvent, TextDelta
 from tokenstream.engine.live import pace_live
 from tokenstream.engine.pacer import PacingProfile
-from tokenstream.engine.scheduler import BucketClock, StartTurns
+from tokenstream.engine.scheduler import BucketClock
 from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
 from tokenstream.server.app import STATE, create_app
 
@@ -167,54 +166,3 @@ def test_resolution_must_be_positive() -> None:
 
 def test_the_app_paces_with_the_bucket_clock_by_default() -> None:
     assert isinstance(create_app()[STATE].clock, BucketClock)
-
-
-def _busy(seconds: float) -> None:
-    """A start's work: the loop held for ``seconds``, as a burst of starts holds it."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
-
-
-async def _start(turns: StartTurns, name: str, order: list[str]) -> None:
-    await turns.take()
-    order.append(name)
-    _busy(0.002)
-
-
-async def test_a_start_alone_goes_in_at_once() -> None:
-    turns = StartTurns()
-    order: list[str] = []
-    await _start(turns, "alone", order)  # no await in between: it did not wait a turn
-    assert order == ["alone"]
-
-
-async def test_a_burst_of_starts_lets_a_due_stream_go_first() -> None:
-    clock = BucketClock()
-    turns = StartTurns()
-    order: list[str] = []
-    sleeper = asyncio.ensure_future(clock.sleep_until(clock.now() + 0.001))
-    await asyncio.sleep(0)  # the stream sleeps; then ten starts arrive together
-    starts = [asyncio.ensure_future(_start(turns, f"start {i}", order)) for i in range(10)]
-    sleeper.add_done_callback(lambda _: order.append("stream"))
-    await asyncio.gather(sleeper, *starts)
-    # each start holds the loop 2 ms: without turns the stream, due after 1 ms, would wake
-    # after all ten (20 ms); with them, within a start or two of its timer
-    assert order.index("stream") <= 3
-    assert [name for name in order if name != "stream"] == [f"start {i}" for i in range(10)]
-
-
-async def test_a_start_whose_client_left_is_skipped() -> None:
-    turns = StartTurns()
-    order: list[str] = []
-    starts = {name: asyncio.ensure_future(_start(turns, name, order))
-              for name in ("first", "leaving", "staying")}
-    await asyncio.sleep(0)  # "first" is in; the other two wait their turn
-    starts["leaving"].cancel()
-    await asyncio.wait_for(asyncio.gather(starts["first"], starts["staying"]), timeout=5)
-    assert starts["leaving"].cancelled()
-    assert order == ["first", "staying"]
-
-
-async def test_the_app_starts_requests_in_turn() -> None:
-    assert any(getattr(m, "__name__", "") == "in_turn" for m in create_app().middlewares)

@@ -14,9 +14,6 @@ deadline it returns, so a playing stream (``tokenstream.engine.playout``) costs 
 and no ``call_at`` per event, and the events of every stream due in a millisecond are
 written from that one timer, without waking any task.
 
-``StartTurns`` lets new requests start one per loop iteration, so that a burst of them does
-not hold the loop while the running streams' timers are due.
-
 The contract is the ``Clock`` protocol's: ``sleep_until`` does not return before its
 deadline (to the loop's own timer precision: asyncio's is about a nanosecond, uvloop's a
 millisecond). Rounding up costs at most one bucket of lateness (half a bucket on average),
@@ -30,13 +27,12 @@ import asyncio
 import heapq
 import logging
 import math
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from tokenstream.engine.clock import Cancellable
 
-__all__ = ["BucketClock", "Recurring", "StartTurns", "TimerLoop"]
+__all__ = ["BucketClock", "Recurring", "TimerLoop"]
 
 log = logging.getLogger(__name__)
 
@@ -261,42 +257,3 @@ class BucketClock:
                 if deadline is not None:
                     bucket = entry.bucket = self.bucket_of(deadline)
                     self._enter(loop, bucket, entry)
-
-
-class StartTurns:
-    """New work (a request's start) one at a time, each in a loop iteration of its own.
-
-    A thousand requests that arrive together are a thousand ready handlers, which the loop
-    would run back to back, holding it for the whole of their starts (a few hundred
-    microseconds each) while the running streams' timers wait. Taking turns, one start goes
-    in per iteration and the loop serves its due timers, and so the running streams'
-    events, in between. A start that finds no one waiting and no start yet in this iteration
-    goes in at once.
-    """
-
-    def __init__(self) -> None:
-        self._waiting: deque[asyncio.Future[None]] = deque()
-        self._turn_taken = False  # a start went in during this iteration
-
-    async def take(self) -> None:
-        """Return when it is this start's turn."""
-        loop = asyncio.get_running_loop()
-        if not self._turn_taken and not self._waiting:
-            self._took(loop)
-            return
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiting.append(waiter)
-        await waiter
-
-    def _took(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._turn_taken = True
-        loop.call_soon(self._next_turn, loop)  # runs in the next iteration
-
-    def _next_turn(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._turn_taken = False
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():  # a start whose client left is skipped
-                waiter.set_result(None)
-                self._took(loop)
-                return

@@ -37,7 +37,7 @@ from tokenstream.server.control import add_control_routes
 from tokenstream.server.cors import CorsPolicy, cors_preflight_middleware
 from tokenstream.server.journal import Journal
 from tokenstream.server.metrics import metrics_registry
-from tokenstream.server.middleware import openai_errors, start_in_turn, valid_query
+from tokenstream.server.middleware import openai_errors, valid_query
 from tokenstream.server.replay import add_record_replay
 from tokenstream.server.state import CONFIG, METRICS, STATE, AppState
 from tokenstream.server.ui import add_ui_routes
@@ -75,7 +75,6 @@ def create_app(
             logging.getLogger(ACCESS_LOGGER), access_level, clock.now,
             on_end=journal.record if journal else None,
         ),
-        start_in_turn(),  # after the access log, which times the wait too
         openai_errors,
         cors_preflight_middleware(cors),
     ]

@@ -1,7 +1,6 @@
 """The middleware every request passes: errors rendered in the shape of the API asked (the
 OpenAI error shape unless the path is another API's), and the query string and body
-encoding checked before any handler reads them; and new requests started one per loop
-iteration."""
+encoding checked before any handler reads them."""
 
 from __future__ import annotations
 
@@ -10,15 +9,13 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from tokenstream.dialects.anthropic_messages import error_body as anthropic_error_body
-from tokenstream.engine.scheduler import StartTurns
 from tokenstream.errors import RequestError, error_body
 from tokenstream.server.limits import check_body_encoding, check_query_encoding
 from tokenstream.server.state import CONFIG
 
-__all__ = ["json_error", "openai_errors", "start_in_turn", "valid_query"]
+__all__ = ["json_error", "openai_errors", "valid_query"]
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +42,6 @@ def _error_response(error: RequestError, request: web.Request) -> web.Response:
         response.headers.update(error.headers)
         return response
     return json_error(error, request.path)
-
-
-def start_in_turn() -> Middleware:
-    """Requests start one per loop iteration (``StartTurns``): a burst of new streams does not
-    hold the loop while the running streams' events are due."""
-    turns = StartTurns()
-
-    @web.middleware
-    async def in_turn(request: web.Request, handler: _Handler) -> web.StreamResponse:
-        await turns.take()
-        return await handler(request)
-
-    return in_turn
 
 
 _HTTP_ERROR_TYPES = {404: "not_found_error", 405: "invalid_request_error"}
