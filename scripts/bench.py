@@ -8,7 +8,7 @@ asyncio protocols that only timestamp event boundaries) in one or more other pro
 the baseline (scripts/bench_baseline.py: a minimal aiohttp handler writing the same bytes
 with one ``asyncio.sleep`` per token per stream), and prints both side by side.
 
-    python scripts/bench.py fidelity   --streams 1,100,500,1000,2000,5000
+    python scripts/bench.py fidelity   --streams 1,100,500,1000,2000,5000 [--ramp 1]
     python scripts/bench.py throughput --streams 100 --duration 5
     python scripts/bench.py memory     --streams 0,1000,5000,10000
     python scripts/bench.py proxy
@@ -920,8 +920,9 @@ def build_parser() -> argparse.ArgumentParser:
     fid.add_argument("--streams", type=_counts, default=[1, 100, 500, 1000, 2000, 5000])
     fid.add_argument("--tokens", type=int, default=200)
     fid.add_argument("--rate", type=float, default=50.0, help="tokens per second")
-    fid.add_argument("--ramp", type=float, default=1.0,
-                     help="seconds over which streams start, at random")
+    fid.add_argument("--ramp", type=float, default=1.0, metavar="SECONDS",
+                     help="seconds over which streams start, at random (default 1); 0: all "
+                     "opened back to back, a burst of arrivals")
     tp = commands.add_parser("throughput", parents=[common], help="unpaced throughput")
     tp.add_argument("--streams", type=int, default=100, help="concurrent streams")
     tp.add_argument("--tokens", type=int, default=500)

@@ -11,7 +11,7 @@ with ``--proxy N`` also N requests one at a time through the proxy
 (scripts/proxy_overhead.py, burst upstream), and with ``--per-stream`` one-token streams
 back to back (``bench.py throughput --streams 10 --tokens 1``: a stream's start and end).
 
-    python scripts/bench_compare.py --old de44b28 --new HEAD [--rounds 4] [--out DIR]
+    python scripts/bench_compare.py --old de44b28 --new HEAD [--rounds 4] [--ramp 0] [--out DIR]
 
 The table gives, per metric, the median over the rounds for each revision, their range, and
 new/old. The acceptance rule of the renovation: new no more than 10 % worse than old on p99
@@ -134,7 +134,8 @@ def turn(root: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """One revision's figures: fidelity at each N, throughput, and the proxy if asked."""
     common = ["--only", "tokenstream", "--server-root", str(root), "--loop", args.loop]
     runs = [
-        ("fidelity", ["fidelity", "--streams", ",".join(map(str, args.streams))]),
+        ("fidelity", ["fidelity", "--streams", ",".join(map(str, args.streams)),
+                      "--ramp", f"{args.ramp:g}"]),
         ("throughput", ["throughput", "--duration", str(args.duration)]),
     ]
     if args.per_stream:
@@ -222,6 +223,9 @@ def main() -> int:
                         help="turns of each revision, alternated (default 4)")
     parser.add_argument("--streams", type=bench._counts, default=[100, 1000],
                         help="fidelity stream counts (default 100,1000)")
+    parser.add_argument("--ramp", type=float, default=1.0, metavar="SECONDS",
+                        help="fidelity arrivals spread over SECONDS (default 1; 0: back to "
+                        "back)")
     parser.add_argument("--duration", type=float, default=5.0,
                         help="throughput seconds per turn (default 5)")
     parser.add_argument("--proxy", type=int, default=0, metavar="N",

@@ -13,6 +13,7 @@ from tokenstream import __version__
 from tokenstream.dialects.catalog import DIALECTS
 
 if TYPE_CHECKING:
+    from aiohttp import web
     from pydantic import BaseModel
 
     from tokenstream.client import StreamSummary
@@ -32,6 +33,18 @@ def _port(value: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0-65535, got {port}")
     return port
+
+
+def _worker_count(value: str) -> int:
+    count = int(value)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"workers must be at least 1, got {count}")
+    return count
+
+
+def _worker_slot(value: str) -> tuple[int, int]:
+    index, _, fd = value.partition(":")
+    return int(index), int(fd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "(bucket, default) or one per sleeping stream (loop, for comparison)")
     serve.add_argument("--backlog", type=int, default=1024,
                        help="pending connections the listening socket queues (default 1024)")
+    serve.add_argument("--workers", type=_worker_count, metavar="N",
+                       help="run N worker processes on the one port (SO_REUSEPORT, Linux), "
+                       "restart any that dies, stop them all gracefully on SIGTERM/SIGINT; "
+                       "/metrics adds every worker up (default: one process, no supervisor)")
+    # set by the supervisor on each worker's command line: "INDEX:FD" (FD: its socket to it)
+    serve.add_argument("--worker", type=_worker_slot, help=argparse.SUPPRESS)
 
     stream = commands.add_parser(
         "stream",
@@ -119,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from pydantic import ValidationError
 
     from tokenstream.config import UpstreamConfig, load_config
@@ -162,51 +181,114 @@ def _serve(args: argparse.Namespace) -> int:
             )
         config = _with_record_replay(config, args)
         loop_name, loop_factory = _loop_factory(args.loop)
-        app = create_app(config, clock=LoopClock() if args.clock == "loop" else None)
+        if args.workers is not None and args.worker is None:
+            return _supervise(args, argv, config, loop_name)
+        worker_index = args.worker[0] if args.worker is not None else 0
+        app = create_app(config, clock=LoopClock() if args.clock == "loop" else None,
+                         worker_index=worker_index)
     except TokenstreamError as exc:
         print(f"tokenstream: {exc}", file=sys.stderr)
         return 2
 
+    who = "" if args.worker is None else f"worker {worker_index} "
     logging.basicConfig(
         level=args.log_level or server.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s",
     )
+    if args.worker is not None:  # the supervisor has warned and will announce
+        return _serve_as_worker(app, args.worker[1], server.host, server.port, args.backlog,
+                                loop_factory)
     # an API key or a header is never logged: the access log writes its own fields only
     warning = public_bind_warning(server.host, has_keys=bool(app[STATE].keys))
     if warning:
         print(warning, file=sys.stderr, flush=True)
 
-    def announce(urls: list[str]) -> None:
-        base = urls[0] if urls else f"http://{server.host}:{server.port}"
-        query = "prompt=hello"
-        if config.upstream.base_url is not None:
-            what = f"proxying {config.upstream.base_url} (profile {config.upstream.profile})"
-            if config.upstream.model is None:
-                query += "&model=MODEL"
-        else:
-            what = f"default profile {config.default_profile}"
-        print(
-            f"tokenstream {__version__} serving on {', '.join(urls)} ({what}; {loop_name})\n"
-            f"  demo page: {base}/\n  try: curl -N '{base}/v1/stream?{query}'",
-            flush=True,
-        )
-        if config.replay.dir is not None:
-            print(f"  replaying fixtures from {config.replay.dir} "
-                  f"(on a miss: {config.replay.on_miss})", flush=True)
-        if config.record.dir is not None:
-            print(f"  recording upstream replies into {config.record.dir}", flush=True)
-
     # SIGTERM/SIGINT: stop accepting, let streams finish (server.shutdown_grace_s), exit 0
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(
-                serve(app, host=server.host, port=server.port, announce=announce,
+                serve(app, host=server.host, port=server.port,
+                      announce=lambda urls: _announce(config, urls, loop_name),
                       backlog=args.backlog)
             )
     except OSError as exc:  # the address is taken or cannot be bound
         print(f"tokenstream: cannot listen on {server.host}:{server.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _announce(config: Config, urls: list[str], loop_name: str, workers: str = "") -> None:
+    server = config.server
+    base = urls[0] if urls else f"http://{server.host}:{server.port}"
+    query = "prompt=hello"
+    if config.upstream.base_url is not None:
+        what = f"proxying {config.upstream.base_url} (profile {config.upstream.profile})"
+        if config.upstream.model is None:
+            query += "&model=MODEL"
+    else:
+        what = f"default profile {config.default_profile}"
+    print(
+        f"tokenstream {__version__} serving on {', '.join(urls)} ({what}; {loop_name}{workers})"
+        f"\n  demo page: {base}/\n  try: curl -N '{base}/v1/stream?{query}'",
+        flush=True,
+    )
+    if config.replay.dir is not None:
+        print(f"  replaying fixtures from {config.replay.dir} "
+              f"(on a miss: {config.replay.on_miss})", flush=True)
+    if config.record.dir is not None:
+        print(f"  recording upstream replies into {config.record.dir}", flush=True)
+
+
+def _supervise(args: argparse.Namespace, argv: Sequence[str], config: Config,
+               loop_name: str) -> int:
+    """``serve --workers N``: start N workers (this command line, each with ``--worker``)."""
+    import os
+
+    from tokenstream.server.auth import load_api_keys, public_bind_warning
+    from tokenstream.server.serve import url_of
+    from tokenstream.server.supervisor import Supervisor, reserve_port
+
+    server = config.server
+    logging.basicConfig(
+        level=args.log_level or server.log_level,
+        format="%(asctime)s %(levelname)s supervisor %(name)s: %(message)s",
+    )
+    warning = public_bind_warning(server.host, has_keys=bool(load_api_keys(config, os.environ)))
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    try:
+        reserved = reserve_port(server.host, server.port)
+    except OSError as exc:
+        print(f"tokenstream: cannot listen on {server.host}:{server.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    with reserved:
+        port = reserved.getsockname()[1]  # port 0 becomes one port for every worker
+
+        def command(index: int, fd: int) -> list[str]:
+            return [sys.executable, "-m", "tokenstream", *argv,
+                    "--port", str(port), "--worker", f"{index}:{fd}"]
+
+        supervisor = Supervisor(
+            args.workers, command,
+            announce=lambda: _announce(config, [url_of((server.host, port))], loop_name,
+                                       f"; {args.workers} workers"),
+        )
+        return asyncio.run(supervisor.run())
+
+
+def _serve_as_worker(app: web.Application, fd: int, host: str, port: int, backlog: int,
+                     loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> int:
+    """One worker of ``serve --workers N``: its supervisor stops it and reports its exit."""
+    import socket
+
+    from tokenstream.server.serve import serve
+
+    with socket.socket(fileno=fd) as supervisor, \
+            asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(app, host=host, port=port, backlog=backlog, reuse_port=True,
+                         supervisor=supervisor))
     return 0
 
 
@@ -342,7 +424,8 @@ async def _stream_reply(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        return _serve(args)
+        return _serve(args, argv)
     return _stream(args)

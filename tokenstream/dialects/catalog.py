@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from tokenstream.engine.events import ReplyEncoder
@@ -52,7 +52,6 @@ class Dialect:
         return {"name": self.name, "title": self.title, "path": path or self.path}
 
 
-@runtime_checkable
 class PromptCounted(Protocol):
     """An encoder whose first event carries the prompt's token count (Anthropic's
     ``message_start``): set once the prompt is counted, before the first event."""

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from tokenstream.config import Config
+from tokenstream.config import Config, load_config
 from tokenstream.engine.accounting import StreamStats
 from tokenstream.engine.clock import TimerClock
 from tokenstream.engine.lateness import LatenessHistogram
@@ -37,7 +37,7 @@ from tokenstream.server.auth import (
 from tokenstream.server.control import add_control_routes
 from tokenstream.server.cors import CorsPolicy, cors_preflight_middleware
 from tokenstream.server.journal import Journal
-from tokenstream.server.metrics import metrics_registry
+from tokenstream.server.metrics import metrics_export
 from tokenstream.server.middleware import openai_errors, valid_query
 from tokenstream.server.replay import add_record_replay
 from tokenstream.server.state import CONFIG, METRICS, STATE, AppState
@@ -45,9 +45,12 @@ from tokenstream.server.ui import add_ui_routes
 from tokenstream.sources.scripted import EchoSource, ScriptedSource, ScriptSource
 from tokenstream.sources.upstream import UPSTREAM, UpstreamClient
 
-__all__ = ["CONFIG", "METRICS", "STATE", "AppState", "create_app"]
+__all__ = ["CONFIG", "CONFIG_ENV", "METRICS", "STATE", "AppState", "create_app", "gunicorn_app"]
 
 log = logging.getLogger(__name__)
+
+CONFIG_ENV = "TOKENSTREAM_CONFIG"
+"""The YAML config ``gunicorn_app`` loads (default: the embedded one)."""
 
 
 def create_app(
@@ -55,10 +58,12 @@ def create_app(
     *,
     clock: TimerClock | None = None,
     environ: Mapping[str, str] | None = None,
+    worker_index: int | None = 0,
 ) -> web.Application:
     """Build the application. Loading the tokenizer is the slow part (about a second, once).
 
     ``environ`` (default ``os.environ``) is where ``TOKENSTREAM_API_KEYS`` is read.
+    ``worker_index``: which worker of ``serve --workers N`` this is, for ``/healthz``.
     """
     config = config if config is not None else Config()
     server = config.server
@@ -138,13 +143,15 @@ def create_app(
         keys=keys,
         scripted=scripted,
         journal=journal,
+        worker_index=worker_index,
     )
     if config.upstream.base_url is not None:
         upstream = UpstreamClient.from_environment(config.upstream, os.environ)
         app[UPSTREAM] = upstream
         app.cleanup_ctx.append(upstream.cleanup_ctx)
     add_record_replay(app, config)  # the fixtures are read (and checked) now
-    app[METRICS] = metrics_registry(app[STATE].stats, app[STATE].lateness)
+    app[METRICS] = metrics_export(app[STATE].stats, app[STATE].lateness)
+    app.cleanup_ctx.append(app[METRICS].cleanup_ctx)
     log_client_errors_at_info()
     app.on_response_prepare.append(cors.on_response_prepare)
     app.on_shutdown.append(_end_streams)
@@ -167,6 +174,19 @@ def create_app(
     if control.enabled:
         add_control_routes(app)  # /_tokenstream/: the journal, run-time rules
     return app
+
+
+def gunicorn_app() -> web.Application:
+    """The app for gunicorn's aiohttp worker, configured by ``$TOKENSTREAM_CONFIG``::
+
+        gunicorn 'tokenstream.server.app:gunicorn_app()' -k aiohttp.GunicornWebWorker -w 2 \\
+            -c python:tokenstream.server.gunicorn_conf
+
+    gunicorn binds the address (``-b``; ``server.host`` and ``server.port`` are not used) and
+    gives each worker ``--graceful-timeout`` to stop; ``tokenstream.server.gunicorn_conf``
+    sets up the metrics of many workers (docs/RELIABILITY.md).
+    """
+    return create_app(load_config(os.environ.get(CONFIG_ENV) or None), worker_index=None)
 
 
 async def _end_streams(app: web.Application) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -602,17 +603,21 @@ async def profiles(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """``GET /metrics``: Prometheus text format (pacing lateness, stream counters, process)."""
+    """``GET /metrics``: Prometheus text format (pacing lateness, stream counters, process);
+    with many workers, every worker's added up."""
     return web.Response(
         body=render(request.app[METRICS]), headers={"Content-Type": METRICS_CONTENT_TYPE}
     )
 
 
 async def healthz(request: web.Request) -> web.Response:
-    stats = request.app[STATE].stats
+    state = request.app[STATE]
+    stats = state.stats
     return web.json_response(
         {
             "status": "ok",
+            # with many workers on one port, which one answered (its numbers below are its own)
+            "worker": {"pid": os.getpid(), "index": state.worker_index},
             "active_streams": stats.active,
             "streams_started": stats.started,
             "streams_completed": stats.completed,
