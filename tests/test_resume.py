@@ -33,6 +33,7 @@ def _logs(clock: ManualClock, **bounds: int) -> MemoryStreamLogs:
         clock, ttl_s=10.0, max_streams=bounds.get("max_streams", 100),
         max_events_per_stream=bounds.get("max_events", 1000),
         max_bytes_per_stream=bounds.get("max_bytes", 1 << 20),
+        max_bytes=bounds.get("max_total_bytes", 1 << 30),
     )
 
 
@@ -196,10 +197,6 @@ def _without_ids(body: bytes) -> list[tuple[str | None, str]]:
     return [(e.event, e.data) for e in parse_sse(body)]
 
 
-_WITH_IDS = {"stream", "ai-sdk-ui"}
-"""The streams whose events carry ``id:`` (the OpenAI and Anthropic SDKs would misread it)."""
-
-
 @pytest.mark.parametrize("dialect", list(_REQUESTS))
 async def test_a_cut_stream_resumes_byte_exact(served: Served, dialect: str) -> None:
     base, _state = await served()
@@ -212,24 +209,18 @@ async def test_a_cut_stream_resumes_byte_exact(served: Served, dialect: str) -> 
             **kwargs,
         )
         assert before, "nothing arrived before the cut"
-        seen = len(parse_sse(before))
         if dialect == "stream":  # the EventSource way: the same URL, with Last-Event-ID
             resume = session.get(base + path, headers={"Last-Event-ID": _last_id(before)},
                                  **kwargs)
-        elif dialect in _WITH_IDS:
+        else:
             resume = session.get(f"{base}/v1/streams/{stream_id}",
                                  headers={"Last-Event-ID": _last_id(before)})
-        else:  # no ids: the client counts the events it got
-            resume = session.get(f"{base}/v1/streams/{stream_id}", params={"after": str(seen)})
         async with resume as response:
             assert response.status == 200
             assert response.headers["X-Tokenstream-Stream-Id"] == stream_id
             rest = await response.read()
         joined = before + rest
-        if dialect in _WITH_IDS:
-            _numbered(joined, stream_id)  # no duplicate, no gap
-        else:
-            assert b"\nid: " not in joined and not joined.startswith(b"id: ")
+        _numbered(joined, stream_id)  # no duplicate, no gap
         async with session.get(f"{base}/v1/streams/{stream_id}", params={"after": "0"}) as log:
             assert await log.read() == joined  # byte for byte what was produced
         # the same events as an uncut stream (ids and per-reply random ids aside)
@@ -342,3 +333,25 @@ async def test_the_ai_sdk_resumes_the_chats_stream(served: Served) -> None:
         assert parse_sse(again)[-1].data == "[DONE]"
         async with session.get(base + "/api/chat/chat-7/stream") as ended:
             assert ended.status == 204
+
+
+def test_the_logs_together_stay_within_max_bytes() -> None:
+    """Over the store's byte budget the finished logs go first, then the oldest running
+    log's oldest events; the newest running log keeps what it has."""
+    clock = ManualClock()
+    logs = _logs(clock, max_total_bytes=100)
+    oldest, ended, newest = (logs.open(resumable=True) for _ in range(3))
+    for log in (oldest, ended):
+        for _ in range(4):
+            log.append(b"x" * 10)
+    ended.finish(clock.now())
+    for _ in range(3):
+        newest.append(b"y" * 10)
+    assert logs.budget.used == 110 - 40  # over by 10: the finished log went whole
+    assert logs.get(ended.stream_id) is None and len(logs) == 2
+    for _ in range(4):
+        newest.append(b"y" * 10)
+    assert logs.budget.used <= 100
+    assert not oldest.has_after(0)  # its oldest events were dropped: no resume from the start
+    assert newest.has_after(0) and newest.kept_bytes == 70
+    assert logs.budget.used == oldest.kept_bytes + newest.kept_bytes

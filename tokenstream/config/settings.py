@@ -249,7 +249,12 @@ class ResumeConfig(StrictModel):
     )
     max_bytes_per_stream: int = Field(
         default=1_048_576, ge=1024, le=1_073_741_824,
-        description="of each stream, the newest (memory: at most max_streams times this)",
+        description="of each stream, the newest",
+    )
+    max_bytes: int = Field(
+        default=134_217_728, ge=1024, le=68_719_476_736,
+        description="every log together; over it, finished logs go first, then the oldest "
+        "running logs' oldest events",
     )
 
 

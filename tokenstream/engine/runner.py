@@ -237,7 +237,6 @@ class Runner:
         faults: Sequence[Fault] = (),
         resumable: bool = False,
         chat_id: str | None = None,
-        event_ids: bool = True,
     ) -> web.StreamResponse:
         """Admit, start, and stream a reply to ``request`` in ``encoder``'s wire format.
 
@@ -249,8 +248,8 @@ class Runner:
         an error at the start answers before anything is admitted or asked of a source.
         ``resumable``: its events are kept (``streamlog``) and it goes on for a while after
         the client left, for a reconnect to resume (``resume``); ``chat_id``: the AI SDK
-        chat it answers. ``event_ids``: each event has ``id: <stream id>:<sequence>``
-        (``streamlog.StampedEncoder``; not in the APIs whose SDKs would misread it).
+        chat it answers. Every event has ``id: <stream id>:<sequence>``
+        (``streamlog.StampedEncoder``).
         """
         if faults:
             current_record().fault = ",".join(str(fault) for fault in faults)
@@ -281,7 +280,7 @@ class Runner:
         if self.logs is not None:
             log = self.logs.open(resumable=resumable, chat_id=chat_id, headers=headers)
             headers = {**(headers or {}), STREAM_ID_HEADER: log.stream_id}
-            encoder = StampedEncoder(encoder, log, event_ids=event_ids)
+            encoder = StampedEncoder(encoder, log)
         limits = self.limits
         current_record().stream = True
         sse = SSEResponse(
@@ -350,7 +349,7 @@ class Runner:
         missed, then the rest as they come; 204 when there is nothing more (the stream ended
         and was all seen, or it cannot be resumed: the reply is never started again); 404
         when the stream is unknown, expired, or its log no longer holds what was missed."""
-        log = None if self.logs is None else self.logs.get(stream_id)
+        log = None if self.logs is None else await self.logs.find(stream_id)
         if log is None:
             raise NotFound(
                 f"The stream '{stream_id}' is unknown or has expired (resume.ttl_s): it "

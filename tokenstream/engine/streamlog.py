@@ -8,15 +8,18 @@ resumable keeps no events: its log only says that it existed, so that a reconnec
 told to stop (204) rather than getting the reply restarted.
 
 ``StreamLogStore`` is what the runner needs of a store; ``MemoryStreamLogs`` keeps the logs
-in this process, bounded in number (the oldest finished log goes first) and in events and
-bytes per stream (the oldest events go first: a reconnect that would need them is refused).
+in this process, bounded in number (the oldest finished log goes first), in events and bytes
+per stream (the oldest events go first: a reconnect that would need them is refused), and in
+bytes all together (``LogBudget``: finished logs go first, then the oldest running ones'
+events).
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from tokenstream.engine.clock import Clock
@@ -26,6 +29,7 @@ from tokenstream.sse.transport import SSEResponse
 
 __all__ = [
     "STREAM_ID_HEADER",
+    "LogBudget",
     "MemoryStreamLogs",
     "StampedEncoder",
     "StreamLog",
@@ -34,6 +38,8 @@ __all__ = [
 ]
 
 STREAM_ID_HEADER = "X-Tokenstream-Stream-Id"
+
+log = logging.getLogger("tokenstream.resume")
 
 
 def parse_event_id(value: str) -> tuple[str, int] | None:
@@ -50,11 +56,23 @@ class LiveFeed(Protocol):
     async def serve(self, sse: SSEResponse, after: int) -> None: ...
 
 
+class LogBudget:
+    """The bytes every log of a store keeps, together, and what to do when they are too many
+    (``shed``: called with the bytes over ``limit``)."""
+
+    __slots__ = ("limit", "shed", "used")
+
+    def __init__(self, limit: int, shed: Callable[[int], None] | None = None) -> None:
+        self.limit = limit
+        self.used = 0
+        self.shed = shed
+
+
 class StreamLog:
     """One stream's id, and the events of a resumable one (numbered from 1)."""
 
-    __slots__ = ("_max_bytes", "_max_events", "chat_id", "ended_at", "events", "feed", "first_kept",
-                 "headers", "kept_bytes", "last_seq", "resumable", "stream_id")
+    __slots__ = ("_budget", "_max_bytes", "_max_events", "chat_id", "ended_at", "events", "feed",
+                 "first_kept", "headers", "kept_bytes", "last_seq", "resumable", "stream_id")
 
     def __init__(
         self,
@@ -65,8 +83,10 @@ class StreamLog:
         max_bytes: int,
         chat_id: str | None = None,
         headers: Mapping[str, str] | None = None,
+        budget: LogBudget | None = None,
     ) -> None:
         self.stream_id = stream_id
+        self._budget = budget
         self.resumable = resumable
         self.chat_id = chat_id
         self.headers = dict(headers or {})
@@ -93,23 +113,35 @@ class StreamLog:
             return
         events = self.events
         events.append(event)
-        self.kept_bytes += len(event)
-        while len(events) > self._max_events or (
-            self.kept_bytes > self._max_bytes and len(events) > 1
-        ):
-            self.kept_bytes -= len(events.pop(0))
-            self.first_kept += 1
+        size = len(event)
+        self.kept_bytes += size
+        if len(events) > self._max_events or self.kept_bytes > self._max_bytes:
+            self.drop_oldest(len(events) - self._max_events, self.kept_bytes - self._max_bytes)
+        budget = self._budget
+        if budget is not None:
+            budget.used += size
+            if budget.used > budget.limit and budget.shed is not None:
+                budget.shed(budget.used - budget.limit)
 
-    def append_run(self, events: bytes) -> None:
-        """Whole events as they are, each numbered."""
-        if events.find(b"\n\n") == len(events) - 2:
-            self.append(events)
-            return
-        *whole, rest = events.split(b"\n\n")
-        for event in whole:
-            self.append(event + b"\n\n")
-        if rest:  # (nothing, from an encoder)
-            self.append(rest)
+    def drop_oldest(self, events: int, size: int) -> int:
+        """Drop at least ``events`` of the oldest events kept and at least ``size`` bytes of
+        them (keeping the newest one unless ``events`` says otherwise); the bytes dropped."""
+        kept = self.events
+        dropped_bytes = dropped = 0
+        while kept and (dropped < events or (dropped_bytes < size and len(kept) - dropped > 1)):
+            dropped_bytes += len(kept[dropped])
+            dropped += 1
+        if dropped:
+            del kept[:dropped]
+            self.first_kept += dropped
+            self.kept_bytes -= dropped_bytes
+            if self._budget is not None:
+                self._budget.used -= dropped_bytes
+        return dropped_bytes
+
+    def forget(self) -> None:
+        """Drop every event kept (the log leaves its store)."""
+        self.drop_oldest(len(self.events), 0)
 
     def has_after(self, seq: int) -> bool:
         """Whether every event after ``seq`` is still kept (none missing between)."""
@@ -135,22 +167,22 @@ class StreamLogStore(Protocol):
         """A new stream's log, under a new stream id."""
         ...
 
-    def get(self, stream_id: str) -> StreamLog | None:
+    async def find(self, stream_id: str) -> StreamLog | None:
         """The log of ``stream_id``; None when unknown or expired."""
         ...
 
-    def for_chat(self, chat_id: str) -> StreamLog | None:
+    async def find_chat(self, chat_id: str) -> StreamLog | None:
         """The newest stream of the AI SDK chat ``chat_id``, if it still runs."""
         ...
 
 
 class MemoryStreamLogs:
     """Stream logs in this process: at most ``max_streams``, each kept until ``ttl_s`` after
-    its stream ended."""
+    its stream ended, holding ``max_bytes`` at most all together."""
 
     def __init__(
         self, clock: Clock, *, ttl_s: float, max_streams: int, max_events_per_stream: int,
-        max_bytes_per_stream: int,
+        max_bytes_per_stream: int, max_bytes: int,
     ) -> None:
         self._clock = clock
         self.ttl_s = ttl_s
@@ -159,6 +191,8 @@ class MemoryStreamLogs:
         self.max_bytes = max_bytes_per_stream
         self._logs: OrderedDict[str, StreamLog] = OrderedDict()  # oldest first
         self._chats: dict[str, StreamLog] = {}
+        self.budget = LogBudget(max_bytes, self._shed)
+        self._warned = False
 
     def __len__(self) -> int:
         return len(self._logs)
@@ -172,7 +206,7 @@ class MemoryStreamLogs:
             self._drop(self._oldest_finished() or next(iter(self._logs)))
         log = StreamLog(
             secrets.token_urlsafe(12), resumable=resumable, max_events=self.max_events,
-            max_bytes=self.max_bytes, chat_id=chat_id, headers=headers,
+            max_bytes=self.max_bytes, chat_id=chat_id, headers=headers, budget=self.budget,
         )
         self._logs[log.stream_id] = log
         if chat_id is not None:
@@ -188,6 +222,31 @@ class MemoryStreamLogs:
         log = self._chats.get(chat_id)
         return None if log is None or log.finished else log
 
+    async def find(self, stream_id: str) -> StreamLog | None:
+        return self.get(stream_id)
+
+    async def find_chat(self, chat_id: str) -> StreamLog | None:
+        return self.for_chat(chat_id)
+
+    def _shed(self, over: int) -> None:
+        """Over the byte budget: finished logs go, oldest first, then the oldest running
+        logs' oldest events (a reconnect that needs them gets 404)."""
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "The resumable streams' logs reached resume.max_bytes (%d bytes): the oldest "
+                "are dropped, and reconnects that need them get 404.", self.budget.limit,
+            )
+        for stream_id in [sid for sid, kept in self._logs.items() if kept.finished]:
+            if over <= 0:
+                return
+            over -= self._logs[stream_id].kept_bytes
+            self._drop(stream_id)
+        for kept in list(self._logs.values()):
+            if over <= 0:
+                return
+            over -= kept.drop_oldest(0, over)
+
     def _expired(self, log: StreamLog, now: float) -> bool:
         return log.ended_at is not None and now - log.ended_at >= self.ttl_s
 
@@ -200,30 +259,23 @@ class MemoryStreamLogs:
         return next((sid for sid, log in self._logs.items() if log.finished), None)
 
     def _drop(self, stream_id: str) -> None:
-        log = self._logs.pop(stream_id)
-        if log.chat_id is not None and self._chats.get(log.chat_id) is log:
-            del self._chats[log.chat_id]
+        dropped = self._logs.pop(stream_id)
+        dropped.forget()
+        if dropped.chat_id is not None and self._chats.get(dropped.chat_id) is dropped:
+            del self._chats[dropped.chat_id]
 
 
 class StampedEncoder:
-    """A dialect's encoder whose every event is numbered and goes into the stream's log
-    (``engine.events.ReplyEncoder``); with ``event_ids`` each event also gets the line ``id:
-    <stream id>:<sequence>``. An encoder's output is a run of whole events, each closed by a
-    blank line.
-
-    Without ``event_ids`` the events are the API's own bytes: the OpenAI and Anthropic APIs
-    send no ``id:``, and their SDKs' decoders keep the last id across events, so that a
-    heartbeat comment after an event with an id is taken for an event with empty data
-    (openai-python then fails to parse it as JSON)."""
+    """A dialect's encoder whose every event is numbered, gets the line ``id: <stream
+    id>:<sequence>`` and goes into the stream's log (``engine.events.ReplyEncoder``). An
+    encoder's output is a run of whole events, each closed by a blank line."""
 
     __slots__ = ("_id_prefix", "_inner", "_log")
 
-    def __init__(self, inner: ReplyEncoder, log: StreamLog, *, event_ids: bool = True) -> None:
+    def __init__(self, inner: ReplyEncoder, log: StreamLog) -> None:
         self._inner = inner
         self._log = log
-        self._id_prefix: bytes | None = (
-            b"id: " + log.stream_id.encode() + b":" if event_ids else None
-        )
+        self._id_prefix = b"id: " + log.stream_id.encode() + b":"
 
     def piece(self, piece: Piece) -> bytes:
         return self._stamped(self._inner.piece(piece))
@@ -241,9 +293,6 @@ class StampedEncoder:
         if not data:
             return data
         log = self._log
-        if self._id_prefix is None:
-            log.append_run(data)
-            return data
         if data.find(b"\n\n") == len(data) - 2:  # one event: the hot path
             out = b"%b%d\n%b" % (self._id_prefix, log.last_seq + 1, data)
             log.append(out)

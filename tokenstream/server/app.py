@@ -136,7 +136,7 @@ def create_app(
             logs=MemoryStreamLogs(
                 clock, ttl_s=resume.ttl_s, max_streams=resume.max_streams,
                 max_events_per_stream=resume.max_events_per_stream,
-                max_bytes_per_stream=resume.max_bytes_per_stream,
+                max_bytes_per_stream=resume.max_bytes_per_stream, max_bytes=resume.max_bytes,
             ),
             resume=ResumeSettings(linger_s=resume.linger_s),
         ),

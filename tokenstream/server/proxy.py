@@ -143,13 +143,11 @@ async def translated(
     shown: PromptCounted | None = None,
     headers: Mapping[str, str] | None = None,
     chat_id: str | None = None,
-    event_ids: bool = False,
 ) -> web.StreamResponse:
     """A request in another dialect than the upstream's: its body built from
     ``conversation``; streamed in ``encoder``'s format (with the dialect's own ``headers``),
     or whole as ``answer`` makes it (a dialect that always streams has none). ``chat_id``:
-    the AI SDK chat it answers (``GET /api/chat/{id}/stream`` resumes it); ``event_ids``:
-    see ``Runner.stream``."""
+    the AI SDK chat it answers (``GET /api/chat/{id}/stream`` resumes it)."""
     ask = _Ask(
         client,
         upstream_body(state.config.upstream.dialect, conversation),
@@ -168,7 +166,6 @@ async def translated(
     prompt = None if shown is None else _Prompt(shown, conversation.messages)
     return await _stream_live(
         request, state, encoder, ask, profile, prompt, headers, faults=faults, chat_id=chat_id,
-        event_ids=event_ids,
     )
 
 
@@ -198,7 +195,7 @@ async def stream_query(
     prompt = None if counted is None else _Prompt(counted, conversation.messages)
     headers = dict(query.dialect.headers) if query.dialect is not None else None
     return await _stream_live(
-        request, state, encoder, ask, profile, prompt, headers, faults=faults, event_ids=True
+        request, state, encoder, ask, profile, prompt, headers, faults=faults
     )
 
 
@@ -213,7 +210,6 @@ async def _stream_live(
     *,
     faults: tuple[Fault, ...] = (),
     chat_id: str | None = None,
-    event_ids: bool = False,
 ) -> web.StreamResponse:
     """The upstream's reply, re-paced, through the runner; heartbeats begin while the
     upstream takes its time to answer."""
@@ -226,7 +222,6 @@ async def _stream_live(
         faults=faults,
         resumable=state.config.resume.enabled_upstream,
         chat_id=chat_id,
-        event_ids=event_ids,
     )
 
 

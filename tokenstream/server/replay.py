@@ -140,7 +140,6 @@ async def _answer(
         return await state.runner.stream(
             request, asked.encoder, start, headers=asked.headers, faults=faults,
             resumable=state.config.resume.enabled_scripted,
-            event_ids=asked.answer is None,  # (/v1/stream and the AI SDK: see Runner.stream)
         )
     content = await state.runner.whole(
         request, partial(_content, state, fixture, profile), faults=faults

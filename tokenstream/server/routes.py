@@ -271,7 +271,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
         return await state.runner.stream(
             request, encoder, scripted.start, faults=scripted.faults,
-            resumable=config.resume.enabled_scripted, event_ids=False,
+            resumable=config.resume.enabled_scripted,
         )
     progress, content = await _whole(request, state, scripted)
     return web.json_response(completion_body(parsed.model, content, progress.usage))
@@ -373,7 +373,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
     if parsed.stream:
         return await state.runner.stream(
             request, ResponsesFormat(model=parsed.model), scripted.start, faults=scripted.faults,
-            resumable=state.config.resume.enabled_scripted, event_ids=False,
+            resumable=state.config.resume.enabled_scripted,
         )
     progress, content = await _whole(request, state, scripted)
     return web.json_response(response_body(parsed.model, content, progress.usage))
@@ -411,7 +411,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         encoder = AnthropicMessagesFormat(model=parsed.model)
         return await state.runner.stream(
             request, encoder, partial(_counted, scripted.start, encoder), faults=scripted.faults,
-            resumable=state.config.resume.enabled_scripted, event_ids=False,
+            resumable=state.config.resume.enabled_scripted,
         )
     progress, content = await _whole(request, state, scripted)
     return web.json_response(message_body(parsed.model, content, progress.usage))
@@ -434,7 +434,7 @@ async def ai_sdk_chat(request: web.Request) -> web.StreamResponse:
         return await proxy.translated(
             request, state, client, conversation, overrides=parsed.overrides, stream=True,
             encoder=encoder, answer=None, headers=UI_MESSAGE_STREAM_HEADERS,
-            chat_id=parsed.chat_id, event_ids=True,
+            chat_id=parsed.chat_id,
         )
     scripted = _scripted_start(
         request, state, dialect=AI_SDK_UI, model=model, overrides=parsed.overrides,
@@ -454,7 +454,7 @@ async def ai_sdk_resume(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     state.journal.note(request).dialect = AI_SDK_UI
     logs = state.runner.logs
-    log = None if logs is None else logs.for_chat(request.match_info["chat_id"])
+    log = None if logs is None else await logs.find_chat(request.match_info["chat_id"])
     if log is None or not log.resumable:
         return web.Response(status=204)
     return await state.runner.resume(request, log.stream_id, 0)
