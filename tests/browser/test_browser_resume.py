@@ -8,9 +8,10 @@ import json
 import urllib.request
 from typing import Any
 
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
-from browser_support import STREAM_LIMIT_MS, Server
+from browser_support import STREAM_LIMIT_MS, Server, finish, last_reply, reply_text, send
+from support import scripted_reply
 
 RESUME_LINGER_S = 10
 """Longer than Chromium's ``EventSource`` waits to reconnect (about 3 s)."""
@@ -52,3 +53,14 @@ def test_an_eventsource_cut_mid_reply_resumes_by_itself(page: Page, server: Serv
     assert got["ids"] == [f"{stream_id}:{n}" for n in range(1, len(got["ids"]) + 1)], (
         json.dumps(got["ids"])
     )
+
+
+def test_the_demo_page_resumes_a_broken_eventsource_stream(page: Page) -> None:
+    """The demo page leaves a broken EventSource to reconnect (and says so while it waits):
+    the bubble ends done, with the whole reply once."""
+    page.fill("#fault-spec", "reset@1s")
+    send(page, "Give me a long answer", transport="eventsource", profile="steady")
+    expect(last_reply(page)).to_have_attribute("data-reconnects", "1", timeout=STREAM_LIMIT_MS)
+    finish(page, "done")
+    assert reply_text(page) == scripted_reply("long")
+    assert last_reply(page).locator(".error").count() == 0
