@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -71,8 +71,9 @@ class LogBudget:
 class StreamLog:
     """One stream's id, and the events of a resumable one (numbered from 1)."""
 
-    __slots__ = ("_budget", "_max_bytes", "_max_events", "chat_id", "ended_at", "events", "feed",
-                 "first_kept", "headers", "kept_bytes", "last_seq", "resumable", "stream_id")
+    __slots__ = ("_budget", "_max_bytes", "_max_events", "_on_finish", "chat_id", "ended_at",
+                 "events", "feed", "first_kept", "headers", "kept_bytes", "last_seq", "resumable",
+                 "stream_id")
 
     def __init__(
         self,
@@ -84,9 +85,11 @@ class StreamLog:
         chat_id: str | None = None,
         headers: Mapping[str, str] | None = None,
         budget: LogBudget | None = None,
+        on_finish: Callable[[StreamLog], None] | None = None,
     ) -> None:
         self.stream_id = stream_id
         self._budget = budget
+        self._on_finish = on_finish
         self.resumable = resumable
         self.chat_id = chat_id
         self.headers = dict(headers or {})
@@ -154,6 +157,8 @@ class StreamLog:
     def finish(self, now: float) -> None:
         if self.ended_at is None:
             self.ended_at = now
+            if self._on_finish is not None:
+                self._on_finish(self)
 
 
 class StreamLogStore(Protocol):
@@ -191,6 +196,8 @@ class MemoryStreamLogs:
         self.max_bytes = max_bytes_per_stream
         self._logs: OrderedDict[str, StreamLog] = OrderedDict()  # oldest first
         self._chats: dict[str, StreamLog] = {}
+        self._ended: deque[StreamLog] = deque()
+        """Finished logs in the order they ended (some may have been dropped since)."""
         self.budget = LogBudget(max_bytes, self._shed)
         self._warned = False
 
@@ -207,6 +214,7 @@ class MemoryStreamLogs:
         log = StreamLog(
             secrets.token_urlsafe(12), resumable=resumable, max_events=self.max_events,
             max_bytes=self.max_bytes, chat_id=chat_id, headers=headers, budget=self.budget,
+            on_finish=self._ended.append,
         )
         self._logs[log.stream_id] = log
         if chat_id is not None:
@@ -229,17 +237,17 @@ class MemoryStreamLogs:
         return self.for_chat(chat_id)
 
     def _shed(self, over: int) -> None:
-        """Over the byte budget: finished logs go, oldest first, then the oldest running
-        logs' oldest events (a reconnect that needs them gets 404)."""
+        """Over the byte budget: finished logs go, the first ended first, then the oldest
+        running logs' oldest events (a reconnect that needs them gets 404), down to 7/8 of
+        the budget so that shedding is rare."""
         if not self._warned:
             self._warned = True
             log.warning(
                 "The resumable streams' logs reached resume.max_bytes (%d bytes): the oldest "
                 "are dropped, and reconnects that need them get 404.", self.budget.limit,
             )
-        for stream_id in [sid for sid, kept in self._logs.items() if kept.finished]:
-            if over <= 0:
-                return
+        over += self.budget.limit // 8
+        while over > 0 and (stream_id := self._oldest_finished()) is not None:
             over -= self._logs[stream_id].kept_bytes
             self._drop(stream_id)
         for kept in list(self._logs.values()):
@@ -252,11 +260,18 @@ class MemoryStreamLogs:
 
     def _expire(self) -> None:
         now = self._clock.now()
-        for stream_id in [sid for sid, log in self._logs.items() if self._expired(log, now)]:
-            self._drop(stream_id)
+        ended = self._ended
+        while ended and self._expired(ended[0], now):
+            expired = ended.popleft()
+            if self._logs.get(expired.stream_id) is expired:
+                self._drop(expired.stream_id)
 
     def _oldest_finished(self) -> str | None:
-        return next((sid for sid, log in self._logs.items() if log.finished), None)
+        """The log that ended first of those still kept."""
+        ended = self._ended
+        while ended and self._logs.get(ended[0].stream_id) is not ended[0]:
+            ended.popleft()  # dropped already
+        return ended[0].stream_id if ended else None
 
     def _drop(self, stream_id: str) -> None:
         dropped = self._logs.pop(stream_id)
