@@ -39,13 +39,17 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
-    ValidationError,
     model_validator,
 )
 
 from tokenstream.dialects.content import ContentPart, text_of
 from tokenstream.dialects.framing import dumps, json_string
-from tokenstream.dialects.overrides import NO_OVERRIDES, PacingOverrides, invalid_request
+from tokenstream.dialects.overrides import (
+    NO_OVERRIDES,
+    PacingOverrides,
+    validated,
+    validated_json,
+)
 from tokenstream.dialects.partial_json import object_of
 from tokenstream.engine.events import (
     Finish,
@@ -182,10 +186,7 @@ def _tool_spec(number: int, tool: dict[str, Any]) -> ToolSpec:
     kind = tool.get("type")
     if isinstance(kind, str) and kind != "custom":
         return ToolSpec(str(tool.get("name") or kind), kind=kind)
-    try:
-        parsed = _CustomTool.model_validate(tool)
-    except ValidationError as exc:
-        raise invalid_request(exc, f"tools.{number}.") from None
+    parsed = validated(_CustomTool, tool, f"tools.{number}.")
     return ToolSpec(parsed.name, parsed.description, parsed.input_schema)
 
 
@@ -222,10 +223,7 @@ class MessagesRequest:
 
 
 def parse_messages(body: bytes) -> MessagesRequest:
-    try:
-        parsed = _MessagesBody.model_validate_json(body)
-    except ValidationError as exc:
-        raise invalid_request(exc) from None
+    parsed = validated_json(_MessagesBody, body)
     messages = [ChatMessage("system", text_of(parsed.system))] if parsed.system else []
     for message in parsed.messages:
         messages += message.chat_messages()

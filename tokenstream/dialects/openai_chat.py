@@ -28,15 +28,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from tokenstream.dialects.content import ContentPart, text_of
 from tokenstream.dialects.framing import EventFraming, dumps, json_string
 from tokenstream.dialects.overrides import (
     NO_OVERRIDES,
     PacingOverrides,
-    invalid_request,
     parse_overrides,
+    validated,
+    validated_json,
 )
 from tokenstream.engine.events import (
     Finish,
@@ -185,18 +186,12 @@ def _tool_specs(tools: list[Any] | None) -> tuple[ToolSpec, ...]:
                 param=f"tools[{number}]",
                 code="invalid_value",
             )
-        try:
-            specs.append(_FunctionTool.model_validate(function).spec())
-        except ValidationError as exc:
-            raise invalid_request(exc, f"tools[{number}].function.") from None
+        specs.append(validated(_FunctionTool, function, f"tools[{number}].function.").spec())
     return tuple(specs)
 
 
 def parse_chat_completion(body: bytes) -> ChatCompletionRequest:
-    try:
-        parsed = _ChatBody.model_validate_json(body)
-    except ValidationError as exc:
-        raise invalid_request(exc) from None
+    parsed = validated_json(_ChatBody, body)
     if parsed.stream_options is not None and not parsed.stream:
         raise InvalidRequest(
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",

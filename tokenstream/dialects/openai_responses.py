@@ -49,12 +49,16 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
-    ValidationError,
 )
 
 from tokenstream.dialects.content import ContentPart, text_of
 from tokenstream.dialects.framing import dumps, json_string
-from tokenstream.dialects.overrides import NO_OVERRIDES, PacingOverrides, invalid_request
+from tokenstream.dialects.overrides import (
+    NO_OVERRIDES,
+    PacingOverrides,
+    validated,
+    validated_json,
+)
 from tokenstream.engine.events import (
     Finish,
     ModelName,
@@ -189,10 +193,7 @@ class ResponsesRequest:
 
 
 def parse_responses(body: bytes) -> ResponsesRequest:
-    try:
-        parsed = _ResponsesBody.model_validate_json(body)
-    except ValidationError as exc:
-        raise invalid_request(exc) from None
+    parsed = validated_json(_ResponsesBody, body)
     messages = [ChatMessage("system", parsed.instructions)] if parsed.instructions else []
     for item in parsed.input:
         _add_item(messages, item)
@@ -237,10 +238,7 @@ def _tool_spec(number: int, tool: dict[str, Any]) -> ToolSpec:
     kind = tool.get("type")
     if isinstance(kind, str) and kind != "function":
         return ToolSpec(kind, kind=kind)
-    try:
-        parsed = _FunctionTool.model_validate(tool)
-    except ValidationError as exc:
-        raise invalid_request(exc, f"tools[{number}].") from None
+    parsed = validated(_FunctionTool, tool, f"tools[{number}].")
     return ToolSpec(parsed.name, parsed.description, parsed.parameters or {})
 
 
