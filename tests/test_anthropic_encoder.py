@@ -29,7 +29,7 @@ from tokenstream.engine.events import (
     ToolCallStart,
     Usage,
 )
-from tokenstream.engine.messages import ChatMessage, RequestedToolCall
+from tokenstream.engine.messages import ChatMessage
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import InvalidRequest
 
@@ -351,8 +351,8 @@ def test_tool_results_become_tool_messages_then_the_text() -> None:
     assert messages == [
         ChatMessage("user", "weather?"),
         ChatMessage("assistant", "Let me check.", tool_calls=(
-            RequestedToolCall("toolu_1", "get_weather", '{"city":"東京"}'),
-            RequestedToolCall("toolu_2", "get_weather", '{"city":"東京"}'),
+            ToolCall("toolu_1", "get_weather", '{"city":"東京"}', 0),
+            ToolCall("toolu_2", "get_weather", '{"city":"東京"}', 1),
         )),
         ChatMessage("tool", "晴れ 👩‍👩‍👧‍👦", tool_call_id="toolu_1"),
         ChatMessage("tool", "no data", tool_call_id="toolu_2"),

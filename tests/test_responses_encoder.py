@@ -37,7 +37,7 @@ from tokenstream.engine.events import (
     ToolCallStart,
     Usage,
 )
-from tokenstream.engine.messages import ChatMessage, RequestedToolCall
+from tokenstream.engine.messages import ChatMessage
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import InvalidRequest
 
@@ -441,7 +441,7 @@ def test_input_items_of_a_conversation_with_a_function_call() -> None:
     assert messages == [
         ChatMessage("user", "weather in 東京?"),
         ChatMessage("assistant", "", tool_calls=(
-            RequestedToolCall("call_1", "get_weather", '{"city":"東京"}'),
+            ToolCall("call_1", "get_weather", '{"city":"東京"}', 0),
         )),
         ChatMessage("tool", "晴れ 👩‍👩‍👧‍👦", tool_call_id="call_1"),
         ChatMessage("tool", "no data", tool_call_id="call_2"),

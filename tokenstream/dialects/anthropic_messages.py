@@ -58,12 +58,13 @@ from tokenstream.engine.events import (
     ReplyContent,
     ReplyEvent,
     TextDelta,
+    ToolCall,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
     Usage,
 )
-from tokenstream.engine.messages import ChatMessage, RequestedToolCall, ToolSpec
+from tokenstream.engine.messages import ChatMessage, ToolSpec
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import RequestError
 
@@ -165,10 +166,10 @@ class _Message(BaseModel):
         )
         if results and not text:
             return results
+        uses = [block for block in self.content if isinstance(block, _ToolUseBlock)]
         calls = tuple(
-            RequestedToolCall(block.id, block.name, dumps(block.input))
-            for block in self.content
-            if isinstance(block, _ToolUseBlock)
+            ToolCall(block.id, block.name, dumps(block.input), number)
+            for number, block in enumerate(uses)
         )
         return [*results, ChatMessage(self.role, text, tool_calls=calls)]
 

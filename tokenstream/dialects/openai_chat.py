@@ -47,11 +47,12 @@ from tokenstream.engine.events import (
     ReplyContent,
     ReplyEvent,
     TextDelta,
+    ToolCall,
     ToolCallDelta,
     ToolCallStart,
     Usage,
 )
-from tokenstream.engine.messages import ChatMessage, RequestedToolCall, ToolSpec
+from tokenstream.engine.messages import ChatMessage, ToolSpec
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import InvalidRequest
 
@@ -105,8 +106,8 @@ class _Message(BaseModel):
 
     def chat_message(self) -> ChatMessage:
         calls = tuple(
-            RequestedToolCall(call.id, call.function.name, call.function.arguments)
-            for call in self.tool_calls or ()
+            ToolCall(call.id, call.function.name, call.function.arguments, number)
+            for number, call in enumerate(self.tool_calls or ())
         )
         return ChatMessage(self.role, self.text(), self.name, self.tool_call_id, calls)
 

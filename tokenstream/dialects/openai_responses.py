@@ -66,12 +66,13 @@ from tokenstream.engine.events import (
     ReplyContent,
     ReplyEvent,
     TextDelta,
+    ToolCall,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
     Usage,
 )
-from tokenstream.engine.messages import ChatMessage, RequestedToolCall, ToolSpec
+from tokenstream.engine.messages import ChatMessage, ToolSpec
 from tokenstream.engine.tokenizer import Piece
 
 __all__ = [
@@ -217,11 +218,11 @@ def _add_item(
     if isinstance(item, _MessageItem | _FunctionCallOutputItem):
         messages.append(item.chat_message())
     elif isinstance(item, _FunctionCallItem):
-        call = RequestedToolCall(item.call_id, item.name, item.arguments)
-        if messages and messages[-1].role == "assistant":
-            messages[-1] = replace(messages[-1], tool_calls=(*messages[-1].tool_calls, call))
-        else:
-            messages.append(ChatMessage("assistant", "", tool_calls=(call,)))
+        if not messages or messages[-1].role != "assistant":
+            messages.append(ChatMessage("assistant", ""))
+        made = messages[-1].tool_calls
+        call = ToolCall(item.call_id, item.name, item.arguments, len(made))
+        messages[-1] = replace(messages[-1], tool_calls=(*made, call))
 
 
 class _FunctionTool(BaseModel):
