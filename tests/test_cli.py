@@ -16,7 +16,8 @@ from aiohttp.test_utils import TestServer
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 
-from tokenstream.cli import _loop_factory, main
+from tokenstream.cli import main
+from tokenstream.cli.serving import _loop_factory
 from tokenstream.client import ReplyRequest, client_dialects, stream_dialect, stream_prompt
 from tokenstream.client.dialects import CLIENTS
 from tokenstream.client.terminal import TerminalView, format_event
