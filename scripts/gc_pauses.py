@@ -27,7 +27,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
+
+from script_support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,12 +55,6 @@ sys.exit(main(sys.argv[1:]))
 """
 
 _WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _clients(port: int, streams: int, duration: float, path: str) -> tuple[int, int]:
@@ -110,7 +105,7 @@ def main() -> int:
         "server": {"max_concurrent_streams": 0, "max_stream_duration_s": 0},
         "responses": {"rules": [{"match": "^gc$", "reply": reply}]},
     }))
-    port = _free_port()
+    port = free_port()
     log_path = workdir / "collections.json"
     argv = [sys.executable, "-c", _SERVER, "serve", "--port", str(port), "--config", str(config),
             "--loop", loop, "--log-level", "WARNING", str(log_path)]

@@ -32,9 +32,7 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
-import socket
 import statistics
 import sys
 import time
@@ -45,6 +43,8 @@ import aiohttp
 from aiohttp import web
 
 from tokenstream.sse.parser import SSEDecoder
+
+from script_support import free_port, machine, wait_ready
 
 REPLY_WORDS = [
     "Streaming", "changes", "how", "an", "answer", "feels:", "the", "first", "words", "arrive",
@@ -135,12 +135,6 @@ def relay_app(upstream_url: str) -> web.Application:
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _ttft(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> float:
     started = time.perf_counter()
     first: float | None = None
@@ -188,21 +182,6 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
-async def _wait_ready(url: str, process: asyncio.subprocess.Process) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            if process.returncode is not None:
-                raise RuntimeError("tokenstream exited at start-up")
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError("tokenstream did not start")
-
-
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     upstream = FakeUpstream(
         ttft=args.upstream_ttft_ms / 1000, interval=args.token_interval_ms / 1000,
@@ -210,11 +189,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     )
     runner = web.AppRunner(upstream.app(), handler_cancellation=True)
     await runner.setup()
-    upstream_port = _free_port()
+    upstream_port = free_port()
     await web.TCPSite(runner, "127.0.0.1", upstream_port).start()
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
-    proxy_port = _free_port()
-    relay_port = _free_port()
+    proxy_port = free_port()
+    relay_port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     if args.server_root:  # that checkout's tokenstream package, ahead of the installed one
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.server_root,
@@ -233,8 +212,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         proxy_url = f"http://127.0.0.1:{proxy_port}/v1"
         relay_url = f"http://127.0.0.1:{relay_port}/v1"
-        await _wait_ready(f"http://127.0.0.1:{proxy_port}/healthz", process)
-        await _wait_ready(f"http://127.0.0.1:{relay_port}/healthz", relay)
+        await wait_ready(f"http://127.0.0.1:{proxy_port}/healthz", process, tries=200)
+        await wait_ready(f"http://127.0.0.1:{relay_port}/healthz", relay, tries=200)
         body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stream": True}
         paths = {"direct": upstream_url, "relay": relay_url, "proxy": proxy_url}
         async with aiohttp.ClientSession() as session:
@@ -287,21 +266,9 @@ def _new_loop(name: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def _machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, " \
-           f"aiohttp {aiohttp.__version__}, {platform.system()} {platform.release()}"
-
-
 def _print(results: dict[str, Any], args: argparse.Namespace, seconds: float) -> None:
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
-    print(f"machine: {_machine()}, loop {args.loop}")
+    print(f"machine: {machine()}, loop {args.loop}")
     print(f"upstream TTFT {args.upstream_ttft_ms:g} ms, per-token interval "
           f"{args.token_interval_ms:g} ms, reply {len(REPLY_WORDS) * args.reply_repeat} words, "
           f"{args.requests} requests per path after "
@@ -353,5 +320,5 @@ if __name__ == "__main__":
     _print(outcome, arguments, time.monotonic() - began)
     if arguments.json:
         with open(arguments.json, "w", encoding="utf-8") as out:
-            json.dump({"args": vars(arguments), "machine": _machine(), "results": outcome}, out,
+            json.dump({"args": vars(arguments), "machine": machine(), "results": outcome}, out,
                       indent=2)

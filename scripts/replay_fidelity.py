@@ -48,9 +48,7 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
-import socket
 import statistics
 import sys
 import tempfile
@@ -66,6 +64,8 @@ from tokenstream.engine.events import TextDelta
 from tokenstream.engine.tokenizer import Tokenizer, load_encoding
 from tokenstream.sources.fixtures import Fixture, read_fixture
 from tokenstream.sse.parser import SSEDecoder
+
+from script_support import free_port, machine, wait_ready
 
 WORDS = [
     "Streaming", "changes", "how", "an", "answer", "feels", "the", "first", "tokens", "arrive",
@@ -326,12 +326,6 @@ async def _probe(lateness: list[float]) -> None:
         lateness.append(time.perf_counter() - began - 0.001)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _served_at(process: asyncio.subprocess.Process) -> str:
     """The URL the server's banner names (``--port 0``: the port it was given)."""
     assert process.stdout is not None
@@ -339,21 +333,6 @@ async def _served_at(process: asyncio.subprocess.Process) -> str:
     if "serving on " not in banner:
         raise RuntimeError(f"tokenstream did not start: {banner!r}")
     return banner.split("serving on ", 1)[1].split(",")[0].split(" ")[0]
-
-
-async def _wait_ready(url: str, process: asyncio.subprocess.Process) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(400):
-            if process.returncode is not None:
-                raise RuntimeError("tokenstream exited at start-up")
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError("tokenstream did not start")
 
 
 def _check(what: str, got: str, expected: str) -> None:
@@ -368,7 +347,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     upstream = Upstream(replies, args.upstream_ttft_ms / 1000)
     runner = web.AppRunner(upstream.app())
     await runner.setup()
-    upstream_port = _free_port()
+    upstream_port = free_port()
     await web.TCPSite(runner, "127.0.0.1", upstream_port).start()
     differences: dict[str, list[float]] = {
         "replay chat": [], "replay anthropic": [], "live proxied (baseline)": [],
@@ -396,7 +375,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         lateness: list[float] = []
         probe = asyncio.create_task(_probe(lateness))
         try:
-            await _wait_ready(base + "/healthz", process)
+            await wait_ready(base + "/healthz", process, tries=400)
             async with aiohttp.ClientSession() as session:
                 for number, (prompt, reply) in enumerate(replies.items(), 1):
                     sent, live = await ask(session, base, "chat", prompt)  # recorded
@@ -451,21 +430,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
-            f"aiohttp {aiohttp.__version__}, {platform.system()} {platform.release()}")
-
-
 def _print(results: dict[str, Any], args: argparse.Namespace, seconds: float) -> None:
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
-    print(f"machine: {_machine()}; tokenstream --loop {args.loop} --clock {args.clock}")
+    print(f"machine: {machine()}; tokenstream --loop {args.loop} --clock {args.clock}")
     print(f"{args.replies} seeded replies of {args.deltas} text deltas (seed {args.seed}, "
           f"upstream TTFT {args.upstream_ttft_ms:g} ms), "
           f"each recorded once and replayed {args.replays} times per dialect at speed "
@@ -515,5 +482,5 @@ if __name__ == "__main__":
     _print(outcome, arguments, time.monotonic() - began)
     if arguments.json:
         with open(arguments.json, "w", encoding="utf-8") as out:
-            json.dump({"args": vars(arguments), "machine": _machine(), "results": outcome}, out,
+            json.dump({"args": vars(arguments), "machine": machine(), "results": outcome}, out,
                       indent=2)

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx2
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -17,6 +18,29 @@ MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 def parse_sse(body: bytes) -> list[ServerSentEvent]:
     decoder = SSEDecoder()
     return decoder.feed(body) + decoder.close()
+
+
+def canned_transport(body: bytes, *, content_type: str = "text/event-stream",
+                     path: str | None = None) -> httpx2.MockTransport:
+    """Answers every request 200 with ``body``: an official SDK reads bytes we made, with no
+    server. With ``path``, each request must be for that path."""
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if path is not None:
+            assert request.url.path == path
+        return httpx2.Response(200, headers={"content-type": content_type}, content=body)
+
+    return httpx2.MockTransport(handler)
+
+
+def canned_client(body: bytes, *, content_type: str = "text/event-stream",
+                  path: str | None = None) -> httpx2.Client:
+    """An SDK's ``http_client`` that reads ``body`` (see ``canned_transport``)."""
+    return httpx2.Client(transport=canned_transport(body, content_type=content_type, path=path))
+
+
+def canned_async_client(body: bytes) -> httpx2.AsyncClient:
+    """An async SDK's ``http_client`` that reads ``body`` as an event stream."""
+    return httpx2.AsyncClient(transport=canned_transport(body))
 
 
 class ManualClock:

@@ -10,7 +10,6 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import httpx2
 import pytest
 from anthropic import Anthropic
 
@@ -30,11 +29,11 @@ from tokenstream.engine.events import (
     ToolCallStart,
     Usage,
 )
-from tokenstream.engine.messages import ChatMessage, RequestedToolCall
+from tokenstream.engine.messages import ChatMessage
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import InvalidRequest
 
-from support import parse_sse
+from support import canned_client, parse_sse
 
 TEXT_PIECES = ["你", "好，", "世界！", "👩", "\u200d👩", "\u200d👧\u200d👦", " 🇯", "🇵"]
 TEXT = "".join(TEXT_PIECES)
@@ -238,12 +237,9 @@ def test_a_call_without_an_id_gets_one_and_a_delta_without_a_call_is_left_out() 
 
 
 def _sdk(body: bytes, content_type: str) -> Anthropic:
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        assert request.url.path == "/v1/messages"
-        return httpx2.Response(200, headers={"content-type": content_type}, content=body)
-
+    client = canned_client(body, content_type=content_type, path="/v1/messages")
     return Anthropic(api_key="test", base_url="http://tokenstream.test", max_retries=0,
-                     http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
+                     http_client=client)
 
 
 def _final_message(items: Sequence[Item]) -> Any:
@@ -355,8 +351,8 @@ def test_tool_results_become_tool_messages_then_the_text() -> None:
     assert messages == [
         ChatMessage("user", "weather?"),
         ChatMessage("assistant", "Let me check.", tool_calls=(
-            RequestedToolCall("toolu_1", "get_weather", '{"city":"東京"}'),
-            RequestedToolCall("toolu_2", "get_weather", '{"city":"東京"}'),
+            ToolCall("toolu_1", "get_weather", '{"city":"東京"}', 0),
+            ToolCall("toolu_2", "get_weather", '{"city":"東京"}', 1),
         )),
         ChatMessage("tool", "晴れ 👩‍👩‍👧‍👦", tool_call_id="toolu_1"),
         ChatMessage("tool", "no data", tool_call_id="toolu_2"),

@@ -12,13 +12,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2 as httpx
 import pytest
 from aiohttp.test_utils import TestServer
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 
-from tokenstream.cli import _loop_factory, main
+from tokenstream.cli import main
+from tokenstream.cli.serving import _loop_factory
 from tokenstream.client import ReplyRequest, client_dialects, stream_dialect, stream_prompt
 from tokenstream.client.dialects import CLIENTS
 from tokenstream.client.terminal import TerminalView, format_event
@@ -41,7 +41,7 @@ from tokenstream.errors import TokenstreamError
 from tokenstream.server.app import create_app
 from tokenstream.sse.parser import ServerSentEvent
 
-from support import parse_sse, scripted_reply
+from support import canned_async_client, parse_sse, scripted_reply
 
 CHINESE = scripted_reply("chinese")
 EMOJI = scripted_reply("emoji")
@@ -212,17 +212,10 @@ def _sse_body(dialect: str) -> bytes:
     )
 
 
-def _serving(body: bytes) -> httpx.AsyncClient:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
-
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
-
-
 async def test_the_anthropic_vector_is_what_the_sdk_reads() -> None:
     """The vectors are the APIs' shapes: the official SDKs add them up as expected."""
     sdk = AsyncAnthropic(api_key="x", base_url="http://t",
-                         http_client=_serving(_sse_body("anthropic")))
+                         http_client=canned_async_client(_sse_body("anthropic")))
     async with sdk.messages.stream(
         model="m", max_tokens=100, messages=[{"role": "user", "content": "x"}]
     ) as stream:
@@ -239,7 +232,7 @@ async def test_the_anthropic_vector_is_what_the_sdk_reads() -> None:
 
 async def test_the_responses_vector_is_what_the_sdk_reads() -> None:
     sdk = AsyncOpenAI(api_key="x", base_url="http://t",
-                      http_client=_serving(_sse_body("openai-responses")))
+                      http_client=canned_async_client(_sse_body("openai-responses")))
     async with sdk.responses.stream(model="m", input="x") as stream:
         final = await stream.get_final_response()
     expected = VECTORS["expected"]

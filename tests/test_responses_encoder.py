@@ -10,7 +10,6 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import httpx2
 import pytest
 from openai import OpenAI
 from openai.types.responses import (
@@ -38,11 +37,11 @@ from tokenstream.engine.events import (
     ToolCallStart,
     Usage,
 )
-from tokenstream.engine.messages import ChatMessage, RequestedToolCall
+from tokenstream.engine.messages import ChatMessage
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import InvalidRequest
 
-from support import parse_sse
+from support import canned_client, parse_sse
 
 TEXT_PIECES = ["你", "好，", "世界！", "👩", "\u200d👩", "\u200d👧\u200d👦", " 🇯", "🇵"]
 TEXT = "".join(TEXT_PIECES)
@@ -321,12 +320,9 @@ def _events_from(body: bytes) -> list[dict[str, Any]]:
 
 
 def _sdk(body: bytes, content_type: str) -> OpenAI:
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        assert request.url.path == "/v1/responses"
-        return httpx2.Response(200, headers={"content-type": content_type}, content=body)
-
+    client = canned_client(body, content_type=content_type, path="/v1/responses")
     return OpenAI(api_key="test", base_url="http://tokenstream.test/v1", max_retries=0,
-                  http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
+                  http_client=client)
 
 
 def _final_response(items: Sequence[Item]) -> Any:
@@ -445,7 +441,7 @@ def test_input_items_of_a_conversation_with_a_function_call() -> None:
     assert messages == [
         ChatMessage("user", "weather in 東京?"),
         ChatMessage("assistant", "", tool_calls=(
-            RequestedToolCall("call_1", "get_weather", '{"city":"東京"}'),
+            ToolCall("call_1", "get_weather", '{"city":"東京"}', 0),
         )),
         ChatMessage("tool", "晴れ 👩‍👩‍👧‍👦", tool_call_id="call_1"),
         ChatMessage("tool", "no data", tool_call_id="call_2"),

@@ -12,9 +12,9 @@ import pytest
 from multidict import CIMultiDict
 
 from tokenstream.config import ReplyRule, RuleConfig, compile_rule
-from tokenstream.engine.events import TextDelta
+from tokenstream.engine.events import TextDelta, ToolCall
 from tokenstream.engine.faults import Fault
-from tokenstream.engine.messages import ChatMessage, RequestedToolCall
+from tokenstream.engine.messages import ChatMessage
 from tokenstream.errors import NotFound
 from tokenstream.sources.matching import Facts, ScriptRequest, failed_conditions
 from tokenstream.sources.scripted import ScriptedSource
@@ -40,7 +40,7 @@ def _request(spec: dict[str, Any]) -> ScriptRequest:
         messages.append(ChatMessage("user", spec["prompt"]))
     if "tool_result" in spec:
         result = spec["tool_result"]
-        call = RequestedToolCall(result["call_id"], "tool", "{}")
+        call = ToolCall(result["call_id"], "tool", "{}")
         messages += [
             ChatMessage("assistant", "", tool_calls=(call,)),
             ChatMessage("tool", result["content"], tool_call_id=result["call_id"]),

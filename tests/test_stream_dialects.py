@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx2 as httpx
 import pytest
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
@@ -16,7 +15,7 @@ from tokenstream.dialects.catalog import DIALECTS
 from tokenstream.dialects.stream_query import encoder_for, parse_stream_query, prompt_counted
 from tokenstream.sse.parser import ServerSentEvent
 
-from support import MakeClient, parse_sse, scripted_reply
+from support import MakeClient, canned_async_client, parse_sse, scripted_reply
 
 CHINESE = scripted_reply("chinese")
 EMOJI = scripted_reply("emoji")
@@ -203,16 +202,9 @@ async def _stream_bytes(make_client: MakeClient, dialect: str, prompt: str) -> b
     return await got.read()
 
 
-def _serving(body: bytes) -> httpx.AsyncClient:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
-
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
-
-
 async def test_the_anthropic_sdk_reads_the_stream(make_client: MakeClient) -> None:
     body = await _stream_bytes(make_client, "anthropic", "emoji")
-    sdk = AsyncAnthropic(api_key="x", base_url="http://t", http_client=_serving(body))
+    sdk = AsyncAnthropic(api_key="x", base_url="http://t", http_client=canned_async_client(body))
     async with sdk.messages.stream(
         model="tokenstream-1", max_tokens=100, messages=[{"role": "user", "content": "emoji"}]
     ) as stream:
@@ -223,7 +215,7 @@ async def test_the_anthropic_sdk_reads_the_stream(make_client: MakeClient) -> No
 
 async def test_the_openai_sdk_reads_the_responses_stream(make_client: MakeClient) -> None:
     body = await _stream_bytes(make_client, "openai-responses", "chinese")
-    sdk = AsyncOpenAI(api_key="x", base_url="http://t", http_client=_serving(body))
+    sdk = AsyncOpenAI(api_key="x", base_url="http://t", http_client=canned_async_client(body))
     async with sdk.responses.stream(model="tokenstream-1", input="chinese") as stream:
         final = await stream.get_final_response()
     assert final.output_text == CHINESE
@@ -232,7 +224,7 @@ async def test_the_openai_sdk_reads_the_responses_stream(make_client: MakeClient
 
 async def test_the_openai_sdk_reads_the_chat_stream(make_client: MakeClient) -> None:
     body = await _stream_bytes(make_client, "openai-chat", "chinese")
-    sdk = AsyncOpenAI(api_key="x", base_url="http://t", http_client=_serving(body))
+    sdk = AsyncOpenAI(api_key="x", base_url="http://t", http_client=canned_async_client(body))
     stream = await sdk.chat.completions.create(
         model="tokenstream-1", messages=[{"role": "user", "content": "chinese"}], stream=True
     )

@@ -1,4 +1,5 @@
-"""Helpers for the reliability tests: apps with given server settings, raw sockets, waiting.
+"""Helpers for the reliability tests: apps with given server settings, raw sockets, waiting,
+and a real ``tokenstream serve`` process read as it runs.
 
 Nothing here sleeps on the wall clock: waiting means yielding to the event loop
 (``asyncio.sleep(0)``) until a condition holds, with a bound on the number of turns, or
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import signal
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from tokenstream.config import Config, validate_mapping
@@ -188,3 +192,67 @@ def get_request(path: str, host: str = "127.0.0.1", headers: dict[str, str] | No
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class ServerProcess:
+    """A started ``tokenstream serve`` (or gunicorn) process: its stderr lines as they come,
+    the URL its banner names, and its exit code, each awaited under ``GUARD_S``."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.stderr: list[str] = []
+        self.url = ""
+        self._changed = asyncio.Event()
+        self._stderr_task = asyncio.ensure_future(self._read_stderr())
+
+    async def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        async for line in self.process.stderr:
+            self.stderr.append(line.decode("utf-8", "replace"))
+            self._changed.set()
+
+    async def started(self) -> str:
+        assert self.process.stdout is not None
+        line = (await guarded(self.process.stdout.readline())).decode()
+        match = re.search(r"serving on (http://[^ ,]+)", line)
+        assert match, (line, self.stderr)
+        self.url = match.group(1)
+        return self.url
+
+    async def wait_for_log(self, pattern: str) -> re.Match[str]:
+        """The first stderr line that ``pattern`` (a regular expression) is found in."""
+        async def seen() -> re.Match[str]:
+            while True:
+                for line in self.stderr:
+                    if match := re.search(pattern, line):
+                        return match
+                self._changed.clear()
+                await self._changed.wait()
+
+        result: re.Match[str] = await guarded(seen())
+        return result
+
+    def send(self, signum: signal.Signals) -> None:
+        self.process.send_signal(signum)
+
+    async def exit_code(self) -> int:
+        code: int = await guarded(self.process.wait())
+        await guarded(self._stderr_task)
+        return code
+
+
+async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[ServerSentEvent]:
+    """The events of a streamed response, each as soon as its bytes arrive."""
+    decoder = SSEDecoder()
+    async for chunk in response.content.iter_any():
+        for event in decoder.feed(chunk):
+            yield event
+    for event in decoder.close():
+        yield event
+
+
+def assert_clean_exit(code: int, stderr: list[str]) -> None:
+    text = "".join(stderr)
+    assert code == 0, text
+    for problem in ("Traceback", "Task was destroyed but it is pending", "was never awaited"):
+        assert problem not in text, text

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import socket
 import sys
@@ -20,52 +19,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-from relhelp import GUARD_S, guarded
-
-from tokenstream.sse.parser import ServerSentEvent, SSEDecoder
+from relhelp import GUARD_S, ServerProcess, assert_clean_exit, guarded, sse_events
 
 pytestmark = pytest.mark.slow
 
 LONG_STREAM = "/v1/stream?prompt=long&format=openai&profile=crawl"
-
-
-class ServerProcess:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.stderr: list[str] = []
-        self.url = ""
-        self._stderr_task = asyncio.ensure_future(self._read_stderr())
-        self._changed = asyncio.Event()
-
-    async def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        async for line in self.process.stderr:
-            self.stderr.append(line.decode("utf-8", "replace"))
-            self._changed.set()
-
-    async def started(self) -> str:
-        assert self.process.stdout is not None
-        line = (await guarded(self.process.stdout.readline())).decode()
-        match = re.search(r"serving on (http://[^ ,]+)", line)
-        assert match, (line, self.stderr)
-        self.url = match.group(1)
-        return self.url
-
-    async def wait_for_log(self, text: str) -> None:
-        async def seen() -> None:
-            while not any(text in line for line in self.stderr):
-                self._changed.clear()
-                await self._changed.wait()
-
-        await guarded(seen())
-
-    def send(self, signum: signal.Signals) -> None:
-        self.process.send_signal(signum)
-
-    async def exit_code(self) -> int:
-        code = await guarded(self.process.wait())
-        await guarded(self._stderr_task)
-        return code
 
 
 @asynccontextmanager
@@ -92,23 +50,6 @@ async def serve(tmp_path: Path, *args: str, **server: object) -> AsyncIterator[S
             await process.wait()
 
 
-async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[ServerSentEvent]:
-    decoder = SSEDecoder()
-    async for chunk in response.content.iter_any():
-        for event in decoder.feed(chunk):
-            yield event
-    for event in decoder.close():
-        yield event
-
-
-def _assert_clean_exit(code: int, stderr: list[str]) -> None:
-    text = "".join(stderr)
-    assert code == 0, text
-    assert "Task was destroyed but it is pending" not in text
-    assert "Traceback" not in text
-    assert "was never awaited" not in text
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_streams_past_the_grace_period_end_with_a_final_event_and_the_sentinel(
     tmp_path: Path, signum: signal.Signals
@@ -116,7 +57,7 @@ async def test_streams_past_the_grace_period_end_with_a_final_event_and_the_sent
     async with serve(tmp_path, shutdown_grace_s=0.2) as server:
         url = await server.started()
         async with aiohttp.ClientSession() as session, session.get(url + LONG_STREAM) as response:
-            events = _events(response)
+            events = sse_events(response)
             first = await guarded(anext(events))
             assert json.loads(first.data)["object"] == "chat.completion.chunk"
             server.send(signum)
@@ -125,7 +66,7 @@ async def test_streams_past_the_grace_period_end_with_a_final_event_and_the_sent
         final = json.loads(rest[-2].data)
         assert final["error"]["code"] == "server_shutting_down"
         assert all("error" not in json.loads(e.data) for e in rest[:-2])
-        _assert_clean_exit(await server.exit_code(), server.stderr)
+        assert_clean_exit(await server.exit_code(), server.stderr)
     assert any("ended 1 streams" in line for line in server.stderr)
 
 
@@ -136,7 +77,7 @@ async def test_streams_that_finish_within_the_grace_period_complete_and_no_new_o
         url = await server.started()
         path = "/v1/stream?prompt=hello&format=openai&profile=walk"
         async with aiohttp.ClientSession() as session, session.get(url + path) as response:
-            events = _events(response)
+            events = sse_events(response)
             await guarded(anext(events))
             server.send(signal.SIGTERM)
             await server.wait_for_log("SIGTERM received")
@@ -149,7 +90,7 @@ async def test_streams_that_finish_within_the_grace_period_complete_and_no_new_o
         chunks = [json.loads(event.data) for event in rest[:-1]]
         assert all("error" not in chunk for chunk in chunks)
         assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
-        _assert_clean_exit(await server.exit_code(), server.stderr)
+        assert_clean_exit(await server.exit_code(), server.stderr)
     assert not any("ended" in line and "streams" in line for line in server.stderr)
 
 
@@ -157,36 +98,36 @@ async def test_a_second_signal_ends_the_grace_period(tmp_path: Path) -> None:
     async with serve(tmp_path, shutdown_grace_s=GUARD_S * 10) as server:
         url = await server.started()
         async with aiohttp.ClientSession() as session, session.get(url + LONG_STREAM) as response:
-            events = _events(response)
+            events = sse_events(response)
             await guarded(anext(events))
             server.send(signal.SIGINT)
             await server.wait_for_log("SIGINT received")
             server.send(signal.SIGINT)
             rest = [event async for event in events]
         assert json.loads(rest[-2].data)["error"]["code"] == "server_shutting_down"
-        _assert_clean_exit(await server.exit_code(), server.stderr)
+        assert_clean_exit(await server.exit_code(), server.stderr)
 
 
 async def test_idle_server_exits_zero_at_once(tmp_path: Path) -> None:
     async with serve(tmp_path) as server:
         await server.started()
         server.send(signal.SIGTERM)
-        _assert_clean_exit(await server.exit_code(), server.stderr)
+        assert_clean_exit(await server.exit_code(), server.stderr)
 
 
 async def test_public_bind_without_keys_prints_a_warning(tmp_path: Path) -> None:
     async with serve(tmp_path, "--host", "0.0.0.0") as server:
         await server.started()
-        await server.wait_for_log("WARNING: tokenstream is listening on 0.0.0.0")
+        await server.wait_for_log(r"WARNING: tokenstream is listening on 0\.0\.0\.0")
         server.send(signal.SIGTERM)
-        _assert_clean_exit(await server.exit_code(), server.stderr)
+        assert_clean_exit(await server.exit_code(), server.stderr)
 
 
 async def test_loopback_bind_prints_no_warning(tmp_path: Path) -> None:
     async with serve(tmp_path) as server:
         await server.started()
         server.send(signal.SIGTERM)
-        _assert_clean_exit(await server.exit_code(), server.stderr)
+        assert_clean_exit(await server.exit_code(), server.stderr)
     assert not any("WARNING" in line for line in server.stderr)
 
 

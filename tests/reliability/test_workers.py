@@ -24,9 +24,9 @@ import aiohttp
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from relhelp import GUARD_S, guarded
+from relhelp import GUARD_S, ServerProcess, assert_clean_exit, guarded, sse_events
 
-from tokenstream.sse.parser import ServerSentEvent, SSEDecoder
+from tokenstream.sse.parser import ServerSentEvent
 
 from support import scripted_reply
 
@@ -39,46 +39,6 @@ PROFILES = {
 }
 MAX_CONNECTIONS = 64
 """Connections a test opens at most to reach both workers (all on one: about 2**-63)."""
-
-
-class Server:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.stderr: list[str] = []
-        self.url = ""
-        self._changed = asyncio.Event()
-        self._stderr_task = asyncio.ensure_future(self._read_stderr())
-
-    async def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        async for line in self.process.stderr:
-            self.stderr.append(line.decode("utf-8", "replace"))
-            self._changed.set()
-
-    async def started(self) -> str:
-        assert self.process.stdout is not None
-        line = (await guarded(self.process.stdout.readline())).decode()
-        match = re.search(r"serving on (http://[^ ,]+)", line)
-        assert match, (line, self.stderr)
-        self.url = match.group(1)
-        return self.url
-
-    async def wait_for_log(self, pattern: str) -> re.Match[str]:
-        async def seen() -> re.Match[str]:
-            while True:
-                for line in self.stderr:
-                    if match := re.search(pattern, line):
-                        return match
-                self._changed.clear()
-                await self._changed.wait()
-
-        result: re.Match[str] = await guarded(seen())
-        return result
-
-    async def exit_code(self) -> int:
-        code: int = await guarded(self.process.wait())
-        await guarded(self._stderr_task)
-        return code
 
 
 def _config(tmp_path: Path, **server: object) -> Path:
@@ -99,14 +59,14 @@ def _environ() -> dict[str, str]:
 
 @asynccontextmanager
 async def _running(command: list[str], *, stdout: bool = True,
-                   env: dict[str, str] | None = None) -> AsyncIterator[Server]:
+                   env: dict[str, str] | None = None) -> AsyncIterator[ServerProcess]:
     process = await asyncio.create_subprocess_exec(
         *command,
         stdout=asyncio.subprocess.PIPE if stdout else asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE, env=env or _environ(),
         start_new_session=True,  # so that the cleanup below can end the workers too
     )
-    server = Server(process)
+    server = ServerProcess(process)
     try:
         yield server
     finally:
@@ -140,22 +100,6 @@ async def _every_worker(url: str, count: int = 2) -> dict[int, dict[str, Any]]:
     raise AssertionError(f"only workers {sorted(seen)} answered {MAX_CONNECTIONS} connections")
 
 
-async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[ServerSentEvent]:
-    decoder = SSEDecoder()
-    async for chunk in response.content.iter_any():
-        for event in decoder.feed(chunk):
-            yield event
-    for event in decoder.close():
-        yield event
-
-
-def _assert_clean_exit(code: int, stderr: list[str]) -> None:
-    text = "".join(stderr)
-    assert code == 0, text
-    for problem in ("Traceback", "Task was destroyed but it is pending", "was never awaited"):
-        assert problem not in text, text
-
-
 class OpenStream:
     """A stream whose response is open and whose first event has arrived."""
 
@@ -172,7 +116,7 @@ class OpenStream:
         response = await session.get(
             url + f"/v1/stream?prompt={prompt}&format=openai&profile=walk"
         )
-        events = _events(response)
+        events = sse_events(response)
         return cls(session, response, events, await guarded(anext(events)))
 
     async def rest(self) -> list[ServerSentEvent]:
@@ -205,7 +149,7 @@ async def test_sigterm_lets_the_streams_on_every_worker_finish(tmp_path: Path) -
             chunks = [json.loads(event.data) for event in [stream.first, *rest[:-1]]]
             assert all("error" not in chunk for chunk in chunks)
             assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
-        _assert_clean_exit(await server.exit_code(), server.stderr)
+        assert_clean_exit(await server.exit_code(), server.stderr)
     log = "".join(server.stderr)
     for index in (0, 1):
         assert f"worker {index} tokenstream.server.serve: the supervisor stops its workers" in log
@@ -236,7 +180,7 @@ async def test_a_second_sigterm_ends_the_streams_and_a_workers_own_signal_is_no_
             await stream.session.close()
         assert rest[-1].data == "[DONE]"
         assert json.loads(rest[-2].data)["error"]["code"] == "server_shutting_down"
-        _assert_clean_exit(await server.exit_code(), server.stderr)
+        assert_clean_exit(await server.exit_code(), server.stderr)
     log = "".join(server.stderr)
     assert "hurries its workers" in log
     assert "SIGTERM received again: ending" not in log  # the worker's own SIGTERM was its first
@@ -266,7 +210,7 @@ async def test_a_killed_worker_is_restarted_and_the_port_keeps_answering(
         assert await guarded(restarted()) != killed
         assert (await _every_worker(url))[1]["worker"]["pid"] == before[1]["worker"]["pid"]
         server.process.send_signal(signal.SIGTERM)
-        _assert_clean_exit(await server.exit_code(), server.stderr)
+        assert_clean_exit(await server.exit_code(), server.stderr)
 
 
 def _samples(text: str) -> dict[str, float]:
@@ -318,7 +262,7 @@ async def test_metrics_add_up_every_worker(tmp_path: Path) -> None:
             samples = await guarded(summed())
         assert "process_cpu_seconds_total" not in samples  # per process: not added up
         server.process.send_signal(signal.SIGTERM)
-        _assert_clean_exit(await server.exit_code(), server.stderr)
+        assert_clean_exit(await server.exit_code(), server.stderr)
 
 
 def _free_port() -> int:

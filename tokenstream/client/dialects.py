@@ -22,13 +22,10 @@ from tokenstream.engine.events import (
     ReplyError,
     ReplyEvent,
     TextDelta,
-    ToolCallDelta,
-    ToolCallEnd,
-    ToolCallStart,
     Usage,
 )
 from tokenstream.sources.anthropic_events import AnthropicEventDecoder
-from tokenstream.sources.event_stream import JsonEventDecoder
+from tokenstream.sources.event_stream import JsonEventDecoder, ToolCallTracker, str_or_empty
 from tokenstream.sources.openai_chunks import ChunkDecoder
 from tokenstream.sources.responses_events import ResponsesEventDecoder
 from tokenstream.sse.parser import ServerSentEvent
@@ -92,9 +89,8 @@ class _UIMessageStreamDecoder(JsonEventDecoder):
 
     def __init__(self, *, peer: str) -> None:
         super().__init__(peer=peer)
-        self._calls: dict[str, int] = {}
-        """The tool calls begun: index by ``toolCallId``."""
-        self._open: list[int] = []
+        self._calls = ToolCallTracker()
+        """The tool calls begun, by ``toolCallId``."""
 
     def _event(self, event: ServerSentEvent, items: list[ReplyEvent]) -> None:
         if event.data == "[DONE]":
@@ -102,7 +98,7 @@ class _UIMessageStreamDecoder(JsonEventDecoder):
             return
         part = self._json(event.data)
         kind = part.get("type")
-        delta = _string(part.get("delta"))
+        delta = str_or_empty(part.get("delta"))
         if kind == "text-delta" and delta:
             items.append(TextDelta(delta))
         elif kind == "reasoning-delta" and delta:
@@ -111,44 +107,34 @@ class _UIMessageStreamDecoder(JsonEventDecoder):
             self._call_start(part, items)
         elif kind == "tool-input-delta":
             index = self._open_call(part)
-            if index is not None and part.get("inputTextDelta"):
-                items.append(ToolCallDelta(index, _string(part.get("inputTextDelta"))))
+            if index is not None:
+                self._calls.arguments(index, str_or_empty(part.get("inputTextDelta")), items)
         elif kind in ("tool-input-available", "tool-input-error"):
             index = self._open_call(part)
             if index is not None:
-                self._open.remove(index)
-                items.append(ToolCallEnd(index))
+                self._calls.end(index, items)
         elif kind == "finish":
             self._finish(part, items)
         elif kind == "error":
             raise self._failure(part.get("errorText"))
 
     def _call_start(self, part: dict[str, Any], items: list[ReplyEvent]) -> None:
-        call_id = _string(part.get("toolCallId"))
-        if call_id in self._calls:
-            return
-        index = self._calls[call_id] = len(self._calls)
-        self._open.append(index)
-        items.append(ToolCallStart(index, call_id, _string(part.get("toolName"))))
+        call_id = str_or_empty(part.get("toolCallId"))
+        self._calls.begin(call_id, call_id, str_or_empty(part.get("toolName")), items)
 
     def _open_call(self, part: dict[str, Any]) -> int | None:
-        index = self._calls.get(_string(part.get("toolCallId")))
-        return index if index in self._open else None
+        return self._calls.open_index_of(str_or_empty(part.get("toolCallId")))
 
     def _finish(self, part: dict[str, Any], items: list[ReplyEvent]) -> None:
-        items.extend(ToolCallEnd(index) for index in self._open)
-        self._open.clear()
-        reason = _string(part.get("finishReason")) or "stop"
+        for index in self._calls.open_calls():
+            self._calls.end(index, items)
+        reason = str_or_empty(part.get("finishReason")) or "stop"
         items.append(Finish(reason.replace("-", "_")))  # tool-calls, content-filter
         metadata = part.get("messageMetadata")
         usage = metadata.get("totalUsage") if isinstance(metadata, dict) else None
         if isinstance(usage, dict):
             items.append(Usage(_count(usage.get("inputTokens")), _count(usage.get("outputTokens"))))
         self.finished = True
-
-
-def _string(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _count(value: Any) -> int:

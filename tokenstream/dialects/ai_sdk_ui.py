@@ -33,10 +33,14 @@ import random
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tokenstream.dialects.framing import dumps, json_string
-from tokenstream.dialects.overrides import NO_OVERRIDES, PacingOverrides, invalid_request
+from tokenstream.dialects.overrides import (
+    NO_OVERRIDES,
+    PacingOverrides,
+    validated_json,
+)
 from tokenstream.engine.events import (
     Finish,
     ReasoningDelta,
@@ -159,10 +163,7 @@ class UIChatRequest:
 
 
 def parse_ui_chat(body: bytes) -> UIChatRequest:
-    try:
-        parsed = _ChatBody.model_validate_json(body)
-    except ValidationError as exc:
-        raise invalid_request(exc) from None
+    parsed = validated_json(_ChatBody, body)
     messages: list[ChatMessage] = []
     for message in parsed.messages:
         if message.role == "assistant":

@@ -1,12 +1,8 @@
 """OpenAI Responses: ``POST /v1/responses``, streamed and whole.
 
-Requests: ``model``, ``input`` (a string, or a list of input items), ``instructions``,
-``max_output_tokens``, ``stream``; unknown fields are refused, and those without meaning for
-a scripted reply (``temperature``, ``tools``, ``reasoning``, ...) are accepted and ignored.
-Input items: messages (``type`` ``message`` or left out; ``content`` a string or
-``input_text``/``output_text`` parts), ``function_call_output`` (a ``tool`` message,
-``tool_call_id`` its ``call_id``), and the model's own earlier ``function_call`` and
-``reasoning`` items as clients send them back (accepted; they add no text).
+Requests are parsed in ``openai_responses_request``; the output items, the ``response``
+object and a whole reply's body are built in ``openai_responses_items``. Their public names
+are importable from here too.
 
 Replies (``ResponsesFormat``): every event is ``event: <type>`` and ``data:`` with that
 ``type`` and a rising ``sequence_number``: ``response.created`` -> ``response.in_progress``
@@ -36,30 +32,26 @@ whole arguments. An error after the start is an ``error`` event. A whole reply i
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-)
-
-from tokenstream.dialects.content import ContentPart, text_of
 from tokenstream.dialects.framing import dumps, json_string
-from tokenstream.dialects.overrides import NO_OVERRIDES, PacingOverrides, invalid_request
+from tokenstream.dialects.openai_responses_items import (
+    function_call_item,
+    message_item,
+    new_call_id,
+    new_item_id,
+    new_message_item_id,
+    new_response_id,
+    reasoning_item,
+    response_body,
+    response_object,
+)
+from tokenstream.dialects.openai_responses_request import ResponsesRequest, parse_responses
 from tokenstream.engine.events import (
     Finish,
     ModelName,
     ReasoningDelta,
-    ReplyContent,
     ReplyEvent,
     TextDelta,
     ToolCallDelta,
@@ -67,7 +59,6 @@ from tokenstream.engine.events import (
     ToolCallStart,
     Usage,
 )
-from tokenstream.engine.messages import ChatMessage, RequestedToolCall, ToolSpec
 from tokenstream.engine.tokenizer import Piece
 
 __all__ = [
@@ -83,280 +74,6 @@ __all__ = [
     "response_object",
 ]
 
-
-# -- requests ------------------------------------------------------------------------------
-
-
-def _as_parts(content: Any) -> Any:
-    """A string is short for one text part (and errors then name the part's field, not a
-    branch of a union)."""
-    return [{"type": "input_text", "text": content}] if isinstance(content, str) else content
-
-
-_Parts = Annotated[list[ContentPart], BeforeValidator(_as_parts)]
-
-
-class _MessageItem(BaseModel):
-    model_config = ConfigDict(extra="allow")  # id, status
-    type: Literal["message"] = "message"
-    role: Literal["user", "assistant", "system", "developer"]
-    content: _Parts
-
-    def chat_message(self) -> ChatMessage:
-        return ChatMessage(self.role, text_of(self.content, ("input_text", "output_text")))
-
-
-class _FunctionCallOutputItem(BaseModel):
-    model_config = ConfigDict(extra="allow")  # id, status
-    type: Literal["function_call_output"]
-    call_id: str = Field(min_length=1)
-    output: _Parts
-
-    def chat_message(self) -> ChatMessage:
-        return ChatMessage("tool", text_of(self.output, ("input_text",)), tool_call_id=self.call_id)
-
-
-class _FunctionCallItem(BaseModel):
-    model_config = ConfigDict(extra="allow")  # id, status
-    type: Literal["function_call"]
-    call_id: str
-    name: str
-    arguments: str
-
-
-class _ReasoningItem(BaseModel):
-    model_config = ConfigDict(extra="allow")  # id, content, encrypted_content, status
-    type: Literal["reasoning"]
-    summary: list[ContentPart]
-
-
-def _item_type(item: Any) -> str | None:
-    if isinstance(item, dict):
-        kind = item.get("type", "message")  # a message may leave its type out
-        return kind if isinstance(kind, str) else None
-    return getattr(item, "type", None)
-
-
-def _as_input_items(value: Any) -> Any:
-    """A string is short for one user message."""
-    return [{"role": "user", "content": value}] if isinstance(value, str) else value
-
-
-_InputItem = Annotated[
-    Annotated[_MessageItem, Tag("message")]
-    | Annotated[_FunctionCallOutputItem, Tag("function_call_output")]
-    | Annotated[_FunctionCallItem, Tag("function_call")]
-    | Annotated[_ReasoningItem, Tag("reasoning")],
-    Discriminator(_item_type),
-]
-
-
-class _ResponsesBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    model: str = Field(min_length=1, max_length=256)
-    input: Annotated[list[_InputItem], BeforeValidator(_as_input_items)]
-    instructions: str | None = None
-    max_output_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    stream: bool = False
-    tokenstream: PacingOverrides | None = None
-
-    # Accepted for compatibility, without effect on a scripted reply.
-    temperature: float | None = None
-    top_p: float | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
-    parallel_tool_calls: bool | None = None
-    reasoning: Any = None
-    text: Any = None
-    metadata: dict[str, Any] | None = None
-    store: bool | None = None
-    user: str | None = None
-    previous_response_id: str | None = None
-    truncation: str | None = None
-    include: list[str] | None = None
-    service_tier: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ResponsesRequest:
-    model: str
-    messages: list[ChatMessage]
-    max_output_tokens: int | None
-    stream: bool
-    overrides: PacingOverrides
-    tools: tuple[ToolSpec, ...] = ()
-
-
-def parse_responses(body: bytes) -> ResponsesRequest:
-    try:
-        parsed = _ResponsesBody.model_validate_json(body)
-    except ValidationError as exc:
-        raise invalid_request(exc) from None
-    messages = [ChatMessage("system", parsed.instructions)] if parsed.instructions else []
-    for item in parsed.input:
-        _add_item(messages, item)
-    return ResponsesRequest(
-        model=parsed.model,
-        messages=messages,
-        max_output_tokens=parsed.max_output_tokens,
-        stream=parsed.stream,
-        overrides=parsed.tokenstream or NO_OVERRIDES,
-        tools=tuple(_tool_spec(number, tool) for number, tool in enumerate(parsed.tools or ())),
-    )
-
-
-def _add_item(
-    messages: list[ChatMessage],
-    item: _MessageItem | _FunctionCallOutputItem | _FunctionCallItem | _ReasoningItem,
-) -> None:
-    """One input item as a neutral message: a function call joins the assistant message
-    before it (the calls of one turn are one message), its output is a ``tool`` message;
-    reasoning adds nothing."""
-    if isinstance(item, _MessageItem | _FunctionCallOutputItem):
-        messages.append(item.chat_message())
-    elif isinstance(item, _FunctionCallItem):
-        call = RequestedToolCall(item.call_id, item.name, item.arguments)
-        if messages and messages[-1].role == "assistant":
-            messages[-1] = replace(messages[-1], tool_calls=(*messages[-1].tool_calls, call))
-        else:
-            messages.append(ChatMessage("assistant", "", tool_calls=(call,)))
-
-
-class _FunctionTool(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: Literal["function"]
-    name: str
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-
-
-def _tool_spec(number: int, tool: dict[str, Any]) -> ToolSpec:
-    """A function tool (``{"type": "function", name, description, parameters}``), or a
-    built-in one (``web_search``, ``file_search``, ...) by its type."""
-    kind = tool.get("type")
-    if isinstance(kind, str) and kind != "function":
-        return ToolSpec(kind, kind=kind)
-    try:
-        parsed = _FunctionTool.model_validate(tool)
-    except ValidationError as exc:
-        raise invalid_request(exc, f"tools[{number}].") from None
-    return ToolSpec(parsed.name, parsed.description, parsed.parameters or {})
-
-
-# -- output items --------------------------------------------------------------------------
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}_{random.getrandbits(160):040x}"
-
-
-def new_response_id() -> str:
-    return _new_id("resp")
-
-
-def new_message_item_id() -> str:
-    return _new_id("msg")
-
-
-def new_call_id() -> str:
-    return f"call_{random.getrandbits(96):024x}"
-
-
-def message_item(item_id: str, text: str | None, status: str = "completed") -> dict[str, Any]:
-    """The output message: in progress (``text`` None) or done with ``text``."""
-    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": []}]
-    return {"id": item_id, "type": "message", "status": "in_progress" if text is None else status,
-            "role": "assistant", "content": content}
-
-
-def reasoning_item(item_id: str, summary: str | None) -> dict[str, Any]:
-    """A reasoning item: in progress (``summary`` None) or done with its summary text."""
-    parts = [{"type": "summary_text", "text": summary}] if summary else []
-    return {"id": item_id, "type": "reasoning", "summary": parts}
-
-
-def function_call_item(
-    item_id: str, call_id: str, name: str, arguments: str, status: str
-) -> dict[str, Any]:
-    return {"id": item_id, "type": "function_call", "status": status, "arguments": arguments,
-            "call_id": call_id, "name": name}
-
-
-def _usage(usage: Usage) -> dict[str, Any]:
-    """Usage in the Responses shape; the details an upstream gave (in chat completions'
-    words) kept, else 0."""
-    raw: Mapping[str, Any] = usage.raw or {}
-    prompt_details = raw.get("prompt_tokens_details") or {}
-    completion_details = raw.get("completion_tokens_details") or {}
-    return {
-        "input_tokens": usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": prompt_details.get("cached_tokens") or 0},
-        "output_tokens": usage.completion_tokens,
-        "output_tokens_details": {
-            "reasoning_tokens": completion_details.get("reasoning_tokens") or 0
-        },
-        "total_tokens": usage.total_tokens,
-    }
-
-
-def response_object(
-    *,
-    response_id: str,
-    created_at: int,
-    model: str,
-    status: str,
-    output: list[dict[str, Any]],
-    usage: Usage | None = None,
-    truncated: bool = False,
-) -> dict[str, Any]:
-    """The ``response`` object, as the events and a whole reply carry it."""
-    return {
-        "id": response_id,
-        "object": "response",
-        "created_at": created_at,
-        "status": status,
-        "error": None,
-        "incomplete_details": {"reason": "max_output_tokens"} if truncated else None,
-        "instructions": None,
-        "model": model,
-        "output": output,
-        "parallel_tool_calls": True,
-        "tool_choice": "auto",
-        "tools": [],
-        "usage": None if usage is None else _usage(usage),
-    }
-
-
-def response_body(model: str, content: ReplyContent, usage: Usage) -> dict[str, Any]:
-    """A whole (not streamed) reply: the final ``response``, its items reasoning, message,
-    then the function calls; cut by ``max_output_tokens``, incomplete and its last item
-    too."""
-    truncated = content.finish_reason == "length"
-    output: list[dict[str, Any]] = []
-    if content.reasoning:
-        output.append(reasoning_item(_new_id("rs"), content.reasoning))
-    if content.text or not content.tool_calls:
-        output.append(message_item(new_message_item_id(), content.text))
-    output += [
-        function_call_item(_new_id("fc"), call.call_id or new_call_id(), call.name,
-                           call.arguments, "completed")
-        for call in content.tool_calls
-    ]
-    if truncated and output[-1]["type"] != "reasoning":
-        output[-1]["status"] = "incomplete"
-    return response_object(
-        response_id=new_response_id(),
-        created_at=int(time.time()),
-        model=content.model or model,
-        status="incomplete" if truncated else "completed",
-        output=output,
-        usage=usage,
-        truncated=truncated,
-    )
-
-
-# -- the stream ----------------------------------------------------------------------------
 
 _REASONING, _MESSAGE, _FUNCTION_CALL = "reasoning", "message", "function_call"
 _DELTA_EVENTS = {
@@ -508,10 +225,10 @@ class ResponsesFormat:
         if isinstance(event, ReasoningDelta):
             out = b""
             if self._open is None or self._open.kind != _REASONING:
-                out = self._open_item(_REASONING, _new_id("rs"))
+                out = self._open_item(_REASONING, new_item_id("rs"))
             return out + self._delta(self._items[-1], event.text)
         if isinstance(event, ToolCallStart):
-            out = self._open_item(_FUNCTION_CALL, _new_id("fc"),
+            out = self._open_item(_FUNCTION_CALL, new_item_id("fc"),
                                   event.call_id or new_call_id(), event.name)
             self._calls[event.index] = self._items[-1]
             return out

@@ -1,5 +1,6 @@
 """What every dialect shares: the pacing overrides a request may carry, the profile they
-resolve to, and validation errors turned into ``InvalidRequest`` naming the parameter.
+resolve to, and validation errors turned into ``InvalidRequest`` naming the parameter
+(``validated``, ``validated_json``).
 
 The overrides come from a body's ``tokenstream`` object or from a query; a profile is named
 there, or by the ``X-Tokenstream-Profile`` header, else the config's default applies.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -33,9 +34,13 @@ __all__ = [
     "parse_overrides",
     "resolve_faults",
     "resolve_profile",
+    "validated",
+    "validated_json",
 ]
 
 SourceName = Literal["scripted", "echo", "upstream"]
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class PacingOverrides(BaseModel):
@@ -94,14 +99,28 @@ def invalid_request(error: ValidationError, prefix: str = "") -> InvalidRequest:
     )
 
 
+def validated(model: type[_Model], value: Any, prefix: str = "") -> _Model:
+    """``value`` as ``model``, or the 400 that names the first problem (its parameter after
+    ``prefix``)."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise invalid_request(exc, prefix) from None
+
+
+def validated_json(model: type[_Model], body: bytes) -> _Model:
+    """A request body as ``model``, or the 400 that names the first problem."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise invalid_request(exc) from None
+
+
 def parse_overrides(value: Any, prefix: str = "tokenstream.") -> PacingOverrides:
     """A body's ``tokenstream`` object (None: no overrides)."""
     if value is None:
         return NO_OVERRIDES
-    try:
-        return PacingOverrides.model_validate(value or {})
-    except ValidationError as exc:
-        raise invalid_request(exc, prefix) from None
+    return validated(PacingOverrides, value or {}, prefix)
 
 
 def resolve_profile(

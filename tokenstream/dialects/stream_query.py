@@ -25,11 +25,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeGuard
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from tokenstream.dialects.catalog import DIALECTS, Dialect, EncoderOptions, PromptCounted
 from tokenstream.dialects.framing import EventFraming, json_string
-from tokenstream.dialects.overrides import PACING_FIELDS, PacingOverrides, invalid_request
+from tokenstream.dialects.overrides import (
+    PACING_FIELDS,
+    PacingOverrides,
+    validated,
+)
 from tokenstream.engine.events import ReplyEncoder
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import InvalidRequest
@@ -176,10 +180,7 @@ def parse_stream_query(query: Mapping[str, str], keys: list[str]) -> StreamReque
                 f"Parameter '{key}' is given more than once.", param=key, code="invalid_value"
             )
         seen.add(key)
-    try:
-        parsed = _StreamQuery.model_validate(dict(query))
-    except ValidationError as exc:
-        raise invalid_request(exc) from None
+    parsed = validated(_StreamQuery, dict(query))
     fmt, dialect = _encoding(parsed)
     overrides = PacingOverrides(
         **{

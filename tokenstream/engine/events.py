@@ -18,7 +18,7 @@ forwards it unchanged, any other leaves it out.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from tokenstream.engine.tokenizer import Piece
@@ -150,16 +150,18 @@ class PacedEvent:
     tokens: int
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ToolCall:
-    """One whole tool call of a reply (``ReplyContent``)."""
+    """One whole tool call an assistant made: in a reply (``ReplyContent``), or in an
+    assistant message of a request's conversation (``ChatMessage.tool_calls``)."""
 
     call_id: str
     name: str
     arguments: str = ""
-    """The JSON arguments as the reply gave them (cut short if the token limit cut them)."""
+    """The JSON arguments as text, as the assistant gave them (in a reply, cut short if the
+    token limit cut them)."""
     index: int = 0
-    """Its ``ToolCallStart.index``."""
+    """Its place among the calls of its reply or message (a reply's ``ToolCallStart.index``)."""
 
 
 @dataclass(slots=True)
@@ -182,9 +184,11 @@ class ReplyContent:
         elif isinstance(event, ToolCallStart):
             self.tool_calls.append(ToolCall(event.call_id, event.name, index=event.index))
         elif isinstance(event, ToolCallDelta):
-            for call in self.tool_calls:
+            for number, call in enumerate(self.tool_calls):
                 if call.index == event.index:
-                    call.arguments += event.arguments
+                    self.tool_calls[number] = replace(
+                        call, arguments=call.arguments + event.arguments
+                    )
         elif isinstance(event, Finish):
             self.finish_reason = event.reason
         elif isinstance(event, Usage):

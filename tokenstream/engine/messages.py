@@ -11,24 +11,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokenstream.engine.events import ToolCall
+
 __all__ = [
     "ChatMessage",
     "Conversation",
-    "RequestedToolCall",
     "ToolSpec",
     "last_tool_result",
     "last_user_text",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class RequestedToolCall:
-    """A tool call an assistant message of the conversation made."""
-
-    call_id: str
-    name: str
-    arguments: str
-    """Its JSON arguments, as text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +30,7 @@ class ChatMessage:
     name: str | None = None
     tool_call_id: str | None = None
     """For a ``tool`` message: the id of the call it answers."""
-    tool_calls: tuple[RequestedToolCall, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
     """For an ``assistant`` message: the tool calls it made (after its text)."""
 
 

@@ -32,17 +32,14 @@ from tokenstream.engine.events import (
     ModelName,
     ReasoningDelta,
     ReplyEvent,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallEnd,
-    ToolCallStart,
     Usage,
 )
 from tokenstream.sources.event_stream import (
     MAX_EVENT_CHARS,
     JsonEventDecoder,
-    TextJoin,
+    ToolCallTracker,
     join_surrogates,
+    str_or_empty,
 )
 from tokenstream.sse.parser import ServerSentEvent
 
@@ -73,19 +70,10 @@ class AnthropicEventDecoder(JsonEventDecoder):
         peer: str = "upstream",
     ) -> None:
         super().__init__(secrets, max_event_chars, peer=peer)
-        self._text = TextJoin()
-        self._calls: dict[int, int] = {}
-        """The tool_use blocks begun: call index by block index."""
-        self._open: list[int] = []
-        self._sent_input: set[int] = set()
-        """Calls (by index) whose input came as deltas."""
+        self._calls = ToolCallTracker()
+        """The tool_use blocks begun, by block index."""
         self._start_input: dict[int, str] = {}
         """A tool_use block's ``input`` given whole at its start (not ``{}``)."""
-
-    def _flush(self, items: list[ReplyEvent]) -> None:
-        held = self._text.release()
-        if held:
-            items.append(TextDelta(held))
 
     def _event(self, event: ServerSentEvent, items: list[ReplyEvent]) -> None:
         payload = self._json(event.data)
@@ -128,53 +116,47 @@ class AnthropicEventDecoder(JsonEventDecoder):
             return
         kind = delta.get("type")
         if kind == "text_delta":
-            text = self._text.feed(_string(delta.get("text")))
-            if text:
-                items.append(TextDelta(text))
+            self._add_text(str_or_empty(delta.get("text")), items)
             return
         self._flush(items)
         if kind == "thinking_delta":
-            thinking = join_surrogates(_string(delta.get("thinking")))
+            thinking = join_surrogates(str_or_empty(delta.get("thinking")))
             if thinking:
                 items.append(ReasoningDelta(thinking))
         elif kind == "input_json_delta":
-            block = payload.get("index")
-            index = self._calls.get(block) if isinstance(block, int) else None
-            fragment = _string(delta.get("partial_json"))
-            if index is not None and index in self._open and fragment:
-                self._sent_input.add(index)
-                items.append(ToolCallDelta(index, join_surrogates(fragment)))
+            index = self._open_call(payload)
+            if index is not None:
+                fragment = join_surrogates(str_or_empty(delta.get("partial_json")))
+                self._calls.arguments(index, fragment, items)
 
     def _block_start(self, payload: dict[str, Any], items: list[ReplyEvent]) -> None:
         block = payload.get("content_block")
         position = payload.get("index")
         if not isinstance(block, dict) or block.get("type") != "tool_use":
             return
-        if not isinstance(position, int) or position in self._calls:
+        if not isinstance(position, int):
             return
-        index = len(self._calls)
-        self._calls[position] = index
-        self._open.append(index)
-        items.append(ToolCallStart(index, _string(block.get("id")), _string(block.get("name"))))
+        index = self._calls.begin(
+            position, str_or_empty(block.get("id")), str_or_empty(block.get("name")), items
+        )
         given = block.get("input")
-        if isinstance(given, dict) and given:  # streamed, the input starts empty
+        if index is not None and isinstance(given, dict) and given:  # streamed: it starts {}
             self._start_input[index] = json.dumps(given, ensure_ascii=False)
 
-    def _block_stop(self, payload: dict[str, Any], items: list[ReplyEvent]) -> None:
+    def _open_call(self, payload: dict[str, Any]) -> int | None:
         position = payload.get("index")
-        index = self._calls.get(position) if isinstance(position, int) else None
-        if index is not None and index in self._open:
+        return self._calls.open_index_of(position) if isinstance(position, int) else None
+
+    def _block_stop(self, payload: dict[str, Any], items: list[ReplyEvent]) -> None:
+        index = self._open_call(payload)
+        if index is not None:
             self._end_call(index, items)
 
     def _end_call(self, index: int, items: list[ReplyEvent]) -> None:
-        whole = self._start_input.pop(index, None)
-        if whole is not None and index not in self._sent_input:
-            items.append(ToolCallDelta(index, whole))
-        self._open.remove(index)
-        items.append(ToolCallEnd(index))
+        self._calls.end(index, items, whole=self._start_input.pop(index, ""))
 
     def _close_calls(self, items: list[ReplyEvent]) -> None:
-        for index in list(self._open):
+        for index in self._calls.open_calls():
             self._end_call(index, items)
 
     def _message_delta(self, payload: dict[str, Any], items: list[ReplyEvent]) -> None:
@@ -191,7 +173,3 @@ class AnthropicEventDecoder(JsonEventDecoder):
             items.append(
                 Usage(self.prompt_tokens or 0, output if isinstance(output, int) else 0)
             )
-
-
-def _string(value: Any) -> str:
-    return value if isinstance(value, str) else ""

@@ -6,16 +6,24 @@ dialect's decoder (``openai_chunks``, ``responses_events``, ``anthropic_events``
 one event means; the failures are handled here, the same way for every dialect.
 
 ``TextJoin`` rejoins a character outside the BMP whose two ``\\u`` escapes JSON split across
-events.
+events; ``ToolCallTracker`` numbers the tool calls a stream begins and ends by a key of its
+own (a block's index, an output index, a call id).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Hashable
 from typing import Any, Protocol
 
-from tokenstream.engine.events import ReplyEvent
+from tokenstream.engine.events import (
+    ReplyEvent,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+)
 from tokenstream.errors import UpstreamStreamError
 from tokenstream.sources.secrets import redact
 from tokenstream.sse.parser import EventTooLong, ServerSentEvent, SSEDecoder
@@ -25,7 +33,9 @@ __all__ = [
     "JsonEventDecoder",
     "StreamDecoder",
     "TextJoin",
+    "ToolCallTracker",
     "join_surrogates",
+    "str_or_empty",
 ]
 
 MAX_EVENT_CHARS = 1 << 20
@@ -65,6 +75,63 @@ class TextJoin:
         return join_surrogates(text)
 
 
+def str_or_empty(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+class ToolCallTracker:
+    """The tool calls of one reply, numbered in the order they begin (the engine's index),
+    each under the key the dialect names it by, and which of them are still open."""
+
+    __slots__ = ("_index", "_open", "_streamed")
+
+    def __init__(self) -> None:
+        self._index: dict[Hashable, int] = {}
+        self._open: list[int] = []
+        self._streamed: set[int] = set()
+        """Calls whose arguments came as deltas."""
+
+    @property
+    def began_any(self) -> bool:
+        return bool(self._index)
+
+    def begin(self, key: Hashable, call_id: str, name: str, items: list[ReplyEvent]) -> int | None:
+        """A new call's index, its ``ToolCallStart`` added; None for a key begun before."""
+        if key in self._index:
+            return None
+        index = self._index[key] = len(self._index)
+        self._open.append(index)
+        items.append(ToolCallStart(index, call_id, name))
+        return index
+
+    def index_of(self, key: Hashable) -> int | None:
+        return self._index.get(key)
+
+    def open_index_of(self, key: Hashable) -> int | None:
+        index = self._index.get(key)
+        return index if index in self._open else None
+
+    def is_open(self, index: int) -> bool:
+        return index in self._open
+
+    def arguments(self, index: int, fragment: str, items: list[ReplyEvent]) -> None:
+        if fragment:
+            self._streamed.add(index)
+            items.append(ToolCallDelta(index, fragment))
+
+    def end(self, index: int, items: list[ReplyEvent], whole: str = "") -> None:
+        """Closes an open call; ``whole``, its arguments given in one piece, goes first
+        unless they came as deltas."""
+        if whole and index not in self._streamed:
+            items.append(ToolCallDelta(index, whole))
+        self._open.remove(index)
+        items.append(ToolCallEnd(index))
+
+    def open_calls(self) -> list[int]:
+        """The open calls' indexes, in the order they began (a copy: ending them is safe)."""
+        return list(self._open)
+
+
 class StreamDecoder(Protocol):
     """What ``upstream.reply`` reads a streamed answer with, whatever the dialect."""
 
@@ -96,8 +163,8 @@ class JsonEventDecoder:
 
     A subclass decodes one event (``_event``; it raises ``UpstreamStreamError`` for a
     failure), sets ``done`` at the stream's last event and ``finished`` once the reply's
-    ending (its finish reason) came, and gives what it holds back at the end
-    (``_flush``).
+    ending (its finish reason) came. Its text deltas go through ``_add_text``, and
+    ``_flush`` before anything that is not text (and at the end) gives out what that held.
     """
 
     def __init__(
@@ -116,6 +183,7 @@ class JsonEventDecoder:
         """The reply's ending arrived: a stream that ends now is complete."""
         self.error: UpstreamStreamError | None = None
         self.prompt_tokens: int | None = None
+        self._text = TextJoin()
 
     def feed(self, data: bytes) -> list[ReplyEvent]:
         items: list[ReplyEvent] = []
@@ -164,8 +232,16 @@ class JsonEventDecoder:
     def _event(self, event: ServerSentEvent, items: list[ReplyEvent]) -> None:
         raise NotImplementedError
 
+    def _add_text(self, delta: str, items: list[ReplyEvent]) -> None:
+        text = self._text.feed(delta)
+        if text:
+            items.append(TextDelta(text))
+
     def _flush(self, items: list[ReplyEvent]) -> None:
-        """The body ended: what is held back (a lone surrogate) goes out."""
+        """What the text held back (a high surrogate alone after all) goes out."""
+        held = self._text.release()
+        if held:
+            items.append(TextDelta(held))
 
     def _json(self, data: str) -> dict[str, Any]:
         try:

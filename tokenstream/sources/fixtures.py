@@ -47,12 +47,13 @@ from tokenstream.engine.events import (
     ReasoningDelta,
     ReplyEvent,
     TextDelta,
+    ToolCall,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
     Usage,
 )
-from tokenstream.engine.messages import ChatMessage, Conversation, RequestedToolCall, ToolSpec
+from tokenstream.engine.messages import ChatMessage, Conversation, ToolSpec
 from tokenstream.engine.replay import TimedEvent
 from tokenstream.errors import TokenstreamError
 
@@ -295,7 +296,7 @@ class _Request(_Strict):
         return Conversation(
             self.model,
             [ChatMessage(m.role, m.content, m.name, m.tool_call_id, tuple(
-                RequestedToolCall(c.id, c.name, c.arguments) for c in m.tool_calls
+                ToolCall(c.id, c.name, c.arguments, n) for n, c in enumerate(m.tool_calls)
             )) for m in self.messages],
             self.max_tokens,
             tuple(ToolSpec(t.name, t.description, t.parameters, t.kind) for t in self.tools),

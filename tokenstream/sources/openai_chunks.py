@@ -19,7 +19,6 @@ from tokenstream.engine.events import (
     Passthrough,
     ReasoningDelta,
     ReplyEvent,
-    TextDelta,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
@@ -29,7 +28,6 @@ from tokenstream.errors import UpstreamStreamError
 from tokenstream.sources.event_stream import (
     MAX_EVENT_CHARS,
     JsonEventDecoder,
-    TextJoin,
     join_surrogates,
 )
 from tokenstream.sse.parser import ServerSentEvent
@@ -56,13 +54,7 @@ class ChunkDecoder(JsonEventDecoder):
     ) -> None:
         super().__init__(secrets, max_event_chars, peer=peer)
         self._model: str | None = None
-        self._text = TextJoin()
         self._open_calls: list[int] = []
-
-    def _flush(self, items: list[ReplyEvent]) -> None:
-        held = self._text.release()
-        if held:
-            items.append(TextDelta(held))
 
     def _event(self, event: ServerSentEvent, items: list[ReplyEvent]) -> None:
         if event.data == "[DONE]":
@@ -96,9 +88,7 @@ class ChunkDecoder(JsonEventDecoder):
         delta = delta if isinstance(delta, dict) else {}
         content = delta.get("content")
         if isinstance(content, str) and content:
-            text = self._text.feed(content)
-            if text:
-                items.append(TextDelta(text))
+            self._add_text(content, items)
         rest = {
             key: value
             for key, value in delta.items()

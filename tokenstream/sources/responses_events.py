@@ -35,17 +35,14 @@ from tokenstream.engine.events import (
     Passthrough,
     ReasoningDelta,
     ReplyEvent,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallEnd,
-    ToolCallStart,
     Usage,
 )
 from tokenstream.sources.event_stream import (
     MAX_EVENT_CHARS,
     JsonEventDecoder,
-    TextJoin,
+    ToolCallTracker,
     join_surrogates,
+    str_or_empty,
 )
 from tokenstream.sse.parser import ServerSentEvent
 
@@ -67,29 +64,18 @@ class ResponsesEventDecoder(JsonEventDecoder):
     ) -> None:
         super().__init__(secrets, max_event_chars, peer=peer)
         self._model: str | None = None
-        self._text = TextJoin()
-        self._calls: dict[int, int] = {}
-        """The function calls begun: call index by output index."""
-        self._with_arguments: set[int] = set()
-        """Calls (by index) whose arguments came as deltas."""
-        self._open: list[int] = []
-
-    def _flush(self, items: list[ReplyEvent]) -> None:
-        held = self._text.release()
-        if held:
-            items.append(TextDelta(held))
+        self._calls = ToolCallTracker()
+        """The function calls begun, by output index."""
 
     def _event(self, event: ServerSentEvent, items: list[ReplyEvent]) -> None:
         payload = self._json(event.data)
         kind = payload.get("type", event.event)
         if kind == "response.output_text.delta":
-            text = self._text.feed(_string(payload.get("delta")))
-            if text:
-                items.append(TextDelta(text))
+            self._add_text(str_or_empty(payload.get("delta")), items)
             return
         self._flush(items)  # what follows text goes after all of it
         if kind in _REASONING:
-            delta = join_surrogates(_string(payload.get("delta")))
+            delta = join_surrogates(str_or_empty(payload.get("delta")))
             if delta:
                 items.append(ReasoningDelta(delta))
         elif kind == "response.function_call_arguments.delta":
@@ -99,7 +85,7 @@ class ResponsesEventDecoder(JsonEventDecoder):
         elif kind == "response.output_item.done":
             self._call_done(payload, items)
         elif kind == "response.refusal.delta":
-            delta = join_surrogates(_string(payload.get("delta")))
+            delta = join_surrogates(str_or_empty(payload.get("delta")))
             if delta:
                 items.append(Passthrough({"refusal": delta}))
         elif kind in ("response.created", "response.in_progress"):
@@ -125,51 +111,43 @@ class ResponsesEventDecoder(JsonEventDecoder):
         output_index = payload.get("output_index")
         if not isinstance(item, dict) or item.get("type") != "function_call":
             return
-        if not isinstance(output_index, int) or output_index in self._calls:
+        if not isinstance(output_index, int):
             return
-        index = len(self._calls)
-        self._calls[output_index] = index
-        self._open.append(index)
         call_id = item.get("call_id") or item.get("id") or ""
-        items.append(ToolCallStart(index, str(call_id), _string(item.get("name"))))
-        arguments = _string(item.get("arguments"))
-        if arguments:
-            self._with_arguments.add(index)
-            items.append(ToolCallDelta(index, join_surrogates(arguments)))
+        index = self._calls.begin(output_index, str(call_id), str_or_empty(item.get("name")), items)
+        if index is not None:
+            arguments = join_surrogates(str_or_empty(item.get("arguments")))
+            self._calls.arguments(index, arguments, items)
 
     def _call_index(self, payload: dict[str, Any]) -> int | None:
         output_index = payload.get("output_index")
-        return self._calls.get(output_index) if isinstance(output_index, int) else None
+        return self._calls.index_of(output_index) if isinstance(output_index, int) else None
 
     def _arguments(self, payload: dict[str, Any], items: list[ReplyEvent]) -> None:
         index = self._call_index(payload)
-        delta = _string(payload.get("delta"))
-        if index is not None and delta:
-            self._with_arguments.add(index)
-            items.append(ToolCallDelta(index, join_surrogates(delta)))
+        if index is not None:
+            delta = join_surrogates(str_or_empty(payload.get("delta")))
+            self._calls.arguments(index, delta, items)
 
     def _call_done(self, payload: dict[str, Any], items: list[ReplyEvent]) -> None:
         item = payload.get("item")
         index = self._call_index(payload)
-        if index is None or index not in self._open or not isinstance(item, dict):
+        if index is None or not self._calls.is_open(index) or not isinstance(item, dict):
             return
-        arguments = _string(item.get("arguments"))
-        if arguments and index not in self._with_arguments:  # a server that sends them whole
-            items.append(ToolCallDelta(index, join_surrogates(arguments)))
-        self._open.remove(index)
-        items.append(ToolCallEnd(index))
+        # a server that sends the arguments whole, not as deltas: they go first
+        self._calls.end(index, items, whole=join_surrogates(str_or_empty(item.get("arguments"))))
 
     def _ending(self, response: Any, incomplete: bool, items: list[ReplyEvent]) -> None:
         response = response if isinstance(response, dict) else {}
         self._announce_model(response, items)
-        items.extend(ToolCallEnd(index) for index in self._open)
-        self._open.clear()
+        for index in self._calls.open_calls():
+            self._calls.end(index, items)
         if incomplete:
             details = response.get("incomplete_details")
             reason = details.get("reason") if isinstance(details, dict) else None
             finish = _INCOMPLETE_REASONS.get(str(reason), "length")
         else:
-            finish = "tool_calls" if self._calls else "stop"
+            finish = "tool_calls" if self._calls.began_any else "stop"
         items.append(Finish(finish))
         usage = response.get("usage")
         if isinstance(usage, dict):
@@ -181,10 +159,6 @@ class ResponsesEventDecoder(JsonEventDecoder):
         if isinstance(error, dict):
             raise self._failure(error.get("message"), "upstream_error", error.get("code"))
         raise self._failure(f"The {self._peer} reported that the response failed.")
-
-
-def _string(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _usage(usage: dict[str, Any]) -> Usage:
