@@ -64,8 +64,8 @@ class TextFormat(EventFraming):
 class JsonFormat(EventFraming):
     __slots__ = ("_index",)
 
-    def __init__(self, *, event: str | None, with_ids: bool, sentinel: str) -> None:
-        super().__init__(event=event, with_ids=with_ids, sentinel=sentinel)
+    def __init__(self, *, event: str | None, sentinel: str) -> None:
+        super().__init__(event=event, sentinel=sentinel)
         self._index = 0
 
     def piece(self, piece: Piece) -> bytes:
@@ -79,7 +79,7 @@ def encoder_for(query: StreamRequest, model: str, sentinel: str) -> ReplyEncoder
     """The wire format a ``GET /v1/stream`` query asks for."""
     if query.dialect is None:
         kind = JsonFormat if query.format == "json" else TextFormat
-        return kind(event=query.event, with_ids=False, sentinel=sentinel)
+        return kind(event=query.event, sentinel=sentinel)
     options = EncoderOptions(
         model=model,
         include_usage=query.include_usage,
