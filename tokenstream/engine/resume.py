@@ -81,23 +81,24 @@ class ResumableFeed:
 
     def write_nowait(self, data: bytes, now: float | None = None) -> bool:
         """Take events the producer made (already in the log) or a heartbeat; never waits."""
-        log = self.log
-        if data[:1] == b":":  # a heartbeat comment: only to a reader that is caught up
-            reader = self._reader
-            if reader is None or reader.delivered != log.last_seq:
+        reader = self._reader
+        if data[0] == 58:  # b":", a heartbeat comment: only to a reader that is caught up
+            if reader is None or reader.delivered != self.log.last_seq:
                 return False
             return self._direct(reader, data, now)
         caught_up = self._written
-        self._written = log.last_seq
+        seq = self._written = self.log.last_seq
         self.bytes_sent += len(data)
-        reader = self._reader
         if reader is not None:
-            if reader.delivered == caught_up and reader.wake is not None and self._direct(
-                reader, data, now
-            ):
-                reader.delivered = log.last_seq
-            else:
-                reader.notify()  # its task sends what it misses from the log
+            if reader.delivered == caught_up and reader.wake is not None:
+                # caught up and waiting: the write goes straight to its connection
+                try:
+                    if reader.sse.write_nowait(data, now):
+                        reader.delivered = seq
+                        return True
+                except ClientGone:
+                    pass  # its task finds the connection gone
+            reader.notify()  # its task sends what it misses from the log
         return True
 
     def _direct(self, reader: _Reader, data: bytes, now: float | None) -> bool:
