@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tokenstream.config import Config, ControlConfig, ResumeConfig, ServerConfig
+from tokenstream.config import (
+    Config,
+    ControlConfig,
+    ResumeConfig,
+    ServerConfig,
+    validate_mapping,
+)
 from tokenstream.engine.clock import LoopClock
 from tokenstream.engine.streamlog import parse_event_id
+from tokenstream.errors import ConfigError
 from tokenstream.server.app import create_app
 from tokenstream.server.state import STATE, AppState
 
@@ -304,3 +312,26 @@ async def test_losing_redis_mid_stream_finishes_the_streams(
             rest = await response.read()
         _numbered(before + rest, stream_id)
         assert parse_event_id(parse_sse(rest)[-1].id or "") is not None
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("redis://localhost/0", "names no port"),
+    ("http://localhost:6379/0", "is 'memory' or a Redis URL"),
+    ("redis://localhost:99999/0", "has a port that is not a number"),
+    ("redis://localhost:6379/zero", "has a database that is not a number"),
+])
+def test_a_bad_store_url_fails_at_start_up_naming_the_key(url: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        validate_mapping({"store": url}, "config.yaml")
+    assert f"store: Value error, store {reason}" in str(error.value)
+
+
+async def test_a_redis_that_does_not_answer_stops_the_start(
+    aiohttp_server: Callable[..., Awaitable[Any]],
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = create_app(Config(store=f"redis://127.0.0.1:{port}/0"), clock=LoopClock())
+    with pytest.raises(ConfigError, match=r"store: redis://127\.0\.0\.1:\d+/0 does not answer"):
+        await aiohttp_server(app)
