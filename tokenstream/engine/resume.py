@@ -17,6 +17,7 @@ know it yet).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from tokenstream.engine.accounting import StreamStats
@@ -49,15 +50,20 @@ class ResumableFeed:
     """The sink a resumable reply is played to (``playout.EventSink``, and what the runner's
     ending and heartbeats write to)."""
 
-    __slots__ = ("_clock", "_linger", "_linger_s", "_reader", "_stats", "_written",
-                 "batch_bytes", "bytes_sent", "log", "peak_buffered", "producer", "response")
+    __slots__ = ("_checking", "_clock", "_elsewhere", "_linger", "_linger_s", "_reader", "_stats",
+                 "_written", "batch_bytes", "bytes_sent", "log", "peak_buffered", "producer",
+                 "response")
 
     def __init__(
         self, log: StreamLog, clock: TimerClock, linger_s: float, first: SSEResponse,
-        stats: StreamStats,
+        stats: StreamStats, elsewhere: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
-        """``stats``: where a reader cut off for not reading is counted (``stalled``)."""
+        """``stats``: where a reader cut off for not reading is counted (``stalled``).
+        ``elsewhere``: whether a reader in another process is attached (a shared store's):
+        asked before the reply is given up after ``linger_s``."""
         self.log = log
+        self._elsewhere = elsewhere
+        self._checking: asyncio.Future[None] | None = None
         self._stats = stats
         self._clock = clock
         self._linger_s = linger_s
@@ -215,7 +221,30 @@ class ResumableFeed:
 
     def _give_up(self) -> None:
         self._linger = None
-        if self._reader is None and self.producer is not None:
+        if self._reader is not None or self.producer is None:
+            return
+        if self._elsewhere is None:
+            self.producer.cancel()
+        elif self._checking is None:
+            self._checking = asyncio.ensure_future(self._give_up_unless_read_elsewhere())
+
+    async def _give_up_unless_read_elsewhere(self) -> None:
+        """A reader in another process keeps the reply going for another ``linger_s`` (at
+        least a second: its presence is a key it refreshes about that often)."""
+        assert self._elsewhere is not None
+        try:
+            read = await self._elsewhere()
+        except Exception:
+            read = False
+        finally:
+            self._checking = None
+        if self._reader is not None or self.producer is None or self._linger is not None:
+            return
+        if read:
+            self._linger = self._clock.call_at(
+                self._clock.now() + max(self._linger_s, 1.0), self._give_up
+            )
+        else:
             self.producer.cancel()
 
 

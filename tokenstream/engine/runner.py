@@ -260,7 +260,7 @@ class Runner:
         slow_headers = sum(f.duration or 0.0 for f in faults if f.kind == "slow_headers")
         if slow_headers:
             answer_within = None  # not even headers before then
-        control = self.registry.open(self.client_of(request))
+        control = await self.registry.admit(self.client_of(request))
         answering: asyncio.Task[Reply] | None = None
         reply: Reply | None
         try:
@@ -320,7 +320,11 @@ class Runner:
             current_record().outcome = "disconnected"
             log.finish(self.clock.now())
             return sse.response
-        feed = ResumableFeed(log, self.clock, self.resume_settings.linger_s, sse, self.stats)
+        logs = self.logs
+        feed = ResumableFeed(
+            log, self.clock, self.resume_settings.linger_s, sse, self.stats,
+            None if logs is None else partial(logs.read_elsewhere, log.stream_id),
+        )
         cuts = [f for f in faults if f.kind in _CUTS and f.when.seconds is not None]
         faults = [f for f in faults if f not in cuts]
         producer = asyncio.ensure_future(
@@ -371,8 +375,8 @@ class Runner:
             headers={**log.headers, STREAM_ID_HEADER: stream_id},
         )
         await sse.prepare()
-        feed = log.feed
-        if feed is None or log.finished:
+        feed = log.feed  # (None once the reply made here ended; a shared store's reader)
+        if feed is None:
             await serve_finished(log, sse, after)
         else:
             await feed.serve(sse, after)
@@ -490,7 +494,7 @@ class Runner:
         error = next((fault for fault in faults if fault.kind == "error"), None)
         if error is not None:
             raise fault_error(error)
-        control = self.registry.open(self.client_of(request))
+        control = await self.registry.admit(self.client_of(request))
         clock = clock or self.clock
         watch = StreamWatch(clock, control, limit=self._deadline(clock))
         delay = sum(f.duration or 0.0 for f in faults if f.kind in ("slow_headers", "stall"))

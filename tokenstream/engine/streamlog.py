@@ -72,8 +72,8 @@ class StreamLog:
     """One stream's id, and the events of a resumable one (numbered from 1)."""
 
     __slots__ = ("_budget", "_max_bytes", "_max_events", "_on_finish", "chat_id", "ended_at",
-                 "events", "feed", "first_kept", "headers", "kept_bytes", "last_seq", "resumable",
-                 "stream_id")
+                 "events", "feed", "first_kept", "headers", "kept_bytes", "last_seq", "mirror",
+                 "resumable", "stream_id")
 
     def __init__(
         self,
@@ -103,7 +103,11 @@ class StreamLog:
         self.last_seq = 0
         self.ended_at: float | None = None
         self.feed: LiveFeed | None = None
-        """While its reply is being made here: where a reconnect reads it."""
+        """While its reply is being made here (or elsewhere, read from a shared store):
+        where a reconnect reads it."""
+        self.mirror: Callable[[StreamLog], None] | None = None
+        """Told of every new event and of the end, when a shared store copies the log (it
+        only notes that there is something to copy: no I/O here)."""
 
     @property
     def finished(self) -> bool:
@@ -114,6 +118,8 @@ class StreamLog:
         self.last_seq += 1
         if not self.resumable:
             return
+        if self.mirror is not None:
+            self.mirror(self)
         events = self.events
         events.append(event)
         size = len(event)
@@ -163,6 +169,8 @@ class StreamLog:
             self.ended_at = now
             if self._on_finish is not None:
                 self._on_finish(self)
+            if self.mirror is not None:
+                self.mirror(self)
 
 
 class StreamLogStore(Protocol):
@@ -182,6 +190,11 @@ class StreamLogStore(Protocol):
 
     async def find_chat(self, chat_id: str) -> StreamLog | None:
         """The newest stream of the AI SDK chat ``chat_id``, if it still runs."""
+        ...
+
+    async def read_elsewhere(self, stream_id: str) -> bool:
+        """Whether a reader in another process (of a shared store) is attached to the
+        stream: its reply must not be given up yet."""
         ...
 
 
@@ -239,6 +252,9 @@ class MemoryStreamLogs:
 
     async def find_chat(self, chat_id: str) -> StreamLog | None:
         return self.for_chat(chat_id)
+
+    async def read_elsewhere(self, stream_id: str) -> bool:
+        return False
 
     def _shed(self, over: int) -> None:
         """Over the byte budget: finished logs go, the first ended first, then the oldest
