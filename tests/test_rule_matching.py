@@ -16,7 +16,7 @@ from tokenstream.engine.events import TextDelta, ToolCall
 from tokenstream.engine.faults import Fault
 from tokenstream.engine.messages import ChatMessage
 from tokenstream.errors import NotFound
-from tokenstream.sources.matching import Facts, ScriptRequest, failed_conditions
+from tokenstream.sources.matching import Facts, ScriptRequest, conditions_of, failed_conditions
 from tokenstream.sources.scripted import ScriptedSource
 from tokenstream.sources.sequences import Sequences
 
@@ -62,6 +62,21 @@ def test_each_condition(case: dict[str, Any]) -> None:
     assert [failure.split(":")[0] for failure in failures] == case["failed"], failures
     chosen = ScriptedSource([rule], "default").answer(request).rule
     assert chosen is (rule if not case["failed"] else None)
+
+
+def test_a_rule_runs_only_the_conditions_it_sets() -> None:
+    """A request runs a rule's own checks (worked out once per rule), and a rule that sets
+    every condition keeps every check, in order."""
+    plain = [c.__name__ for c in conditions_of(_rule({"match": "a"}))]
+    assert plain == ["_tool_result_failure", "_match_failure"]
+    every = _rule({
+        "match": "a", "tool_result": "r", "system": "s", "model": "m", "dialect": ["anthropic"],
+        "tools": True, "tool": "t", "headers": {"X-A": "b"}, "call": 2,
+    })
+    assert [c.__name__ for c in conditions_of(every)] == [
+        "_tool_result_failure", "_dialect_failure", "_model_failure", "_tools_failure",
+        "_tool_failure", "_header_failure", "_call_failure", "_system_failure", "_match_failure",
+    ]
 
 
 @pytest.mark.parametrize(

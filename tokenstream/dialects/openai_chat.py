@@ -93,8 +93,8 @@ class OpenAIChunkFormat(EventFraming):
     def _set_model(self, model: str) -> None:
         self.model = model
         head = (
-            f'{{"id":{dumps(self.completion_id)},"object":"chat.completion.chunk",'
-            f'"created":{self.created},"model":{dumps(model)},'
+            f'{{"id":{json_string(self.completion_id)},"object":"chat.completion.chunk",'
+            f'"created":{self.created},"model":{json_string(model)},'
             f'"system_fingerprint":"fp_tokenstream","choices":['
         )
         # only the content head is kept (an open stream holds it); ``_head`` is cut from it

@@ -142,11 +142,8 @@ def resolve_profile(
             param=param,
             code="profile_not_found",
         )
-    changes = {
-        field: getattr(overrides, field)
-        for field in PACING_FIELDS
-        if field in overrides.model_fields_set
-    }
+    given = overrides.model_fields_set
+    changes = {field: getattr(overrides, field) for field in PACING_FIELDS if field in given}
     if not changes:
         return profile
     try:

@@ -171,6 +171,9 @@ def _encoding(parsed: _StreamQuery) -> tuple[FormatName | None, Dialect | None]:
     return ("openai" if chunks else None), dialect
 
 
+_OVERRIDE_FIELDS = ("profile", "source", *PACING_FIELDS)
+
+
 def parse_stream_query(query: Mapping[str, str], keys: list[str]) -> StreamRequest:
     """``keys`` is every key as sent, to refuse a parameter given twice."""
     seen: set[str] = set()
@@ -182,12 +185,9 @@ def parse_stream_query(query: Mapping[str, str], keys: list[str]) -> StreamReque
         seen.add(key)
     parsed = validated(_StreamQuery, dict(query))
     fmt, dialect = _encoding(parsed)
+    given = parsed.model_fields_set
     overrides = PacingOverrides(
-        **{
-            name: getattr(parsed, name)
-            for name in ("profile", "source", *PACING_FIELDS)
-            if name in parsed.model_fields_set
-        }
+        **{name: getattr(parsed, name) for name in _OVERRIDE_FIELDS if name in given}
     )
     return StreamRequest(
         prompt=parsed.prompt,

@@ -70,10 +70,13 @@ class CorsPolicy:
 
 
 def _add_vary(response: web.StreamResponse, *names: str) -> None:
-    present = {part.strip().lower() for part in response.headers.get("Vary", "").split(",")}
+    existing = response.headers.get("Vary")
+    if existing is None:  # nearly every response: no need to read what is there
+        response.headers["Vary"] = ", ".join(names)
+        return
+    present = {part.strip().lower() for part in existing.split(",")}
     missing = [name for name in names if name.lower() not in present]
     if missing:
-        existing = response.headers.get("Vary")
         response.headers["Vary"] = ", ".join([existing, *missing] if existing else missing)
 
 

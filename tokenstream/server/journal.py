@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import count
@@ -62,8 +62,10 @@ class _Entry:
     end: RequestEnd
     method: str
     path: str
-    query: tuple[tuple[str, str], ...]
-    headers: tuple[tuple[str, str], ...]
+    # the request's own read-only views, kept as they are: the copying and the redaction
+    # are done when an entry is read, not on every request
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
     test_id: str | None
     note: RequestNote | None
 
@@ -77,10 +79,10 @@ class _Entry:
             ),
             "method": self.method,
             "path": self.path,
-            "query": dict(self.query),
+            "query": dict(self.query.items()),
             "dialect": note.dialect,
             "test_id": self.test_id,
-            "headers": _joined(self.headers),
+            "headers": _joined(_redacted(self.headers)),
             **_body_fields(note),
             "rule": None if rule is None else {
                 "source": rule.origin, "index": rule.index, "name": rule.name,
@@ -120,10 +122,10 @@ def _body_fields(note: RequestNote) -> dict[str, Any]:
     }
 
 
-def _redacted(request: web.Request) -> tuple[tuple[str, str], ...]:
-    return tuple(
+def _redacted(headers: Mapping[str, str]) -> Iterable[tuple[str, str]]:
+    return (
         (name, REDACTED if name.lower() in SECRET_HEADERS else value)
-        for name, value in request.headers.items()
+        for name, value in headers.items()
     )
 
 
@@ -181,8 +183,8 @@ class Journal:
             end=end,
             method=request.method,
             path=request.path,
-            query=tuple(request.query.items()),
-            headers=_redacted(request),
+            query=request.query,
+            headers=request.headers,
             test_id=request.headers.get(TEST_ID_HEADER) or None,
             note=request.get(_NOTE),
         )

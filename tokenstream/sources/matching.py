@@ -23,8 +23,10 @@ __all__ = [
     "MATCH_TIMEOUT_S",
     "SESSION_HEADER",
     "TEST_ID_HEADER",
+    "Condition",
     "Facts",
     "ScriptRequest",
+    "conditions_of",
     "failed_conditions",
     "no_matching_rule",
 ]
@@ -195,18 +197,39 @@ def _match_failure(rule: ReplyRule, facts: Facts) -> str | None:
     return f"match: the last user message has no match for {rule.pattern.pattern!r}"
 
 
-_CONDITIONS: tuple[Callable[[ReplyRule, Facts], str | None], ...] = (
-    # the cheap ones first; the prompt, the longest text, last
-    _tool_result_failure, _dialect_failure, _model_failure, _tools_failure, _tool_failure,
-    _header_failure, _call_failure, _system_failure, _match_failure,
-)
+Condition = Callable[[ReplyRule, Facts], str | None]
 
 
-def failed_conditions(rule: ReplyRule, facts: Facts, *, all_of_them: bool = False) -> list[str]:
+def conditions_of(rule: ReplyRule) -> tuple[Condition, ...]:
+    """The conditions ``rule`` sets, in the order they are checked (the cheap ones first; the
+    prompt, the longest text, last). Worked out once per rule (``ScriptedSource`` keeps them
+    beside its rules), so that a request runs only the checks its rules have."""
+    sets = (
+        (_tool_result_failure, True),  # a tool's result fails a rule without tool_result
+        (_dialect_failure, rule.dialects is not None),
+        (_model_failure, rule.model is not None),
+        (_tools_failure, rule.tools is not None),
+        (_tool_failure, rule.tool is not None),
+        (_header_failure, bool(rule.headers)),
+        (_call_failure, rule.calls is not None),
+        (_system_failure, rule.system is not None),
+        (_match_failure, True),
+    )
+    return tuple(condition for condition, present in sets if present)
+
+
+def failed_conditions(
+    rule: ReplyRule,
+    facts: Facts,
+    *,
+    all_of_them: bool = False,
+    conditions: Sequence[Condition] | None = None,
+) -> list[str]:
     """The conditions of ``rule`` that ``facts`` fail, each with why; empty when it matches.
-    Only the first unless ``all_of_them`` (to find the closest rule)."""
+    Only the first unless ``all_of_them`` (to find the closest rule). ``conditions``: the
+    rule's ``conditions_of``, when already worked out."""
     failures: list[str] = []
-    for condition in _CONDITIONS:
+    for condition in conditions_of(rule) if conditions is None else conditions:
         reason = condition(rule, facts)
         if reason is not None:
             failures.append(reason)

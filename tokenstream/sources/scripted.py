@@ -29,7 +29,14 @@ from tokenstream.engine.events import (
     ToolCallStart,
 )
 from tokenstream.engine.messages import last_user_text
-from tokenstream.sources.matching import Facts, ScriptRequest, failed_conditions, no_matching_rule
+from tokenstream.sources.matching import (
+    Condition,
+    Facts,
+    ScriptRequest,
+    conditions_of,
+    failed_conditions,
+    no_matching_rule,
+)
 from tokenstream.sources.runtime_rules import RuntimeRules
 from tokenstream.sources.sequences import Sequences
 
@@ -98,24 +105,27 @@ class ScriptedSource:
         max_sequences: int = 10_000,
     ) -> None:
         self.rules = tuple(rules)
+        self._config_rules = tuple((rule, conditions_of(rule)) for rule in self.rules)
         self.default_reply = default_reply
         self.strict = strict
         self.runtime = RuntimeRules(max_runtime_rules)
         self.sequences = Sequences(max_sequences)
 
-    def _candidates(self, request: ScriptRequest) -> chain[ReplyRule]:
-        return chain(self.runtime.for_test(request.test_id), self.rules)
+    def _candidates(self, request: ScriptRequest) -> chain[tuple[ReplyRule, tuple[Condition, ...]]]:
+        """The rules ``request`` may match, in order, each with its conditions."""
+        runtime = ((rule, conditions_of(rule)) for rule in self.runtime.for_test(request.test_id))
+        return chain(runtime, self._config_rules)
 
     def choose(self, request: ScriptRequest) -> tuple[ReplyRule | None, int]:
         """The first rule that answers ``request`` (None: none does) and the request's
         position in its sequence; counts the request in its sequence. In strict mode, a
         request no rule answers raises ``NotFound`` (``no_matching_rule``)."""
         facts = Facts.of(request, self.sequences.next_call(request.sequence_key()))
-        for rule in self._candidates(request):
-            if not failed_conditions(rule, facts):
+        for rule, conditions in self._candidates(request):
+            if not failed_conditions(rule, facts, conditions=conditions):
                 return rule, facts.call
         if self.strict:
-            raise no_matching_rule(list(self._candidates(request)), facts)
+            raise no_matching_rule([rule for rule, _ in self._candidates(request)], facts)
         return None, facts.call
 
     def answer(self, request: ScriptRequest) -> ScriptedReply:
