@@ -80,7 +80,7 @@ async def run(streams: int, tokens: int, rate: float, ramp: float) -> None:
         await asyncio.sleep(delay)
         events = scheduled_reply(text, tokenizer=tokenizer, profile=profile, start=clock.now(),
                                  max_tokens=None, progress=ReplyProgress())
-        wire = OpenAIChunkFormat(model="tokenstream-1", include_usage=False, with_ids=True)
+        wire = OpenAIChunkFormat(model="tokenstream-1", include_usage=False)
         playout = Playout(CountingSink(clock), clock, events, wire, stats,  # type: ignore[arg-type]
                           lateness=lateness)
         await playout.run()
@@ -141,7 +141,7 @@ async def floor(streams: int, tokens: int, rate: float, ramp: float) -> None:
 
     async def one(delay: float) -> None:
         await asyncio.sleep(delay)
-        wire = OpenAIChunkFormat(model="tokenstream-1", include_usage=False, with_ids=True)
+        wire = OpenAIChunkFormat(model="tokenstream-1", include_usage=False)
         done = loop.create_future()
         enter(_FloorStream(wire, loop.time(), done))
         await done

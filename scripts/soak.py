@@ -90,6 +90,9 @@ async def _child(listener: socket.socket) -> None:
             },
             "profiles": {"soak": {"tokens_per_second": 4000, "ttft_ms": 0, "jitter": 0}},
             "default_profile": "soak",
+            # a client that leaves ends its stream at once; the logs kept are at their bound
+            # after the warm-up, so that any growth after it is a leak
+            "resume": {"linger_s": 0, "max_streams": 100},
         },
         "<soak>",
     )

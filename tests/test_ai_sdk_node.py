@@ -17,13 +17,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from node_support import node_binary, run_node
 
 from tokenstream.config import defaults
 from tokenstream.dialects.ai_sdk_ui import UIMessageStreamFormat, parse_ui_chat
-from tokenstream.engine.clock import FakeClock
+from tokenstream.engine.clock import FakeClock, LoopClock
 from tokenstream.engine.events import (
     Finish,
     ReasoningDelta,
@@ -371,3 +372,39 @@ async def test_each_fault_reaches_use_chats_transport(node: Path, base_url: str)
 
     for spec in ("stall:2s@3", "slow_headers:1s"):
         assert _ui_text(await _faulted(node, base_url, spec)) == HELLO
+
+
+# -- useChat({ resume: true }): GET /api/chat/{chatId}/stream -------------------------------
+
+
+async def test_use_chat_resumes_the_chats_running_stream(node: Path) -> None:
+    """A page reloaded mid-reply: ``chat.resumeStream()`` gets the running stream from its
+    start (the SDK replaces the message it shows) and ends with the whole reply; once the
+    stream has ended, resuming finds none (204) and adds nothing."""
+    server = TestServer(create_app(clock=LoopClock(), environ={}))
+    await server.start_server()
+    base = str(server.make_url("")).rstrip("/")
+    long = scripted_reply("long")
+    user = _user("Give me a long answer")
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+            base + "/api/chat", json={"id": "chat-r", "messages": [user]},
+            headers={"X-Tokenstream-Profile": "steady"},  # 50 tokens/s: a few seconds
+        ) as response:
+            assert response.status == 200
+            await response.content.readuntil(b"\n\n")  # the page goes away here
+        spec = {"mode": "resume", "api": base + "/api/chat", "chatId": "chat-r",
+                "messages": [user]}
+        resumed = await run_node(node, "ui_chat.mjs", spec)
+        assert resumed["error"] is None and resumed["errors"] == [], resumed
+        assert [r["status"] for r in resumed["responses"]] == [200]
+        assert resumed["messages"][0] == user and len(resumed["messages"]) == 2
+        parts = resumed["messages"][1]["parts"]
+        assert "".join(p["text"] for p in parts if p["type"] == "text") == long
+        assert [f["finishReason"] for f in resumed["finishes"]] == ["stop"]
+
+        again = await run_node(node, "ui_chat.mjs", spec)
+        assert [r["status"] for r in again["responses"]] == [204]
+        assert again["messages"] == [user] and again["status"] == "ready"
+    finally:
+        await server.close()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tokenstream.config import Config
+from tokenstream.config import Config, ResumeConfig
 from tokenstream.engine.pacer import PacingProfile
 from tokenstream.server.app import STATE
 
@@ -48,9 +48,9 @@ async def test_stream_reassembles_exactly(
     assert "Content-Encoding" not in response.headers
     events = parse_sse(await response.read())
     assert events[-1].data == "[DONE]"
-    assert events[-1].id == "done"
+    stream_id = response.headers["X-Tokenstream-Stream-Id"]
+    assert [e.id for e in events] == [f"{stream_id}:{i}" for i in range(1, len(events) + 1)]
     body = events[:-1]
-    assert [e.id for e in body] == [str(i) for i in range(1, len(body) + 1)]
     if fmt == "text":
         text = "".join(e.data for e in body)
     elif fmt == "json":
@@ -129,10 +129,13 @@ async def test_stream_is_paced_on_the_injected_clock(make_client: MakeClient) ->
     assert clock.sleepers == 2  # not yet: time to first token is 500 ms
     clock.advance(0.001)
     first = await response.content.readuntil(b"\n\n")
-    assert first == b"id: 1\ndata: hello\n\n"
+    stream_id = response.headers["X-Tokenstream-Stream-Id"].encode()
+    assert first == b"id: %b:1\ndata: hello\n\n" % stream_id
     await wait_for(lambda: clock.sleepers == 2)
     clock.advance(0.1)
-    assert await response.content.readuntil(b"\n\n") == b"id: 2\ndata:  world\n\n"
+    assert await response.content.readuntil(b"\n\n") == b"id: %b:2\ndata:  world\n\n" % (
+        stream_id
+    )
     assert parse_sse(await response.read())[-1].data == "[DONE]"
 
 
@@ -144,8 +147,8 @@ async def test_heartbeat_comment_during_long_ttft(make_client: MakeClient) -> No
     client = await make_client(config)  # fake clock: the 40 s pass instantly
     response = await client.get("/v1/stream", params={"prompt": "hey", "source": "echo"})
     raw = await response.read()
-    assert raw.startswith(b": ping\n\n: ping\n\n")  # at 15 s and 30 s
-    assert raw.count(b": ping\n\n") == 2
+    assert raw.startswith(b": ping\n: ping\nid: ")  # at 15 s and 30 s, then the reply
+    assert raw.count(b": ping\n") == 2
     assert [e.data for e in parse_sse(raw)] == ["hey", "[DONE]"]
 
 
@@ -154,7 +157,8 @@ async def test_client_disconnect_stops_the_stream(make_client: MakeClient) -> No
 
     clock = ManualClock()
     config = Config(
-        profiles={"p": PacingProfile(tokens_per_second=1, ttft_ms=0)}, default_profile="p"
+        profiles={"p": PacingProfile(tokens_per_second=1, ttft_ms=0)}, default_profile="p",
+        resume=ResumeConfig(enabled_scripted=False),  # (a resumable one lingers)
     )
     client = await make_client(config, clock)
     stats = client.app[STATE].stats

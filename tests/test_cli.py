@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -424,7 +425,7 @@ def test_stream_command_with_a_dialect(served: str) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert raw.returncode == 0, raw.stderr
-    assert raw.stdout.startswith("event: response.created\ndata: {")
+    assert re.match(r"event: response.created\nid: [\w-]+:1\ndata: \{", raw.stdout), raw.stdout
     assert "event: response.output_text.delta\n" in raw.stdout
 
 

@@ -15,6 +15,7 @@ import openai
 import pytest
 from aiohttp.test_utils import TestServer
 
+from tokenstream.config import Config, ResumeConfig
 from tokenstream.engine.clock import FakeClock
 from tokenstream.server.app import create_app
 from tokenstream.server.state import STATE
@@ -43,7 +44,8 @@ class Served:
 
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
-    app = create_app(clock=FakeClock(), environ={})
+    # a resumable reply whose client left goes on for resume.linger_s: here it stops at once
+    app = create_app(Config(resume=ResumeConfig(linger_s=0)), clock=FakeClock(), environ={})
     server = TestServer(app)
     await server.start_server()
     clock = app[STATE].clock
@@ -272,7 +274,8 @@ async def test_get_stream_takes_fault_in_its_query(served: Served) -> None:
 
 async def _chaos_run(spec: str) -> list[str]:
     """What a client saw of 12 streams under chaos ``spec``, against a fresh server."""
-    app = create_app(clock=FakeClock(), environ={})
+    # a resumable reply whose client left goes on for resume.linger_s: here it stops at once
+    app = create_app(Config(resume=ResumeConfig(linger_s=0)), clock=FakeClock(), environ={})
     server = TestServer(app)
     await server.start_server()
     served = Served(str(server.make_url("")).rstrip("/"), app[STATE].clock)  # type: ignore[arg-type]

@@ -293,4 +293,5 @@ async def test_an_unpaced_reply_with_pauses_arrives_whole(make_client: MakeClien
     events = parse_sse(await response.read())
     assert events[-1].data == "[DONE]"
     assert "".join(json.loads(e.data)["token"] for e in events[:-1]) == text
-    assert [e.id for e in events[:-1]] == [str(i) for i in range(1, len(events))]
+    stream_id = response.headers["X-Tokenstream-Stream-Id"]
+    assert [e.id for e in events] == [f"{stream_id}:{i}" for i in range(1, len(events) + 1)]

@@ -11,10 +11,8 @@ from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 
 from tokenstream.dialects.anthropic_messages import AnthropicMessagesFormat
-from tokenstream.dialects.catalog import DIALECTS, EncoderOptions
+from tokenstream.dialects.catalog import DIALECTS
 from tokenstream.dialects.stream_query import encoder_for, parse_stream_query, prompt_counted
-from tokenstream.engine.events import Finish, Usage
-from tokenstream.engine.tokenizer import Piece
 from tokenstream.sse.parser import ServerSentEvent
 
 from support import MakeClient, canned_async_client, parse_sse, scripted_reply
@@ -81,20 +79,23 @@ async def test_the_stream_is_the_dialects_own_events(
     assert [e.event for e in events] == [e.event for e in own]
     assert _text(dialect, events) == reply
     assert _text(dialect, own) == reply
-    # EventSource: the last event's id is "done", so the reconnect after the end is refused
-    assert events[-1].id == "done"
+    # every event has the stream's id and its number (a reconnect resumes after it)
+    stream_id = got.headers["X-Tokenstream-Stream-Id"]
+    assert [e.id for e in events] == [f"{stream_id}:{i}" for i in range(1, len(events) + 1)]
 
 
 @pytest.mark.parametrize("dialect", ["openai-responses", "anthropic"])
-async def test_a_dialect_with_its_own_events_has_no_ids_but_the_last(
+async def test_a_dialect_with_its_own_events_gains_only_the_id_lines(
     make_client: MakeClient, dialect: str
 ) -> None:
     client = await make_client()
     got = await client.get("/v1/stream", params={"prompt": "hi", "dialect": dialect, **INSTANT})
-    raw = await got.read()
-    assert raw.count(b"id: ") == 1
-    last = raw[raw.rindex(b"\n\n", 0, len(raw) - 2) + 2:]
-    assert last.startswith(b"id: done\nevent: ")
+    stream_id = got.headers["X-Tokenstream-Stream-Id"].encode()
+    events = (await got.read()).split(b"\n\n")[:-1]
+    for number, event in enumerate(events, 1):
+        id_line, rest = event.split(b"\n", 1)
+        assert id_line == b"id: %b:%d" % (stream_id, number)
+        assert rest.startswith(b"event: ") and b"id: " not in rest
 
 
 async def test_format_openai_and_dialect_openai_chat_are_the_same(
@@ -114,8 +115,8 @@ async def test_format_openai_and_dialect_openai_chat_are_the_same(
         assert {e.event for e in events} == {"tok"}
         assert events[-1].data == "[DONE]"
         assert json.loads(events[-2].data)["usage"]["completion_tokens"] > 0
-        shapes.append([(e.id, list(json.loads(e.data)) if e.data[0] == "{" else e.data)
-                       for e in events])
+        shapes.append([(e.id.split(":")[-1], list(json.loads(e.data)) if e.data[0] == "{"
+                        else e.data) for e in events])
     assert shapes[0] == shapes[1] == shapes[2]
 
 
@@ -183,34 +184,7 @@ def _encoder(params: dict[str, str]) -> Any:
     return encoder_for(query, "m", "[DONE]")
 
 
-def test_only_the_end_and_the_error_gain_the_done_id() -> None:
-    for name, dialect in DIALECTS.items():
-        if dialect.custom_framing:
-            continue
-        for ending in ("end", "error"):
-            plain = dialect.encoder(EncoderOptions(model="m"))
-            wrapped = _encoder({"dialect": name})
-            if isinstance(plain, AnthropicMessagesFormat):
-                plain.message_id = wrapped.inner.message_id  # else the bytes are the same
-            mine = wrapped.piece(Piece("x")) + wrapped.piece(Piece("你", 2))
-            theirs = plain.piece(Piece("x")) + plain.piece(Piece("你", 2))
-            for event in (Finish("stop"), Usage(3, 2)):
-                mine += wrapped.event(event)
-                theirs += plain.event(event)
-            if ending == "end":
-                mine, theirs = mine + wrapped.end(), theirs + plain.end()
-            else:
-                mine += wrapped.error("boom", "server_error", None)
-                theirs += plain.error("boom", "server_error", None)
-            assert mine.count(b"id: ") == 1
-            events = parse_sse(mine)
-            assert events[-1].id == "done"
-            assert [e.event for e in events] == [e.event for e in parse_sse(theirs)]
-            if isinstance(plain, AnthropicMessagesFormat):
-                assert mine.replace(b"id: done\n", b"") == theirs
-
-
-def test_the_anthropic_encoder_gets_the_prompt_count_through_the_wrapper() -> None:
+def test_the_anthropic_encoder_gets_the_prompt_count() -> None:
     encoder = _encoder({"dialect": "anthropic"})
     counted = prompt_counted(encoder)
     assert isinstance(counted, AnthropicMessagesFormat)

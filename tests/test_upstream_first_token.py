@@ -281,8 +281,8 @@ async def test_heartbeats_repeat_through_a_long_silence_and_stop_with_the_stream
         json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True},
     )
     for _ in range(3):
-        event = await asyncio.wait_for(response.content.readuntil(b"\n\n"), 10)
-        assert event == b": ping\n\n"
+        event = await asyncio.wait_for(response.content.readuntil(b"\n"), 10)
+        assert event == b": ping\n"
     gate.set()
     assert openai_text(parse_sse(await response.read())) == "Done."
     pings = [t for t in asyncio.all_tasks() if "_send_ping" in repr(t.get_coro())]

@@ -581,7 +581,7 @@ async def test_heartbeat_while_the_upstream_is_silent(
     upstream.behaviour = streams(sse(chunk(role=True)), then="hang")
     client = await proxy(heartbeat_s=0.05)
     response = await _chat(client)
-    assert await asyncio.wait_for(response.content.readuntil(b"\n\n"), 10) == b": ping\n\n"
+    assert await asyncio.wait_for(response.content.readuntil(b"\n"), 10) == b": ping\n"
     response.close()
 
 

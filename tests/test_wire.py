@@ -60,18 +60,18 @@ def test_openai_keeps_carriage_returns_inside_json() -> None:
     assert json.loads(events[1][2])["choices"][0]["delta"]["content"] == "a\r\nb\rc"
 
 
-def test_text_format_ids_event_names_and_sentinel() -> None:
-    wire = TextFormat(event="custom", with_ids=True, sentinel="[DONE]")
+def test_text_format_event_names_and_sentinel() -> None:
+    wire = TextFormat(event="custom", sentinel="[DONE]")
     raw = wire.piece(Piece(" a")) + wire.piece(Piece("\n\n")) + _finish(wire, "stop", None)
     assert _events(raw) == [
-        ("custom", "1", " a"),
-        ("custom", "2", "\n\n"),
-        ("custom", "done", "[DONE]"),
+        ("custom", "", " a"),
+        ("custom", "", "\n\n"),
+        ("custom", "", "[DONE]"),
     ]
 
 
 def test_json_format_objects() -> None:
-    wire = JsonFormat(event=None, with_ids=False, sentinel="END")
+    wire = JsonFormat(event=None, sentinel="END")
     raw = wire.piece(Piece("x")) + wire.piece(Piece("懒", 3)) + _finish(wire, "stop", None)
     events = _events(raw)
     assert [json.loads(d) for _, _, d in events[:-1]] == [
@@ -82,7 +82,7 @@ def test_json_format_objects() -> None:
 
 
 def test_error_event_in_openai_shape_then_sentinel() -> None:
-    wire = TextFormat(event=None, with_ids=False, sentinel="[DONE]")
+    wire = TextFormat(event=None, sentinel="[DONE]")
     events = _events(wire.error("upstream went away", "upstream_error", "upstream_closed"))
     assert json.loads(events[0][2]) == {
         "error": {
@@ -99,14 +99,13 @@ def test_error_event_in_openai_shape_then_sentinel() -> None:
 @given(
     text=st.text(),
     event=st.one_of(st.none(), st.sampled_from(["token", "message", "x y"])),
-    with_ids=st.booleans(),
 )
 def test_the_json_fast_path_frames_exactly_as_the_encoder(
-    text: str, event: str | None, with_ids: bool
+    text: str, event: str | None
 ) -> None:
-    fast = OpenAIChunkFormat(model="m", include_usage=False, event=event, with_ids=with_ids,
+    fast = OpenAIChunkFormat(model="m", include_usage=False, event=event,
                              completion_id="chatcmpl-x", created=1)
-    slow = OpenAIChunkFormat(model="m", include_usage=False, event=event, with_ids=with_ids,
+    slow = OpenAIChunkFormat(model="m", include_usage=False, event=event,
                              completion_id="chatcmpl-x", created=1)
     slow.piece(Piece("warm-up"))  # both past their role chunk
     fast.piece(Piece("warm-up"))

@@ -65,14 +65,22 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """``tokenstream serve`` on a free port, as a user runs it (embedded defaults)."""
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """``tokenstream serve`` on a free port, as a user runs it (embedded defaults, but for a
+    short ``resume.linger_s``: a stopped reply, which could be resumed, lingers that long; a
+    module's ``RESUME_LINGER_S`` sets it)."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
+    directory = tmp_path_factory.mktemp("server")
+    log = directory / "server.log"
+    config = directory / "config.yaml"
+    linger_s = getattr(request.module, "RESUME_LINGER_S", 0.5)
+    config.write_text(f"resume:\n  linger_s: {linger_s}\n")
     with log.open("w") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "tokenstream", "serve", "--port", str(port),
-             "--log-level", "WARNING"],
+             "--config", str(config), "--log-level", "WARNING"],
             stdout=subprocess.PIPE,
             stderr=log_file,
             text=True,

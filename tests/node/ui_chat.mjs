@@ -10,6 +10,8 @@
 //   sends spec.text, answers every tool call with spec.toolOutput and, once every call has
 //   its output, sends the conversation again (lastAssistantMessageIsCompleteWithToolCalls);
 //   then regenerates if spec.regenerate.
+// spec.mode "resume": an AbstractChat with the id spec.chatId and spec.messages resumes the
+//   chat's stream (chat.resumeStream(): what useChat({ resume: true }) does when it mounts).
 // spec.replay: a file whose bytes answer the first request instead of the server, with the
 //   UI message stream's headers (to check what the encoder makes of given events).
 import { readFileSync } from 'node:fs';
@@ -25,7 +27,7 @@ const responses = []; // what each request got: status and headers
 const requestBodies = []; // what each request sent
 
 async function recordingFetch(input, init) {
-  requestBodies.push(JSON.parse(init.body));
+  if (init?.body != null) requestBodies.push(JSON.parse(init.body));
   let response;
   if (spec.replay != null && responses.length === 0) {
     response = new Response(readFileSync(spec.replay), {
@@ -81,10 +83,10 @@ async function viaTransport() {
 }
 
 class MemoryChatState {
-  constructor() {
+  constructor(messages = []) {
     this.status = 'ready';
     this.error = undefined;
-    this.messages = [];
+    this.messages = messages;
   }
   pushMessage(message) {
     this.messages = this.messages.concat(message);
@@ -102,7 +104,7 @@ class MemoryChatState {
 
 class MemoryChat extends AbstractChat {
   constructor(init) {
-    super({ ...init, state: new MemoryChatState() });
+    super({ ...init, state: new MemoryChatState(init.messages) });
   }
 }
 
@@ -145,6 +147,23 @@ async function viaChat() {
   };
 }
 
+async function viaResume() {
+  const errors = [];
+  const finishes = [];
+  const chat = new MemoryChat({
+    id: spec.chatId,
+    messages: spec.messages,
+    transport: newTransport(),
+    onError: error => errors.push(error.message),
+    onFinish: ({ message, finishReason, isError }) =>
+      finishes.push({ messageId: message.id, finishReason, isError }),
+  });
+  await chat.resumeStream();
+  await waitUntilReady(chat);
+  return { messages: chat.messages, status: chat.status, error: chat.error?.message ?? null,
+           errors, finishes };
+}
+
 async function waitUntilReady(chat) {
   // an automatic send after a tool output runs after sendMessage has returned
   for (let i = 0; i < 500 && chat.status !== 'ready' && chat.status !== 'error'; i++) {
@@ -154,7 +173,10 @@ async function waitUntilReady(chat) {
 
 let result;
 try {
-  result = spec.mode === 'chat' ? await viaChat() : await viaTransport();
+  const modes = { chat: viaChat, resume: viaResume, transport: viaTransport };
+  const run = modes[spec.mode ?? 'transport'];
+  if (run == null) throw new Error(`unknown spec.mode ${spec.mode}`);
+  result = await run();
 } catch (error) {
   result = {
     thrown: { name: error.name, message: error.message, statusCode: error.statusCode ?? null },

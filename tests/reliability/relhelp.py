@@ -35,7 +35,14 @@ FAST = {"tokens_per_second": None, "ttft_ms": 0, "jitter": 0, "pause_ms": 0}
 
 
 def make_config(server: dict[str, Any] | None = None, **sections: Any) -> Config:
-    data: dict[str, Any] = {"server": {"heartbeat_s": 0, **(server or {})}, **sections}
+    """Streams are not resumable unless ``resume`` says so: these tests are about one
+    connection's stream (what a client that leaves or stalls does to it); resumable ones,
+    which go on after their client left, are ``tests/test_resume.py``'s."""
+    data: dict[str, Any] = {
+        "server": {"heartbeat_s": 0, **(server or {})},
+        "resume": {"enabled_scripted": False},
+        **sections,
+    }
     return validate_mapping(data, "<test>")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import anthropic
 import openai
 import pytest
 from pytest_aiohttp import AiohttpClient
@@ -14,7 +15,7 @@ from tokenstream.engine.clock import FakeClock
 from support import scripted_reply
 
 HELLO_REPLY = scripted_reply("hello")
-PING = b": ping\n\n"
+PING = b": ping\n"  # a lone comment line: no blank line to dispatch an empty event
 
 
 @pytest.mark.parametrize(("heartbeat_s", "pings"), [(15, 3), (10, 5), (59, 1), (0, 0), (None, 0)])
@@ -31,7 +32,7 @@ async def test_pings_fill_a_long_time_to_first_token(
     client = await aiohttp_client(app)
     body = await (await client.get("/v1/stream", params={"prompt": "hello"})).read()
     assert body.count(PING) == pings
-    assert body.startswith(PING if pings else b"id: 1\n")
+    assert body.startswith(PING if pings else b"id: ")
     events = parse_sse(body)
     assert "".join(e.data for e in events[:-1]) == HELLO_REPLY
     assert all(e.data.strip() != "ping" for e in events)
@@ -67,3 +68,35 @@ async def test_openai_sdk_sees_no_heartbeat_as_a_chunk(aiohttp_client: AiohttpCl
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == HELLO_REPLY
     assert len({c.id for c in chunks}) == 1
     assert len({json.loads(e.data)["id"] for e in data_events}) == 1
+
+
+async def test_the_sdks_read_ids_and_heartbeats_between_events(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    """Every event has an ``id:``; a heartbeat after one is no event to openai-python (chat
+    and Responses) or anthropic-python, whose decoders keep the last id across events."""
+    app = make_app(
+        {"heartbeat_s": 15, "max_stream_duration_s": 0},
+        clock=FakeClock(),
+        profiles={"glacial": {**FAST, "tokens_per_second": 0.05, "ttft_ms": 20_000}},
+        default_profile="glacial",
+    )
+    client = await aiohttp_client(app)
+    messages = [{"role": "user", "content": "hello"}]
+    raw = await (await client.post("/v1/messages", json={
+        "model": "m", "max_tokens": 100, "messages": messages, "stream": True,
+    })).read()
+    assert raw.count(b"\nid: ") + raw.startswith(b"id: ") >= 3 and raw.count(PING) >= 3
+    base = str(client.make_url(""))
+    claude = anthropic.AsyncAnthropic(base_url=base, api_key="any", max_retries=0)
+    async with claude.messages.stream(model="m", max_tokens=100, messages=messages) as stream:
+        assert await stream.get_final_text() == HELLO_REPLY
+    await claude.close()
+    sdk = openai.AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="any", max_retries=0)
+    events = [event async for event in await sdk.responses.create(
+        model="m", input="hello", stream=True
+    )]
+    await sdk.close()
+    assert events[-1].type == "response.completed"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == HELLO_REPLY

@@ -12,6 +12,7 @@ import gc
 
 import pytest
 
+from tokenstream.config import Config, ResumeConfig
 from tokenstream.dialects.openai_chat import OpenAIChunkFormat
 from tokenstream.dialects.stream_query import JsonFormat, TextFormat
 from tokenstream.engine.accounting import StreamStats
@@ -71,7 +72,8 @@ async def test_a_finished_stream_leaves_no_reference_cycle(
 async def test_a_client_that_leaves_and_the_chat_endpoint_leave_no_reference_cycle(
     make_client: MakeClient,
 ) -> None:
-    client = await make_client(clock=BucketClock())
+    # (linger_s 0: the reply of the client that leaves, resumable, is cancelled at once)
+    client = await make_client(Config(resume=ResumeConfig(linger_s=0)), clock=BucketClock())
     chat = {"model": "tokenstream-1", "messages": [{"role": "user", "content": "hello"}],
             "tokenstream": {"tokens_per_second": 0}}
     gc.collect()

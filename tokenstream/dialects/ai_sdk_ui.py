@@ -157,6 +157,9 @@ class UIChatRequest:
     continues it, after tool results), else a new one."""
     overrides: PacingOverrides
     model: str | None = None
+    chat_id: str | None = None
+    """The body's ``id``: the chat, whose active stream ``GET /api/chat/{id}/stream``
+    resumes."""
 
 
 def parse_ui_chat(body: bytes) -> UIChatRequest:
@@ -174,6 +177,7 @@ def parse_ui_chat(body: bytes) -> UIChatRequest:
         message_id=continued or new_message_id(),
         overrides=parsed.tokenstream or NO_OVERRIDES,
         model=parsed.model,
+        chat_id=parsed.id,
     )
 
 

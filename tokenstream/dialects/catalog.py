@@ -29,7 +29,6 @@ class EncoderOptions:
     model: str
     include_usage: bool = False
     event: str | None = None
-    with_ids: bool = False
     sentinel: str = "[DONE]"
 
 
@@ -66,7 +65,6 @@ def _openai_chat(options: EncoderOptions) -> ReplyEncoder:
         model=options.model,
         include_usage=options.include_usage,
         event=options.event,
-        with_ids=options.with_ids,
         sentinel=options.sentinel,
     )
 

@@ -1,8 +1,7 @@
-"""What the SSE dialects share: the event name, ``id:`` numbering and the sentinel.
+"""What the SSE dialects share: the event name and the sentinel.
 
 An error after the stream started is sent as ``data: {"error": {...}}`` (the OpenAI shape),
-then the sentinel. With ``with_ids`` the sentinel's id is ``done``, so that ``GET
-/v1/stream`` can answer an ``EventSource`` that reconnects after the end with 204 (stop).
+then the sentinel. Every event's ``id:`` is the runner's (``engine.streamlog.StampedEncoder``).
 """
 
 from __future__ import annotations
@@ -28,14 +27,13 @@ json_string: Callable[[str], str] = encode_basestring
 
 
 class EventFraming:
-    """Event name, ``id:`` numbering and the sentinel, for one stream."""
+    """Event name and the sentinel, for one stream."""
 
     # slots throughout: one encoder lives as long as its stream
-    __slots__ = ("_event_line", "event_name", "events_sent", "sentinel", "with_ids")
+    __slots__ = ("_event_line", "event_name", "events_sent", "sentinel")
 
-    def __init__(self, *, event: str | None, with_ids: bool, sentinel: str) -> None:
+    def __init__(self, *, event: str | None, sentinel: str) -> None:
         self.event_name = event
-        self.with_ids = with_ids
         self.sentinel = sentinel
         self.events_sent = 0
         # checked by the encoder once, here; ``frame_json`` reuses it for every event
@@ -43,25 +41,20 @@ class EventFraming:
 
     def frame(self, data: str) -> bytes:
         self.events_sent += 1
-        event_id = str(self.events_sent) if self.with_ids else None
-        return encode_event(data, event=self.event_name, id=event_id)
+        return encode_event(data, event=self.event_name)
 
     def frame_json(self, head: bytes, value: str, tail: bytes) -> bytes:
         """``frame(head + value + tail)`` for JSON data, whose text is one line (JSON escapes
         line breaks), so it is framed without looking for any: the hot path of ``openai``."""
         self.events_sent += 1
-        id_line = b"id: %d\n" % self.events_sent if self.with_ids else b""
-        return b"".join(
-            (self._event_line, id_line, b"data: ", head, value.encode(), tail, b"\n\n")
-        )
+        return b"".join((self._event_line, b"data: ", head, value.encode(), tail, b"\n\n"))
 
     def event(self, event: ReplyEvent) -> bytes:
         """Text-only formats leave out every event but text (which comes as pieces)."""
         return b""
 
     def end(self) -> bytes:
-        event_id = "done" if self.with_ids else None
-        return encode_event(self.sentinel, event=self.event_name, id=event_id)
+        return encode_event(self.sentinel, event=self.event_name)
 
     def error(self, message: str, error_type: str, code: str | None) -> bytes:
         return self.frame(dumps(error_body(message, error_type, None, code))) + self.end()

@@ -75,12 +75,11 @@ class OpenAIChunkFormat(EventFraming):
         model: str,
         include_usage: bool,
         event: str | None = None,
-        with_ids: bool = False,
         sentinel: str = "[DONE]",
         completion_id: str | None = None,
         created: int | None = None,
     ) -> None:
-        super().__init__(event=event, with_ids=with_ids, sentinel=sentinel)
+        super().__init__(event=event, sentinel=sentinel)
         self.completion_id = completion_id or new_completion_id()
         self.created = int(time.time()) if created is None else created
         self.include_usage = include_usage

@@ -10,13 +10,13 @@ in one of tokenstream's own formats (``format``) or in an API's dialect (``diale
   that each API's raw events can be watched with ``curl -N`` or an ``EventSource``.
 
 The two are alternatives: ``format`` with a ``dialect`` is refused, but for the one pair that
-means the same (``openai`` and ``openai-chat``). In the text formats and OpenAI chunks every
-event has an ``id:`` (its number; ``done`` on the sentinel) and, with ``event=``, that event
-name; ``include_usage`` adds OpenAI's usage chunk. Any other dialect names its own events and
-always reports usage, so ``event`` and ``include_usage`` are refused with it; its events are
-sent as its API sends them, except that its last one also has ``id: done`` (see
-``_EventSourceEnding``). ``text`` and ``json`` carry text only: tool calls, reasoning and the
-like are left out.
+means the same (``openai`` and ``openai-chat``). In the text formats and OpenAI chunks, with
+``event=``, every event has that event name; ``include_usage`` adds OpenAI's usage chunk. Any
+other dialect names its own events and always reports usage, so ``event`` and
+``include_usage`` are refused with it. Every event's ``id:`` is the runner's (``<stream
+id>:<sequence>``, ``engine.streamlog``): an ``EventSource`` that reconnects resumes the
+stream, or is told to stop once it has it all. ``text`` and ``json`` carry text only: tool
+calls, reasoning and the like are left out.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tokenstream.dialects.overrides import (
     PacingOverrides,
     validated,
 )
-from tokenstream.engine.events import ReplyEncoder, ReplyEvent
+from tokenstream.engine.events import ReplyEncoder
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import InvalidRequest
 
@@ -64,8 +64,8 @@ class TextFormat(EventFraming):
 class JsonFormat(EventFraming):
     __slots__ = ("_index",)
 
-    def __init__(self, *, event: str | None, with_ids: bool, sentinel: str) -> None:
-        super().__init__(event=event, with_ids=with_ids, sentinel=sentinel)
+    def __init__(self, *, event: str | None, sentinel: str) -> None:
+        super().__init__(event=event, sentinel=sentinel)
         self._index = 0
 
     def piece(self, piece: Piece) -> bytes:
@@ -75,62 +75,23 @@ class JsonFormat(EventFraming):
         return self.frame(data)
 
 
-def _with_done_id(events: bytes) -> bytes:
-    """``events`` (whole SSE events) with ``id: done`` added to the last one."""
-    if not events:
-        return b"id: done\n\n"  # no event: the id alone still reaches an EventSource
-    cut = events.rfind(b"\n\n", 0, len(events) - 2)
-    start = 0 if cut == -1 else cut + 2
-    return events[:start] + b"id: done\n" + events[start:]
-
-
-class _EventSourceEnding:
-    """A dialect whose API fixes its events, made safe for an ``EventSource``.
-
-    An ``EventSource`` reconnects when a stream closes, which would replay the reply. The
-    last event (the ending, or the error that ends the stream) therefore also carries ``id:
-    done``: the reconnect sends ``Last-Event-ID: done`` and is answered 204, which stops it.
-    Every other byte is the dialect's own; SDK parsers read the id and ignore it.
-    """
-
-    __slots__ = ("inner",)
-
-    def __init__(self, inner: ReplyEncoder) -> None:
-        self.inner = inner
-
-    def piece(self, piece: Piece) -> bytes:
-        return self.inner.piece(piece)
-
-    def event(self, event: ReplyEvent) -> bytes:
-        return self.inner.event(event)
-
-    def end(self) -> bytes:
-        return _with_done_id(self.inner.end())
-
-    def error(self, message: str, error_type: str, code: str | None) -> bytes:
-        return _with_done_id(self.inner.error(message, error_type, code))
-
-
 def encoder_for(query: StreamRequest, model: str, sentinel: str) -> ReplyEncoder:
     """The wire format a ``GET /v1/stream`` query asks for."""
     if query.dialect is None:
         kind = JsonFormat if query.format == "json" else TextFormat
-        return kind(event=query.event, with_ids=True, sentinel=sentinel)
+        return kind(event=query.event, sentinel=sentinel)
     options = EncoderOptions(
         model=model,
         include_usage=query.include_usage,
         event=query.event,
-        with_ids=True,
         sentinel=sentinel,
     )
-    encoder = query.dialect.encoder(options)
-    return encoder if query.dialect.custom_framing else _EventSourceEnding(encoder)
+    return query.dialect.encoder(options)
 
 
 def prompt_counted(encoder: ReplyEncoder) -> PromptCounted | None:
     """The encoder (of ``encoder_for``) that wants the prompt's token count, if it does."""
-    inner = encoder.inner if isinstance(encoder, _EventSourceEnding) else encoder
-    return inner if _counts_prompt(inner) else None
+    return encoder if _counts_prompt(encoder) else None
 
 
 def _counts_prompt(encoder: ReplyEncoder) -> TypeGuard[PromptCounted]:

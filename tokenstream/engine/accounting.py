@@ -36,6 +36,7 @@ class StreamStats:
     failed: int = 0
     events_sent: int = 0
     stalled: int = 0  # disconnected by send_timeout_s (counted in disconnected too)
+    store_errors: int = 0  # operations on the shared store (Redis) that failed
 
 
 @dataclass(slots=True)

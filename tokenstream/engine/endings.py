@@ -5,15 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol
 
 from tokenstream.engine.accounting import AccessRecord, StreamStats
 from tokenstream.engine.events import ReplyEncoder
 from tokenstream.errors import UpstreamStreamError
-from tokenstream.sse.transport import ClientGone, ClientStalled, SSEResponse
+from tokenstream.sse.transport import ClientGone, ClientStalled
 
 __all__ = ["Accounting"]
 
 log = logging.getLogger("tokenstream.engine.runner")
+
+
+class _Output(Protocol):
+    """The connection (``SSEResponse``), or a resumable reply's feed (``resume``)."""
+
+    @property
+    def peak_buffered(self) -> int: ...
+
+    def abort(self) -> None: ...
+
+    async def close(self, ending: bytes = b"") -> None: ...
 
 
 class Accounting:
@@ -32,7 +44,7 @@ class Accounting:
     def __init__(
         self,
         stats: StreamStats,
-        sse: SSEResponse,
+        sse: _Output,
         encoder: ReplyEncoder,
         record: AccessRecord,
         path: str,

@@ -60,6 +60,7 @@ class StreamCounters(Protocol):
     disconnected: int
     failed: int
     events_sent: int
+    store_errors: int
 
 
 class DeadlineRecorder:

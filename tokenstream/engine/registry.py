@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from tokenstream.errors import TooManyRequests, Unavailable
 
-__all__ = ["StopReason", "StreamControl", "StreamRegistry"]
+__all__ = ["SharedLimit", "StopReason", "StreamControl", "StreamRegistry"]
 
 StopReason = Literal["shutdown", "time_limit", "fault"]
 
@@ -30,13 +30,15 @@ StopReason = Literal["shutdown", "time_limit", "fault"]
 class StreamControl:
     """The handle the registry keeps on one running reply."""
 
-    __slots__ = ("_interruptible", "_stop_cancelled", "client", "stop_reason", "task")
+    __slots__ = ("_interruptible", "_stop_cancelled", "client", "leased", "stop_reason", "task")
 
     def __init__(self, task: asyncio.Task[object] | None, client: str | None = None) -> None:
         self.task = task
         self.client = client
         """Who asked (an API key or an address), for the per-client limit."""
         self.stop_reason: StopReason | None = None
+        self.leased = False
+        """Whether it holds a lease of a shared limit (``StreamRegistry.admit``)."""
         self._interruptible = False
         self._stop_cancelled = False
 
@@ -80,6 +82,20 @@ class StreamControl:
             self.task.cancel()
 
 
+class SharedLimit(Protocol):
+    """``max_concurrent`` counted over every process that shares a store (Redis): a lease
+    per running stream, which expires if its process dies."""
+
+    async def acquire(self, lease: int, limit: int) -> bool | None:
+        """Take a lease if fewer than ``limit`` are held: True; False when full; None when
+        the store cannot be reached (the process's own count decides alone)."""
+        ...
+
+    def release(self, lease: int) -> None:
+        """Give the lease back (without waiting)."""
+        ...
+
+
 class StreamRegistry:
     """Every running reply, the concurrency limit, and the shutdown sequence."""
 
@@ -96,6 +112,8 @@ class StreamRegistry:
         self._idle = asyncio.Event()
         self._idle.set()
         self._hurry = asyncio.Event()
+        self.shared: SharedLimit | None = None
+        """The limit shared with other processes, if any (``admit``)."""
 
     def __len__(self) -> int:
         return len(self._active)
@@ -134,7 +152,35 @@ class StreamRegistry:
         self._idle.clear()
         return control
 
+    async def admit(self, client: str | None = None) -> StreamControl:
+        """``open``, then (with a shared limit) a lease of the limit every process shares:
+        429 when the others hold it all."""
+        control = self.open(client)
+        shared, limit = self.shared, self.max_concurrent
+        if shared is None or limit is None:
+            return control
+        try:
+            taken = await shared.acquire(id(control), limit)
+        except BaseException:
+            self.close(control)
+            raise
+        if taken is False:
+            self.close(control)
+            raise TooManyRequests(
+                f"Too many concurrent streams: the servers sharing this store run at most "
+                f"{limit} at once together (server.max_concurrent_streams). Retry after "
+                f"{self.retry_after_s} s.",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
+        control.leased = taken is True
+        return control
+
     def close(self, control: StreamControl) -> None:
+        if control.leased:
+            control.leased = False
+            if self.shared is not None:
+                self.shared.release(id(control))
         if control in self._active and control.client is not None:
             left = self._per_client[control.client] - 1
             if left:

@@ -35,13 +35,27 @@ from tokenstream.engine.faults import Fault
 from tokenstream.engine.injection import FaultReached, FaultyEncoder, StallGate, fault_error
 from tokenstream.engine.playout import EventSink
 from tokenstream.engine.registry import StopReason, StreamControl, StreamRegistry
-from tokenstream.errors import InvalidRequest, RequestError, Unavailable, UpstreamStreamError
+from tokenstream.engine.resume import ResumableFeed, serve_finished
+from tokenstream.engine.streamlog import (
+    STREAM_ID_HEADER,
+    StampedEncoder,
+    StreamLog,
+    StreamLogStore,
+)
+from tokenstream.errors import (
+    InvalidRequest,
+    NotFound,
+    RequestError,
+    Unavailable,
+    UpstreamStreamError,
+)
 from tokenstream.sse.transport import PING, ClientGone, SSEResponse, reset_connection
 
 __all__ = [
     "SHUTTING_DOWN",
     "STREAM_TIME_LIMIT",
     "Reply",
+    "ResumeSettings",
     "Runner",
     "StreamLimits",
     "StreamWatch",
@@ -56,6 +70,28 @@ STREAM_TIME_LIMIT = (
     "(server.max_stream_duration_s) and was ended. Ask for a faster pace or a shorter reply."
 )
 SHUTTING_DOWN = "The server is shutting down; this stream was ended before its reply was complete."
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeSettings:
+    linger_s: float = 30.0
+    """How long a resumable reply goes on being made after its client left."""
+
+
+_CUTS = frozenset({"reset", "truncate"})
+"""Faults that cut the connection: of a resumable reply, only the connection."""
+
+
+def _retrieved(task: asyncio.Future[web.StreamResponse]) -> None:
+    """(A producer's failure is its own stream's, reported in it; nobody awaits the task.)"""
+    if not task.cancelled():
+        task.exception()
+
+
+def _let_go(control: StreamControl, _: object) -> None:
+    """A producer that ended: its control lets go of it (a cancelled task keeps its
+    traceback, whose frames keep the control: a reference cycle otherwise)."""
+    control.task = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,13 +207,20 @@ class Runner:
         stats: StreamStats,
         limits: StreamLimits,
         client_of: Callable[[web.Request], str | None] = lambda request: None,
+        *,
+        logs: StreamLogStore | None = None,
+        resume: ResumeSettings | None = None,
     ) -> None:
-        """``client_of`` names who sent a request, for the registry's per-client limit."""
+        """``client_of`` names who sent a request, for the registry's per-client limit.
+        ``logs``: where each stream's id and a resumable stream's events are kept (None: no
+        stream ids)."""
         self.clock = clock
         self.registry = registry
         self.stats = stats
         self.limits = limits
         self.client_of = client_of
+        self.logs = logs
+        self.resume_settings = resume or ResumeSettings()
 
     def _deadline(self, clock: TimerClock) -> float | None:
         limit = self.limits.max_stream_duration_s
@@ -192,6 +235,8 @@ class Runner:
         answer_within: float | None = None,
         headers: Mapping[str, str] | None = None,
         faults: Sequence[Fault] = (),
+        resumable: bool = False,
+        chat_id: str | None = None,
     ) -> web.StreamResponse:
         """Admit, start, and stream a reply to ``request`` in ``encoder``'s wire format.
 
@@ -201,6 +246,10 @@ class Runner:
         the dialect's error event instead of an HTTP status. ``headers``: the dialect's own
         response headers, besides the SSE ones. ``faults``: injected (``engine.injection``):
         an error at the start answers before anything is admitted or asked of a source.
+        ``resumable``: its events are kept (``streamlog``) and it goes on for a while after
+        the client left, for a reconnect to resume (``resume``); ``chat_id``: the AI SDK
+        chat it answers. Every event has ``id: <stream id>:<sequence>``
+        (``streamlog.StampedEncoder``).
         """
         if faults:
             current_record().fault = ",".join(str(fault) for fault in faults)
@@ -211,7 +260,7 @@ class Runner:
         slow_headers = sum(f.duration or 0.0 for f in faults if f.kind == "slow_headers")
         if slow_headers:
             answer_within = None  # not even headers before then
-        control = self.registry.open(self.client_of(request))
+        control = await self.registry.admit(self.client_of(request))
         answering: asyncio.Task[Reply] | None = None
         reply: Reply | None
         try:
@@ -227,9 +276,13 @@ class Runner:
                 answering.cancel()
             self.registry.close(control)
             raise
+        log: StreamLog | None = None
+        if self.logs is not None:
+            log = self.logs.open(resumable=resumable, chat_id=chat_id, headers=headers)
+            headers = {**(headers or {}), STREAM_ID_HEADER: log.stream_id}
+            encoder = StampedEncoder(encoder, log)
         limits = self.limits
-        record = current_record()
-        record.stream = True
+        current_record().stream = True
         sse = SSEResponse(
             request,
             self.clock,
@@ -237,6 +290,106 @@ class Runner:
             max_buffered=limits.max_buffered_bytes,
             headers=headers,
         )
+        if log is None or not log.resumable:
+            return await self._play(request, control, sse, encoder, reply, answering, started,
+                                    faults)
+        return await self._resumable(request, control, sse, log, encoder, reply, answering,
+                                     started, faults)
+
+    async def _resumable(
+        self, request: web.Request, control: StreamControl, sse: SSEResponse, log: StreamLog,
+        encoder: ReplyEncoder, reply: Reply | None, answering: asyncio.Task[Reply] | None,
+        started: float, faults: Sequence[Fault],
+    ) -> web.StreamResponse:
+        """A resumable reply: played in a task of its own into its log (``resume``), which
+        ``request``'s connection reads as long as it stays; a fault that cuts the connection
+        at a time cuts only the connection."""
+        try:
+            await sse.prepare()
+        except BaseException as exc:
+            self.registry.close(control)
+            sse.release()
+            if reply is not None:
+                await reply.aclose()
+            elif answering is not None:
+                answering.cancel()
+            if not isinstance(exc, ClientGone):
+                raise
+            self.stats.started += 1  # (as ``Accounting`` counts a client gone this soon)
+            self.stats.disconnected += 1
+            current_record().outcome = "disconnected"
+            log.finish(self.clock.now())
+            return sse.response
+        logs = self.logs
+        feed = ResumableFeed(
+            log, self.clock, self.resume_settings.linger_s, sse, self.stats,
+            None if logs is None else partial(logs.read_elsewhere, log.stream_id),
+        )
+        cuts = [f for f in faults if f.kind in _CUTS and f.when.seconds is not None]
+        faults = [f for f in faults if f not in cuts]
+        producer = asyncio.ensure_future(
+            self._play(request, control, feed, encoder, reply, answering, started, faults)
+        )
+        control.task = producer  # what a stop (time limit, shutdown) cancels
+        feed.producer = producer
+        log.feed = feed
+        producer.add_done_callback(feed.produced)
+        producer.add_done_callback(_retrieved)
+        producer.add_done_callback(partial(_let_go, control))
+        timers = [
+            self.clock.call_at(started + (cut.when.seconds or 0.0),
+                               partial(feed.cut, "reset" if cut.kind == "reset" else "truncate"))
+            for cut in cuts
+        ]
+        try:
+            await feed.serve(sse, 0)
+        finally:
+            for timer in timers:
+                timer.cancel()
+        return sse.response
+
+    async def resume(self, request: web.Request, stream_id: str, after: int) -> web.StreamResponse:
+        """A reconnect to ``stream_id`` that saw every event up to ``after``: the events it
+        missed, then the rest as they come; 204 when there is nothing more (the stream ended
+        and was all seen, or it cannot be resumed: the reply is never started again); 404
+        when the stream is unknown, expired, or its log no longer holds what was missed."""
+        log = None if self.logs is None else await self.logs.find(stream_id)
+        if log is None:
+            raise NotFound(
+                f"The stream '{stream_id}' is unknown or has expired (resume.ttl_s): it "
+                "cannot be resumed.", code="stream_not_found",
+            )
+        if not log.resumable or (log.finished and after >= log.last_seq):
+            return web.Response(status=204, headers={STREAM_ID_HEADER: stream_id})
+        if not log.has_after(after):
+            raise NotFound(
+                f"The stream '{stream_id}' no longer keeps the events after {after} "
+                "(resume.max_events_per_stream, resume.max_bytes_per_stream), or never sent "
+                "that one: it cannot be resumed.", code="stream_events_not_kept",
+            )
+        current_record().stream = True
+        limits = self.limits
+        sse = SSEResponse(
+            request, self.clock, send_timeout=limits.send_timeout_s,
+            max_buffered=limits.max_buffered_bytes,
+            headers={**log.headers, STREAM_ID_HEADER: stream_id},
+        )
+        await sse.prepare()
+        feed = log.feed  # (None once the reply made here ended; a shared store's reader)
+        if feed is None:
+            await serve_finished(log, sse, after)
+        else:
+            await feed.serve(sse, after)
+        return sse.response
+
+    async def _play(
+        self, request: web.Request, control: StreamControl, sse: SSEResponse | ResumableFeed,
+        encoder: ReplyEncoder, reply: Reply | None, answering: asyncio.Task[Reply] | None,
+        started: float, faults: Sequence[Fault],
+    ) -> web.StreamResponse:
+        """Play the admitted and started reply to ``sse``, and end the stream."""
+        limits = self.limits
+        record = current_record()
         watch: StreamWatch | None = None
         sink: EventSink = sse
         heartbeat_sink: _Heartbeat = sse
@@ -341,7 +494,7 @@ class Runner:
         error = next((fault for fault in faults if fault.kind == "error"), None)
         if error is not None:
             raise fault_error(error)
-        control = self.registry.open(self.client_of(request))
+        control = await self.registry.admit(self.client_of(request))
         clock = clock or self.clock
         watch = StreamWatch(clock, control, limit=self._deadline(clock))
         delay = sum(f.duration or 0.0 for f in faults if f.kind in ("slow_headers", "stall"))

@@ -18,8 +18,9 @@ from tokenstream.engine.accounting import StreamStats
 from tokenstream.engine.clock import TimerClock
 from tokenstream.engine.lateness import LatenessHistogram
 from tokenstream.engine.registry import StreamRegistry
-from tokenstream.engine.runner import Runner, StreamLimits
+from tokenstream.engine.runner import ResumeSettings, Runner, StreamLimits
 from tokenstream.engine.scheduler import BucketClock
+from tokenstream.engine.streamlog import MemoryStreamLogs, StreamLogStore
 from tokenstream.engine.tokenizer import Tokenizer, load_encoding
 from tokenstream.server import routes
 from tokenstream.server.accesslog import (
@@ -38,6 +39,10 @@ from tokenstream.server.cors import CorsPolicy, cors_preflight_middleware
 from tokenstream.server.journal import Journal
 from tokenstream.server.metrics import metrics_export
 from tokenstream.server.middleware import openai_errors, valid_query
+from tokenstream.server.redis_journal import RedisJournal
+from tokenstream.server.redis_limit import RedisLimit
+from tokenstream.server.redis_logs import RedisStreamLogs
+from tokenstream.server.redis_store import RedisStore
 from tokenstream.server.replay import add_record_replay
 from tokenstream.server.state import CONFIG, METRICS, STATE, AppState
 from tokenstream.server.ui import add_ui_routes
@@ -108,9 +113,18 @@ def create_app(
     )
     sources: dict[str, ScriptSource] = {"scripted": scripted, "echo": EchoSource()}
     stats = StreamStats()
+    resume = config.resume
     streams = StreamRegistry(
         server.max_concurrent_streams, server.retry_after_s, server.max_streams_per_client
     )
+    logs: StreamLogStore = MemoryStreamLogs(
+        clock, ttl_s=resume.ttl_s, max_streams=resume.max_streams,
+        max_events_per_stream=resume.max_events_per_stream,
+        max_bytes_per_stream=resume.max_bytes_per_stream, max_bytes=resume.max_bytes,
+    )
+    store: RedisStore | None = None
+    if config.store != "memory":
+        store, logs = _shared_through_redis(config, stats, clock, logs, streams, journal)
     app[CONFIG] = config
     app[STATE] = AppState(
         config=config,
@@ -131,12 +145,18 @@ def create_app(
                 max_buffered_bytes=server.max_buffered_bytes,
             ),
             client_of=client_identity(keys),
+            logs=logs,
+            resume=ResumeSettings(linger_s=resume.linger_s),
         ),
         keys=keys,
         scripted=scripted,
         journal=journal,
         worker_index=worker_index,
     )
+    if store is not None:
+        app.cleanup_ctx.append(store.cleanup_ctx)  # (Redis answers, or the server stops)
+        assert isinstance(logs, RedisStreamLogs)
+        app.cleanup_ctx.append(logs.cleanup_ctx)
     if config.upstream.base_url is not None:
         upstream = UpstreamClient.from_environment(config.upstream, os.environ)
         app[UPSTREAM] = upstream
@@ -151,7 +171,11 @@ def create_app(
     app.router.add_post("/v1/messages", routes.messages)
     app.router.add_post("/v1/responses", routes.responses)
     app.router.add_get("/v1/stream", routes.stream)
+    app.router.add_get("/v1/streams/{stream_id}", routes.resumed_stream)
     app.router.add_post(server.ai_sdk_chat_path, routes.ai_sdk_chat)
+    app.router.add_get(
+        server.ai_sdk_chat_path.rstrip("/") + "/{chat_id}/stream", routes.ai_sdk_resume
+    )
     app.router.add_get("/v1/dialects", routes.dialects)
     app.router.add_get("/v1/models", routes.models)
     app.router.add_get("/v1/models/{model}", routes.model)
@@ -162,6 +186,20 @@ def create_app(
     if control.enabled:
         add_control_routes(app)  # /_tokenstream/: the journal, run-time rules
     return app
+
+
+def _shared_through_redis(
+    config: Config, stats: StreamStats, clock: TimerClock, logs: StreamLogStore,
+    streams: StreamRegistry, journal: Journal,
+) -> tuple[RedisStore, RedisStreamLogs]:
+    """``store: redis://``: the stream logs, the concurrency limit and the journal shared by
+    every process using that Redis (docs/RELIABILITY.md)."""
+    assert isinstance(logs, MemoryStreamLogs)
+    store = RedisStore(config.store, config.store_prefix, stats)
+    streams.shared = RedisLimit(store)
+    if journal:
+        journal.shared = RedisJournal(store, journal.max_entries)
+    return store, RedisStreamLogs(logs, store, clock, heartbeat_s=config.server.heartbeat_s)
 
 
 def gunicorn_app() -> web.Application:

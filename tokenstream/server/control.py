@@ -50,12 +50,14 @@ def _limit(request: web.Request) -> int | None:
 
 
 async def journal(request: web.Request) -> web.Response:
-    entries = request.app[STATE].journal.entries(_test_id(request), _limit(request))
+    entries = await request.app[STATE].journal.read(_test_id(request), _limit(request))
     return web.json_response({"entries": entries})
 
 
 async def clear_journal(request: web.Request) -> web.Response:
-    return web.json_response({"deleted": request.app[STATE].journal.clear(_test_id(request))})
+    return web.json_response(
+        {"deleted": await request.app[STATE].journal.delete(_test_id(request))}
+    )
 
 
 def _invalid_rules(error: ValidationError) -> InvalidRequest:

@@ -64,7 +64,9 @@ class CorsPolicy:
         origin = request.headers.get("Origin")
         if origin is not None and self.allows(origin):
             response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+            response.headers["Access-Control-Expose-Headers"] = (
+                "Retry-After, X-Tokenstream-Stream-Id"
+            )
 
 
 def _add_vary(response: web.StreamResponse, *names: str) -> None:

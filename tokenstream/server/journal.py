@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import count
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -27,7 +27,9 @@ from tokenstream.config import ReplyRule
 from tokenstream.server.accesslog import RequestEnd
 from tokenstream.sources.matching import TEST_ID_HEADER
 
-__all__ = ["CONTROL_PREFIX", "REDACTED", "SECRET_HEADERS", "Journal", "RequestNote"]
+__all__ = [
+    "CONTROL_PREFIX", "REDACTED", "SECRET_HEADERS", "Journal", "JournalShare", "RequestNote",
+]
 
 CONTROL_PREFIX = "/_tokenstream/"
 
@@ -127,6 +129,20 @@ def _redacted(headers: Mapping[str, str]) -> Iterable[tuple[str, str]]:
     )
 
 
+class JournalShare(Protocol):
+    """A journal shared by the processes using one store (``redis_journal``); None from a
+    read or a delete when the store cannot be reached (this process's own entries then)."""
+
+    def push(self, entry: dict[str, Any]) -> None:
+        """Add an entry (without its ``id``: the store numbers them); never waits."""
+        ...
+
+    async def entries(self, test_id: str | None, limit: int | None
+                      ) -> list[dict[str, Any]] | None: ...
+
+    async def clear(self, test_id: str | None) -> int | None: ...
+
+
 class Journal:
     """The newest ``max_entries`` requests (none at all when it is 0)."""
 
@@ -135,6 +151,9 @@ class Journal:
         self.max_body_bytes = max_body_bytes
         self._entries: deque[_Entry] = deque(maxlen=max_entries)
         self._numbers = count(1)
+        self.shared: JournalShare | None = None
+        """Where every process's entries are read (``store: redis://``); this process
+        keeps its own too, read when the store cannot be reached."""
 
     def __bool__(self) -> bool:
         return self.max_entries > 0
@@ -159,7 +178,7 @@ class Journal:
         """The access log's ``on_end``: one entry for the request that ended."""
         if not self or request.path.startswith(CONTROL_PREFIX):
             return
-        self._entries.append(_Entry(
+        entry = _Entry(
             number=next(self._numbers),
             end=end,
             method=request.method,
@@ -168,7 +187,30 @@ class Journal:
             headers=request.headers,
             test_id=request.headers.get(TEST_ID_HEADER) or None,
             note=request.get(_NOTE),
-        ))
+        )
+        self._entries.append(entry)
+        if self.shared is not None:
+            fields = entry.to_json()
+            del fields["id"]
+            self.shared.push(fields)
+
+    async def read(self, test_id: str | None = None, limit: int | None = None
+                   ) -> list[dict[str, Any]]:
+        """``entries``, of every process sharing the store when there is one."""
+        if self.shared is not None:
+            shared = await self.shared.entries(test_id, limit)
+            if shared is not None:
+                return shared
+        return self.entries(test_id, limit)
+
+    async def delete(self, test_id: str | None = None) -> int:
+        """``clear``, in the shared store too when there is one."""
+        deleted = self.clear(test_id)
+        if self.shared is not None:
+            shared = await self.shared.clear(test_id)
+            if shared is not None:
+                return shared
+        return deleted
 
     def entries(self, test_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """The entries, oldest first: one test's (None: all), the newest ``limit``."""

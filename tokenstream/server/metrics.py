@@ -61,6 +61,8 @@ _COUNTERS = (
     ("tokenstream_events_sent", "Reply pieces written to clients.", "events_sent"),
     ("tokenstream_client_disconnects", "Streams ended by the client leaving.", "disconnected"),
     ("tokenstream_stream_errors", "Streams ended by a server error.", "failed"),
+    ("tokenstream_store_errors", "Operations on the shared store (Redis) that failed.",
+     "store_errors"),
 )
 _LATENESS = (
     "tokenstream_pacing_lateness_seconds",

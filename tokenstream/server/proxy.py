@@ -142,10 +142,12 @@ async def translated(
     answer: WholeAnswer | None,
     shown: PromptCounted | None = None,
     headers: Mapping[str, str] | None = None,
+    chat_id: str | None = None,
 ) -> web.StreamResponse:
     """A request in another dialect than the upstream's: its body built from
     ``conversation``; streamed in ``encoder``'s format (with the dialect's own ``headers``),
-    or whole as ``answer`` makes it (a dialect that always streams has none)."""
+    or whole as ``answer`` makes it (a dialect that always streams has none). ``chat_id``:
+    the AI SDK chat it answers (``GET /api/chat/{id}/stream`` resumes it)."""
     ask = _Ask(
         client,
         upstream_body(state.config.upstream.dialect, conversation),
@@ -163,7 +165,7 @@ async def translated(
         return web.json_response(answer(model, content, usage))
     prompt = None if shown is None else _Prompt(shown, conversation.messages)
     return await _stream_live(
-        request, state, encoder, ask, profile, prompt, headers, faults=faults
+        request, state, encoder, ask, profile, prompt, headers, faults=faults, chat_id=chat_id,
     )
 
 
@@ -207,6 +209,7 @@ async def _stream_live(
     headers: Mapping[str, str] | None = None,
     *,
     faults: tuple[Fault, ...] = (),
+    chat_id: str | None = None,
 ) -> web.StreamResponse:
     """The upstream's reply, re-paced, through the runner; heartbeats begin while the
     upstream takes its time to answer."""
@@ -217,6 +220,8 @@ async def _stream_live(
         answer_within=state.config.server.heartbeat_s,
         headers=headers,
         faults=faults,
+        resumable=state.config.resume.enabled_upstream,
+        chat_id=chat_id,
     )
 
 

@@ -138,7 +138,8 @@ async def _answer(
     if asked.stream or asked.answer is None:
         start = partial(_reply, state, fixture, asked, profile)
         return await state.runner.stream(
-            request, asked.encoder, start, headers=asked.headers, faults=faults
+            request, asked.encoder, start, headers=asked.headers, faults=faults,
+            resumable=state.config.resume.enabled_scripted,
         )
     content = await state.runner.whole(
         request, partial(_content, state, fixture, profile), faults=faults

@@ -51,6 +51,7 @@ from tokenstream.engine.reply import (
     whole_reply,
 )
 from tokenstream.engine.runner import SHUTTING_DOWN
+from tokenstream.engine.streamlog import parse_event_id
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import InvalidRequest, NotFound, RequestError, Unavailable
 from tokenstream.server import proxy, replay
@@ -65,6 +66,7 @@ from tokenstream.sse.transport import head_response
 
 __all__ = [
     "ai_sdk_chat",
+    "ai_sdk_resume",
     "chat_completions",
     "dialects",
     "healthz",
@@ -74,6 +76,7 @@ __all__ = [
     "models",
     "profiles",
     "responses",
+    "resumed_stream",
     "stream",
 ]
 
@@ -266,7 +269,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             include_usage=parsed.include_usage,
             sentinel=config.server.sentinel,
         )
-        return await state.runner.stream(request, encoder, scripted.start, faults=scripted.faults)
+        return await state.runner.stream(
+            request, encoder, scripted.start, faults=scripted.faults,
+            resumable=config.resume.enabled_scripted,
+        )
     progress, content = await _whole(request, state, scripted)
     return web.json_response(completion_body(parsed.model, content, progress.usage))
 
@@ -366,7 +372,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
     )
     if parsed.stream:
         return await state.runner.stream(
-            request, ResponsesFormat(model=parsed.model), scripted.start, faults=scripted.faults
+            request, ResponsesFormat(model=parsed.model), scripted.start, faults=scripted.faults,
+            resumable=state.config.resume.enabled_scripted,
         )
     progress, content = await _whole(request, state, scripted)
     return web.json_response(response_body(parsed.model, content, progress.usage))
@@ -403,7 +410,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if parsed.stream:
         encoder = AnthropicMessagesFormat(model=parsed.model)
         return await state.runner.stream(
-            request, encoder, partial(_counted, scripted.start, encoder), faults=scripted.faults
+            request, encoder, partial(_counted, scripted.start, encoder), faults=scripted.faults,
+            resumable=state.config.resume.enabled_scripted,
         )
     progress, content = await _whole(request, state, scripted)
     return web.json_response(message_body(parsed.model, content, progress.usage))
@@ -426,6 +434,7 @@ async def ai_sdk_chat(request: web.Request) -> web.StreamResponse:
         return await proxy.translated(
             request, state, client, conversation, overrides=parsed.overrides, stream=True,
             encoder=encoder, answer=None, headers=UI_MESSAGE_STREAM_HEADERS,
+            chat_id=parsed.chat_id,
         )
     scripted = _scripted_start(
         request, state, dialect=AI_SDK_UI, model=model, overrides=parsed.overrides,
@@ -433,8 +442,63 @@ async def ai_sdk_chat(request: web.Request) -> web.StreamResponse:
     )
     return await state.runner.stream(
         request, encoder, scripted.start, headers=UI_MESSAGE_STREAM_HEADERS,
-        faults=scripted.faults,
+        faults=scripted.faults, resumable=state.config.resume.enabled_scripted,
+        chat_id=parsed.chat_id,
     )
+
+
+async def ai_sdk_resume(request: web.Request) -> web.StreamResponse:
+    """``GET /api/chat/{chatId}/stream``: the AI SDK's ``resumeStream()`` (``useChat({resume:
+    true})``): the chat's running stream from its start (the SDK replaces the message it
+    shows), then the rest as it comes; 204 when the chat has none."""
+    state = request.app[STATE]
+    state.journal.note(request).dialect = AI_SDK_UI
+    logs = state.runner.logs
+    log = None if logs is None else await logs.find_chat(request.match_info["chat_id"])
+    if log is None or not log.resumable:
+        return web.Response(status=204)
+    return await state.runner.resume(request, log.stream_id, 0)
+
+
+async def resumed_stream(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/streams/{id}``: a stream of any dialect resumed after the event named by
+    ``Last-Event-ID`` (``<id>:<sequence>``) or ``?after=<sequence>``; from its start
+    without either."""
+    state = request.app[STATE]
+    stream_id = request.match_info["stream_id"]
+    after = 0
+    last = request.headers.get("Last-Event-ID")
+    if last is not None:
+        parsed = parse_event_id(last)
+        if parsed is None or parsed[0] != stream_id:
+            raise InvalidRequest(
+                f"Last-Event-ID '{last}' is not an event of the stream '{stream_id}' (it reads "
+                f"'{stream_id}:<sequence>').", param="Last-Event-ID", code="invalid_value",
+            )
+        after = parsed[1]
+    elif "after" in request.query:
+        value = request.query["after"]
+        if not value.isdigit() or len(value) > 18:
+            raise InvalidRequest(
+                f"after must be an event's sequence number (0 or more), not '{value}'.",
+                param="after", code="invalid_value",
+            )
+        after = int(value)
+    return await state.runner.resume(request, stream_id, after)
+
+
+async def _reconnected(request: web.Request, state: AppState, last: str) -> web.StreamResponse:
+    """An ``EventSource`` reconnecting to ``GET /v1/stream`` with ``Last-Event-ID``: the
+    stream it names resumed, or 204 / 404; the reply is never started again under it."""
+    if last == "done":  # (the ending's id before streams had ids)
+        return web.Response(status=204)
+    parsed = parse_event_id(last)
+    if parsed is None:
+        raise NotFound(
+            f"Last-Event-ID '{last}' names no stream of this server (ids read '<stream "
+            "id>:<sequence>'): it cannot be resumed.", code="stream_not_found",
+        )
+    return await state.runner.resume(request, *parsed)
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -442,19 +506,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     config = state.config
     state.journal.note(request).dialect = "stream"
-    if request.headers.get("Last-Event-ID") == "done":
-        # An EventSource reconnects when a finished stream closes; 204 tells it to stop.
-        return web.Response(status=204)
+    last = request.headers.get("Last-Event-ID")
+    if last is not None and request.method == "GET":
+        return await _reconnected(request, state, last)
     query = parse_stream_query(request.query, [key for key, _ in request.query.items()])
     if (replayed := await replay.answer_query(request, state, query)) is not None:
         return replayed
     client = _upstream_for(request, state, query.overrides.source)
     if client is not None:
-        if "Last-Event-ID" in request.headers:
-            # An EventSource reconnecting mid-reply: a new upstream request would bill the
-            # reply again and restart it at id 1. Until streams can be resumed, 204 tells
-            # it to stop.
-            return web.Response(status=204)
         return await proxy.stream_query(request, state, client, query)
     model = query.model or config.models[0]
     _check_model(config, model)
@@ -484,7 +543,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
     counted = prompt_counted(encoder)
     if counted is not None:
         start = partial(_counted, start, counted)
-    return await state.runner.stream(request, encoder, start, headers=headers, faults=faults)
+    return await state.runner.stream(
+        request, encoder, start, headers=headers, faults=faults,
+        resumable=config.resume.enabled_scripted,
+    )
 
 
 async def dialects(request: web.Request) -> web.Response:

@@ -24,8 +24,6 @@ from typing import Protocol
 from aiohttp import web
 from aiohttp.http_writer import StreamWriter
 
-from tokenstream.sse.encoder import encode_comment
-
 __all__ = [
     "BATCH_BYTES",
     "PING",
@@ -42,9 +40,12 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",  # tells nginx not to buffer the stream
 }
 
-PING = encode_comment("ping")
-"""A heartbeat: a comment line, ignored by EventSource and the OpenAI SDKs' SSE parsers, that
-keeps proxies from closing a silent connection."""
+PING = b": ping\n"
+"""A heartbeat: a comment line that keeps proxies and clients' read timeouts from closing a
+silent connection. It has no blank line after it: a blank line dispatches an event, and a
+parser that keeps the last event's ``id:`` (WHATWG does) would then dispatch one with empty
+data, which the OpenAI and Anthropic SDKs (Stainless) hand to ``json.loads``. The comment
+is read as part of the next event, which ignores it."""
 
 
 BATCH_BYTES = 16 * 1024

@@ -171,6 +171,9 @@ function startStream(kind, request, view) {
     raw(event) {
       view.raw?.(event);
     },
+    reconnecting() {
+      view.reconnecting?.();
+    },
   };
   const stream = kind === "eventsource" ? streamWithEventSource : streamWithFetch;
   const done = stream(request, on, controller.signal).then((result) => {
@@ -338,7 +341,8 @@ function connectFaultControls() {
 /**
  * "waiting… 2.5 s" in the bubble while no event has arrived for a second or more (a stall,
  * a slow first token, slow headers), as a chat UI shows that it is still waiting.
- * `arrived()` resets it, `stop()` removes it.
+ * `arrived()` resets it, `reconnecting()` says the connection broke and the browser is
+ * reconnecting to resume it, `stop()` removes it.
  */
 function waitingIndicator(bubble) {
   const note = document.createElement("div");
@@ -346,17 +350,23 @@ function waitingIndicator(bubble) {
   note.hidden = true;
   bubble.append(note);
   let last = performance.now();
+  let why = "without an event";
   const timer = setInterval(() => {
     const idle = performance.now() - last;
     const appears = note.hidden && idle >= WAITING_AFTER_MS;
     note.hidden = idle < WAITING_AFTER_MS;
-    note.textContent = `waiting… ${(idle / 1000).toFixed(1)} s without an event`;
+    note.textContent = `waiting… ${(idle / 1000).toFixed(1)} s ${why}`;
     if (appears) note.scrollIntoView({ block: "nearest" });
   }, 100);
   return {
     arrived() {
       last = performance.now();
+      why = "without an event";
       note.hidden = true;
+    },
+    reconnecting() {
+      why = "— the connection broke; reconnecting to resume the stream";
+      bubble.dataset.reconnects = String(Number(bubble.dataset.reconnects ?? 0) + 1);
     },
     stop() {
       clearInterval(timer);
@@ -428,6 +438,9 @@ async function sendChat(prompt) {
     raw(event) {
       rawLog.add(event);
       waiting.arrived();
+    },
+    reconnecting() {
+      waiting.reconnecting();
     },
     text(text) {
       textNode.appendData(text);

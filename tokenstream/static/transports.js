@@ -5,10 +5,13 @@
 //   stream mode, then our SSE parser (sse.js), then the dialect's reader (dialects.js).
 // - EventSource on GET /v1/stream: the browser parses SSE. In the formats text, json and
 //   openai each token is a named event (or "message") and the last is the sentinel, after
-//   which we close the EventSource (otherwise it would reconnect; the server gives the
-//   sentinel the id "done" and answers a reconnect carrying Last-Event-ID: done with 204,
-//   which also stops it). With format "dialect" the query asks for the dialect's own events
-//   (dialect=...), whose last event carries the id "done".
+//   which we close the EventSource (otherwise it would reconnect; the server would answer
+//   that reconnect, whose Last-Event-ID names the stream's last event, with 204, which also
+//   stops it). With format "dialect" the query asks for the dialect's own events
+//   (dialect=...), whose reader knows the last one. A connection that breaks before the end
+//   is left to the browser, which reconnects with Last-Event-ID: the server resumes the
+//   stream after that event (the rest of the same reply, nothing twice), or answers 204/404,
+//   which closes the EventSource: only then is it an error.
 //
 // Both report through the same callbacks (text, reasoning, toolCall, toolArguments, usage,
 // raw) and resolve to {status, message, finishReason} with status "done", "stopped" (the
@@ -182,9 +185,13 @@ export function streamWithEventSource(request, on, signal) {
     for (const type of types) source.addEventListener(type, listener);
     source.addEventListener("error", async () => {
       if (settled) return;
+      if (opened && source.readyState === EventSource.CONNECTING && !state.error) {
+        on.reconnecting?.(); // the browser reconnects; the server resumes the stream
+        return;
+      }
       if (opened) {
-        // Reconnecting would replay the reply from the start: stop instead. EventSource does
-        // not say whether the connection closed or broke.
+        // Closed: the server had nothing more for the reconnect (204) or did not know the
+        // stream any longer (404). EventSource does not say which, nor why it broke.
         const message = incomplete(ending, "the connection closed before");
         settle(state.error ? ended(state) : { status: "error", message });
         return;

@@ -1,0 +1,337 @@
+"""``store: redis://``: two servers sharing one Redis (stream logs, journal, the limit), and
+what happens when Redis goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tokenstream.config import (
+    Config,
+    ControlConfig,
+    ResumeConfig,
+    ServerConfig,
+    validate_mapping,
+)
+from tokenstream.engine.clock import LoopClock
+from tokenstream.engine.streamlog import parse_event_id
+from tokenstream.errors import ConfigError
+from tokenstream.server.app import create_app
+from tokenstream.server.state import STATE, AppState
+
+from redis_support import RedisServer, redis_server
+from support import parse_sse, wait_for
+
+__all__ = ["redis_server"]  # (the fixture)
+
+FAST = {"X-Tokenstream-Profile": "fast"}  # 150 tokens/s, 120 ms to the first
+PROMPT = "tell me a story"
+
+Served = Callable[..., Awaitable[tuple[str, AppState]]]
+
+
+@pytest.fixture
+def served(aiohttp_server: Callable[..., Awaitable[Any]], redis_server: RedisServer) -> Served:
+    """A server using the test's Redis (each call: another server, on another port)."""
+
+    async def start(**fields: Any) -> tuple[str, AppState]:
+        config = Config(store=redis_server.url, **fields)
+        server = await aiohttp_server(create_app(config, clock=LoopClock()))
+        return str(server.make_url("")).rstrip("/"), server.app[STATE]
+
+    return start
+
+
+def _complete_events(body: bytes) -> bytes:
+    return body[: body.rfind(b"\n\n") + 2] if b"\n\n" in body else b""
+
+
+def _last_id(body: bytes) -> str:
+    return parse_sse(body)[-1].id or ""
+
+
+async def _cut(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+               ) -> tuple[str, bytes]:
+    """The stream id and the whole events received before the server reset the connection."""
+    got = b""
+    stream_id = ""
+    try:
+        async with session.request(method, url, **kwargs) as response:
+            assert response.status == 200, await response.text()
+            stream_id = response.headers["X-Tokenstream-Stream-Id"]
+            async for chunk in response.content.iter_any():
+                got += chunk
+    except aiohttp.ClientError:
+        pass
+    else:
+        raise AssertionError("the connection was not cut")
+    return stream_id, _complete_events(got)
+
+
+_REQUESTS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "stream": ("GET", "/v1/stream", {"params": {"prompt": PROMPT}}),
+    "openai-chat": ("POST", "/v1/chat/completions", {"json": {
+        "model": "m", "stream": True, "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": PROMPT}]}}),
+    "openai-responses": ("POST", "/v1/responses", {"json": {
+        "model": "m", "stream": True, "input": PROMPT}}),
+    "anthropic": ("POST", "/v1/messages", {"json": {
+        "model": "m", "stream": True, "max_tokens": 500,
+        "messages": [{"role": "user", "content": PROMPT}]}}),
+    "ai-sdk-ui": ("POST", "/api/chat", {"json": {
+        "id": "chat-1", "messages": [
+            {"id": "u1", "role": "user", "parts": [{"type": "text", "text": PROMPT}]}]}}),
+}
+
+
+def _numbered(body: bytes, stream_id: str) -> None:
+    events = parse_sse(body)
+    assert [e.id for e in events] == [f"{stream_id}:{n}" for n in range(1, len(events) + 1)]
+
+
+@pytest.mark.parametrize("dialect", list(_REQUESTS))
+async def test_a_stream_started_on_one_server_resumes_on_another(
+    served: Served, dialect: str,
+) -> None:
+    first, _ = await served()
+    second, _ = await served()
+    method, path, kwargs = _REQUESTS[dialect]
+    async with aiohttp.ClientSession() as session:
+        stream_id, before = await _cut(
+            session, method, first + path,
+            headers={**FAST, "X-Tokenstream-Fault": "reset@0.3s"}, **kwargs,
+        )
+        assert before, "nothing arrived before the cut"
+        if dialect == "stream":  # the EventSource way: the same URL, with Last-Event-ID
+            resume = session.get(second + path, headers={"Last-Event-ID": _last_id(before)},
+                                 **kwargs)
+        else:
+            resume = session.get(f"{second}/v1/streams/{stream_id}",
+                                 headers={"Last-Event-ID": _last_id(before)})
+        async with resume as response:
+            assert response.status == 200, await response.text()
+            assert response.headers["X-Tokenstream-Stream-Id"] == stream_id
+            if dialect == "ai-sdk-ui":
+                assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+            rest = await response.read()
+        joined = before + rest
+        _numbered(joined, stream_id)  # no duplicate, no gap
+        async with session.get(f"{first}/v1/streams/{stream_id}?after=0") as log:
+            assert await log.read() == joined  # byte for byte what the owner produced
+        # once ended, from Redis on the second server too; all seen: 204
+        async with session.get(f"{second}/v1/streams/{stream_id}?after=0") as log:
+            assert await log.read() == joined
+        async with session.get(f"{second}/v1/streams/{stream_id}",
+                               params={"after": str(len(parse_sse(joined)))}) as again:
+            assert again.status == 204
+
+
+async def test_a_reader_elsewhere_keeps_the_reply_going_past_linger(served: Served) -> None:
+    first, owner = await served(resume=ResumeConfig(linger_s=0.2))
+    second, _ = await served()
+    params = {"prompt": PROMPT, "tokens_per_second": "40", "ttft_ms": "0"}  # about 1.5 s
+    async with aiohttp.ClientSession() as session:
+        async with session.get(first + "/v1/stream", params=params) as response:
+            stream_id = response.headers["X-Tokenstream-Stream-Id"]
+            head = await response.content.readuntil(b"\n\n")
+        async with session.get(f"{second}/v1/streams/{stream_id}",
+                               headers={"Last-Event-ID": _last_id(head)}) as response:
+            rest = await response.read()
+    joined = head + rest
+    _numbered(joined, stream_id)
+    assert parse_sse(joined)[-1].data == "[DONE]"  # not cancelled after linger_s
+    assert owner.stats.completed == 1
+
+
+async def test_expired_unknown_and_unresumable_streams_elsewhere(served: Served) -> None:
+    first, _ = await served(resume=ResumeConfig(ttl_s=1.0))
+    second, _ = await served(resume=ResumeConfig(ttl_s=1.0))
+    fast = {"prompt": "hi", "ttft_ms": "0", "tokens_per_second": "0"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(first + "/v1/stream", params=fast) as done:
+            body = await done.read()
+            stream_id = done.headers["X-Tokenstream-Stream-Id"]
+        await asyncio.sleep(0.1)
+        async with session.get(f"{second}/v1/streams/{stream_id}?after=1") as response:
+            assert response.status == 200  # still kept: what came after event 1
+            assert await response.read() == body[body.index(b"\n\n") + 2:]
+        async with session.get(f"{second}/v1/streams/nope") as response:
+            assert response.status == 404
+        await asyncio.sleep(1.1)
+        async with session.get(second + "/v1/stream", params={"prompt": "hi"},
+                               headers={"Last-Event-ID": _last_id(body)}) as response:
+            assert response.status == 404  # expired: never the reply again
+            assert (await response.json())["error"]["code"] == "stream_not_found"
+    third, _ = await served(resume=ResumeConfig(enabled_scripted=False))
+    async with aiohttp.ClientSession() as session:
+        stream_id, before = await _cut(
+            session, "GET", third + "/v1/stream",
+            params={"prompt": PROMPT, "tokens_per_second": "40", "fault": "reset@5"},
+        )
+        await asyncio.sleep(0.05)
+        for url in (second + "/v1/stream?prompt=hi", f"{second}/v1/streams/{stream_id}"):
+            async with session.get(url, headers={"Last-Event-ID": _last_id(before)}) as again:
+                assert again.status == 204  # not resumable: metadata only, never a restart
+                assert await again.read() == b""
+
+
+async def test_the_ai_sdk_resumes_a_chat_on_another_server(served: Served) -> None:
+    first, _ = await served()
+    second, _ = await served()
+    body = {"id": "chat-9", "messages": [
+        {"id": "u1", "role": "user", "parts": [{"type": "text", "text": PROMPT}]}],
+        "tokenstream": {"tokens_per_second": 40, "ttft_ms": 0}}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(second + "/api/chat/chat-9/stream") as none:
+            assert none.status == 204
+        async with session.post(first + "/api/chat", json=body) as original:
+            stream_id = original.headers["X-Tokenstream-Stream-Id"]
+            head = await original.content.readuntil(b"\n\n")
+            await asyncio.sleep(0.05)
+            async with session.get(second + "/api/chat/chat-9/stream") as resumed:
+                assert resumed.status == 200
+                assert resumed.headers["x-vercel-ai-ui-message-stream"] == "v1"
+                assert resumed.headers["X-Tokenstream-Stream-Id"] == stream_id
+                again = await resumed.read()
+        async with session.get(f"{first}/v1/streams/{stream_id}?after=0") as log:
+            whole = await log.read()
+        assert again == whole and again.startswith(head)
+        assert parse_sse(again)[-1].data == "[DONE]"
+        await asyncio.sleep(0.05)
+        async with session.get(second + "/api/chat/chat-9/stream") as ended:
+            assert ended.status == 204
+
+
+async def test_the_concurrency_limit_is_shared(served: Served) -> None:
+    limit = ServerConfig(max_concurrent_streams=1)
+    first, _ = await served(server=limit)
+    second, _ = await served(server=limit)
+    slow = {"prompt": PROMPT, "tokens_per_second": "100", "ttft_ms": "0"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(first + "/v1/stream", params=slow) as running:
+            assert running.status == 200
+            await running.content.readuntil(b"\n\n")
+            async with session.get(second + "/v1/stream", params=slow) as refused:
+                assert refused.status == 429
+                assert "servers sharing this store" in (await refused.json())["error"]["message"]
+            await running.read()
+        async def admitted() -> int:
+            async with session.get(second + "/v1/stream", params={"prompt": "hi"}) as again:
+                await again.read()
+                return again.status
+        for _ in range(50):  # (the lease goes back without the stream waiting for it)
+            if await admitted() == 200:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the lease of the ended stream was not given back")
+
+
+async def test_the_journal_is_seen_from_every_server(served: Served) -> None:
+    control = ControlConfig(max_journal_entries=3)
+    first, _ = await served(control=control)
+    second, _ = await served(control=control)
+    test = {"X-Tokenstream-Test-Id": "t-1"}
+    async with aiohttp.ClientSession() as session:
+        for base in (first, second, first, second):
+            async with session.get(base + "/v1/stream", params={"prompt": "hi", "ttft_ms": "0",
+                                   "tokens_per_second": "0"}, headers=test) as response:
+                await response.read()
+        async with session.get(first + "/v1/stream", params={"prompt": "other"}) as response:
+            await response.read()
+
+        async def journal(base: str, **params: str) -> list[dict[str, Any]]:
+            async with session.get(base + "/_tokenstream/journal", params=params) as response:
+                entries: list[dict[str, Any]] = (await response.json())["entries"]
+                return entries
+
+        for _ in range(100):
+            entries = await journal(second)
+            if len(entries) == 3 and entries[-1]["query"]["prompt"] == "other":
+                break
+            await asyncio.sleep(0.02)
+        assert len(entries) == 3  # bounded by control.max_journal_entries, together
+        ids = [entry["id"] for entry in entries]
+        assert ids == sorted(ids) and len(set(ids)) == 3
+        ours = await journal(first, test_id="t-1")
+        assert [entry["test_id"] for entry in ours] == ["t-1", "t-1"]
+        async with session.delete(second + "/_tokenstream/journal", headers=test) as deleted:
+            assert (await deleted.json())["deleted"] == 2
+        assert await journal(first, test_id="t-1") == []
+        assert len(await journal(first)) == 1
+
+
+async def test_losing_redis_mid_stream_finishes_the_streams(
+    served: Served, redis_server: RedisServer, caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, state = await served()
+    second, _ = await served()
+    params = {"prompt": PROMPT, "tokens_per_second": "60", "ttft_ms": "0"}  # about 1 s
+
+    async def whole() -> bytes:
+        async with session.get(first + "/v1/stream", params=params) as response:
+            return await response.read()
+
+    caplog.set_level(logging.WARNING, logger="tokenstream.store")
+    async with aiohttp.ClientSession() as session:
+        streams = [asyncio.ensure_future(whole()) for _ in range(5)]
+        await asyncio.sleep(0.3)
+        redis_server.kill()
+        bodies = await asyncio.gather(*streams)
+        for body in bodies:
+            events = parse_sse(body)
+            assert events[-1].data == "[DONE]"
+            stream_id = (events[0].id or "").rpartition(":")[0]
+            _numbered(body, stream_id)
+        assert state.stats.completed == 5
+        after = await whole()  # Redis still down: a stream as with the memory store
+        assert parse_sse(after)[-1].data == "[DONE]"
+        lost = [r for r in caplog.records if "cannot be reached" in r.getMessage()]
+        # one warning per server (each stands for a process), however many operations failed
+        assert len(lost) == 2
+        assert state.stats.store_errors >= 1
+        async with session.get(first + "/metrics") as metrics:
+            text = await metrics.text()
+        assert f"tokenstream_store_errors_total {float(state.stats.store_errors)}" in text
+        # Redis back: new streams use it again
+        redis_server.start()
+        await wait_for(lambda: caplog.text.count("new streams use it") == 2, limit_s=5.0)
+        stream_id, before = await _cut(
+            session, "GET", first + "/v1/stream",
+            params={**params, "fault": "reset@0.2s"},
+        )
+        async with session.get(f"{second}/v1/streams/{stream_id}",
+                               headers={"Last-Event-ID": _last_id(before)}) as response:
+            assert response.status == 200
+            rest = await response.read()
+        _numbered(before + rest, stream_id)
+        assert parse_event_id(parse_sse(rest)[-1].id or "") is not None
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("redis://localhost/0", "names no port"),
+    ("http://localhost:6379/0", "is 'memory' or a Redis URL"),
+    ("redis://localhost:99999/0", "has a port that is not a number"),
+    ("redis://localhost:6379/zero", "has a database that is not a number"),
+])
+def test_a_bad_store_url_fails_at_start_up_naming_the_key(url: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        validate_mapping({"store": url}, "config.yaml")
+    assert f"store: Value error, store {reason}" in str(error.value)
+
+
+async def test_a_redis_that_does_not_answer_stops_the_start(
+    aiohttp_server: Callable[..., Awaitable[Any]],
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = create_app(Config(store=f"redis://127.0.0.1:{port}/0"), clock=LoopClock())
+    with pytest.raises(ConfigError, match=r"store: redis://127\.0\.0\.1:\d+/0 does not answer"):
+        await aiohttp_server(app)

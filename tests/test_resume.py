@@ -1,0 +1,357 @@
+"""Resumable streams: the stream log, and reconnects to every dialect's streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tokenstream.config import Config, ResumeConfig
+from tokenstream.engine.clock import LoopClock
+from tokenstream.engine.events import Finish, Usage
+from tokenstream.engine.streamlog import (
+    MemoryStreamLogs,
+    StampedEncoder,
+    StreamLog,
+    parse_event_id,
+)
+from tokenstream.engine.tokenizer import Piece
+from tokenstream.server.app import create_app
+from tokenstream.server.state import STATE, AppState
+
+from support import ManualClock, parse_sse, wait_for
+
+# -- the log -------------------------------------------------------------------------------
+
+
+def _logs(clock: ManualClock, **bounds: int) -> MemoryStreamLogs:
+    return MemoryStreamLogs(
+        clock, ttl_s=10.0, max_streams=bounds.get("max_streams", 100),
+        max_events_per_stream=bounds.get("max_events", 1000),
+        max_bytes_per_stream=bounds.get("max_bytes", 1 << 20),
+        max_bytes=bounds.get("max_total_bytes", 1 << 30),
+    )
+
+
+def test_a_log_keeps_the_newest_events_within_its_bounds() -> None:
+    log = StreamLog("s", resumable=True, max_events=3, max_bytes=1000)
+    for n in range(1, 6):
+        log.append(b"e%d" % n)
+    assert log.last_seq == 5 and log.first_kept == 3
+    assert log.after(2) == b"e3e4e5" and log.after(4) == b"e5" and log.after(5) == b""
+    assert log.has_after(2) and not log.has_after(1)  # e2 is gone: no resuming after e1
+    assert not log.has_after(6)  # never sent
+    small = StreamLog("s", resumable=True, max_events=100, max_bytes=10)
+    for n in range(4):
+        small.append(b"%d" % n * 4)  # 4 bytes each
+    assert small.kept_bytes <= 10 and small.after(small.first_kept - 1) == b"22223333"
+
+
+def test_a_log_that_is_not_resumable_keeps_no_events() -> None:
+    log = StreamLog("s", resumable=False, max_events=3, max_bytes=1000)
+    log.append(b"e1")
+    assert log.last_seq == 1 and log.events == [] and not log.has_after(0)
+
+
+def test_logs_expire_ttl_after_their_stream_ended() -> None:
+    clock = ManualClock()
+    logs = _logs(clock)
+    running, ended = logs.open(resumable=True), logs.open(resumable=True)
+    ended.finish(clock.now())
+    clock.advance(9.9)
+    assert logs.get(ended.stream_id) is ended
+    clock.advance(0.1)
+    assert logs.get(ended.stream_id) is None
+    assert logs.get(running.stream_id) is running  # a running stream never expires
+
+
+def test_the_oldest_finished_log_goes_first_when_full() -> None:
+    clock = ManualClock()
+    logs = _logs(clock, max_streams=2)
+    running = logs.open(resumable=True)
+    ended = logs.open(resumable=True)
+    ended.finish(clock.now())
+    newest = logs.open(resumable=True)
+    assert len(logs) == 2
+    assert logs.get(ended.stream_id) is None
+    assert logs.get(running.stream_id) is running and logs.get(newest.stream_id) is newest
+
+
+def test_a_chat_names_its_running_stream() -> None:
+    clock = ManualClock()
+    logs = _logs(clock)
+    first = logs.open(resumable=True, chat_id="c1")
+    assert logs.for_chat("c1") is first
+    second = logs.open(resumable=True, chat_id="c1")
+    assert logs.for_chat("c1") is second
+    second.finish(clock.now())
+    assert logs.for_chat("c1") is None and logs.for_chat("other") is None
+
+
+def test_event_ids() -> None:
+    assert parse_event_id("a:b-c_D:12") == ("a:b-c_D", 12)
+    for bad in ("done", "12", "s:", ":3", "s:-1", "s:1x"):
+        assert parse_event_id(bad) is None
+
+
+class _TwoEvents:
+    """An encoder whose piece is two events (as Anthropic's first text is)."""
+
+    def piece(self, piece: Piece) -> bytes:
+        return b"event: a\ndata: 1\n\nevent: b\ndata: " + piece.text.encode() + b"\n\n"
+
+    def event(self, event: object) -> bytes:
+        return b"" if isinstance(event, Usage) else b"data: e\n\n"
+
+    def end(self) -> bytes:
+        return b"data: [DONE]\n\n"
+
+    def error(self, message: str, error_type: str, code: str | None) -> bytes:
+        return b"data: x\n\n"
+
+
+def test_every_event_is_numbered_and_logged() -> None:
+    log = StreamLog("S", resumable=True, max_events=100, max_bytes=1 << 20)
+    encoder = StampedEncoder(_TwoEvents(), log)  # type: ignore[arg-type]
+    out = encoder.piece(Piece("你")) + encoder.event(Usage(1, 1)) + encoder.event(Finish("stop"))
+    out += encoder.end()
+    assert out == (
+        b"id: S:1\nevent: a\ndata: 1\n\nid: S:2\nevent: b\ndata: \xe4\xbd\xa0\n\n"
+        b"id: S:3\ndata: e\n\nid: S:4\ndata: [DONE]\n\n"
+    )
+    assert log.after(0) == out and log.last_seq == 4
+
+
+# -- reconnects over HTTP ---------------------------------------------------------------------
+
+FAST = {"X-Tokenstream-Profile": "fast"}  # 150 tokens/s, 120 ms to the first
+PROMPT = "tell me a story"
+
+
+Served = Callable[..., Awaitable[tuple[str, AppState]]]
+
+
+@pytest.fixture
+def served(aiohttp_server: Callable[..., Awaitable[Any]]) -> Served:
+    """A server on the loop's clock (real pacing): its base URL and its state."""
+
+    async def start(config: Config | None = None) -> tuple[str, AppState]:
+        server = await aiohttp_server(create_app(config, clock=LoopClock()))
+        return str(server.make_url("")).rstrip("/"), server.app[STATE]
+
+    return start
+
+
+def _complete_events(body: bytes) -> bytes:
+    return body[: body.rfind(b"\n\n") + 2] if b"\n\n" in body else b""
+
+
+def _last_id(body: bytes) -> str:
+    return parse_sse(body)[-1].id or ""
+
+
+async def _cut(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+               ) -> tuple[str, bytes]:
+    """The stream id and the whole events received before the server reset the connection."""
+    got = b""
+    stream_id = ""
+    try:
+        async with session.request(method, url, **kwargs) as response:
+            assert response.status == 200, await response.text()
+            stream_id = response.headers["X-Tokenstream-Stream-Id"]
+            async for chunk in response.content.iter_any():
+                got += chunk
+    except aiohttp.ClientError:
+        pass
+    else:
+        raise AssertionError("the connection was not cut")
+    return stream_id, _complete_events(got)
+
+
+_REQUESTS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "stream": ("GET", "/v1/stream", {"params": {"prompt": PROMPT}}),
+    "openai-chat": ("POST", "/v1/chat/completions", {"json": {
+        "model": "m", "stream": True, "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": PROMPT}]}}),
+    "openai-responses": ("POST", "/v1/responses", {"json": {
+        "model": "m", "stream": True, "input": PROMPT}}),
+    "anthropic": ("POST", "/v1/messages", {"json": {
+        "model": "m", "stream": True, "max_tokens": 500,
+        "messages": [{"role": "user", "content": PROMPT}]}}),
+    "ai-sdk-ui": ("POST", "/api/chat", {"json": {
+        "id": "chat-1", "messages": [
+            {"id": "u1", "role": "user", "parts": [{"type": "text", "text": PROMPT}]}]}}),
+}
+
+
+def _numbered(body: bytes, stream_id: str) -> None:
+    events = parse_sse(body)
+    assert [e.id for e in events] == [f"{stream_id}:{n}" for n in range(1, len(events) + 1)]
+
+
+def _without_ids(body: bytes) -> list[tuple[str | None, str]]:
+    return [(e.event, e.data) for e in parse_sse(body)]
+
+
+@pytest.mark.parametrize("dialect", list(_REQUESTS))
+async def test_a_cut_stream_resumes_byte_exact(served: Served, dialect: str) -> None:
+    base, _state = await served()
+    method, path, kwargs = _REQUESTS[dialect]
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, base + path, headers=FAST, **kwargs) as whole:
+            uncut = await whole.read()
+        stream_id, before = await _cut(
+            session, method, base + path, headers={**FAST, "X-Tokenstream-Fault": "reset@0.3s"},
+            **kwargs,
+        )
+        assert before, "nothing arrived before the cut"
+        if dialect == "stream":  # the EventSource way: the same URL, with Last-Event-ID
+            resume = session.get(base + path, headers={"Last-Event-ID": _last_id(before)},
+                                 **kwargs)
+        else:
+            resume = session.get(f"{base}/v1/streams/{stream_id}",
+                                 headers={"Last-Event-ID": _last_id(before)})
+        async with resume as response:
+            assert response.status == 200
+            assert response.headers["X-Tokenstream-Stream-Id"] == stream_id
+            rest = await response.read()
+        joined = before + rest
+        _numbered(joined, stream_id)  # no duplicate, no gap
+        async with session.get(f"{base}/v1/streams/{stream_id}", params={"after": "0"}) as log:
+            assert await log.read() == joined  # byte for byte what was produced
+        # the same events as an uncut stream (ids and per-reply random ids aside)
+        shapes = [[(event, list(json.loads(data)) if data.startswith("{") else data)
+                   for event, data in _without_ids(body)] for body in (joined, uncut)]
+        assert shapes[0] == shapes[1]
+        # after the end, all seen: 204 (an EventSource stops)
+        async with session.get(f"{base}/v1/streams/{stream_id}",
+                               params={"after": str(len(parse_sse(joined)))}) as again:
+            assert again.status == 204
+
+
+async def test_the_text_is_whole_after_a_resume(served: Served) -> None:
+    base, _state = await served()
+    async with aiohttp.ClientSession() as session:
+        params = {"prompt": "emoji", "tokens_per_second": "40", "ttft_ms": "0",
+                  "fault": "reset@0.2s"}
+        _stream_id, before = await _cut(session, "GET", base + "/v1/stream", params=params)
+        async with session.get(base + "/v1/stream", params=params,
+                               headers={"Last-Event-ID": _last_id(before)}) as response:
+            rest = await response.read()
+        async with session.get(base + "/v1/stream", params={"prompt": "emoji"}) as whole:
+            expected = "".join(e.data for e in parse_sse(await whole.read())[:-1])
+    assert "".join(e.data for e in parse_sse(before + rest)[:-1]) == expected
+
+
+async def test_unknown_and_expired_streams_are_404(served: Served) -> None:
+    base, _state = await served(Config(resume=ResumeConfig(ttl_s=0.2)))
+    async with aiohttp.ClientSession() as session:
+        for headers in ({"Last-Event-ID": "nope:3"}, {"Last-Event-ID": "17"}):
+            async with session.get(base + "/v1/stream", params={"prompt": "hi"},
+                                   headers=headers) as response:
+                assert response.status == 404
+                assert (await response.json())["error"]["code"] == "stream_not_found"
+        async with session.get(base + "/v1/streams/nope") as response:
+            assert response.status == 404
+        async with session.get(base + "/v1/stream", params={"prompt": "hi", "ttft_ms": "0",
+                                                            "tokens_per_second": "0"}) as done:
+            body = await done.read()
+            stream_id = done.headers["X-Tokenstream-Stream-Id"]
+        async with session.get(f"{base}/v1/streams/{stream_id}?after=1") as response:
+            assert response.status == 200  # still kept: what came after event 1
+            assert await response.read() == body[body.index(b"\n\n") + 2:]
+        await asyncio.sleep(0.3)
+        async with session.get(base + "/v1/stream", params={"prompt": "hi"},
+                               headers={"Last-Event-ID": _last_id(body)}) as response:
+            assert response.status == 404  # expired: never the reply again
+        async with session.get(f"{base}/v1/streams/{stream_id}",
+                               headers={"Last-Event-ID": "other:1"}) as response:
+            assert response.status == 400
+
+
+async def test_a_stream_that_cannot_be_resumed_is_never_restarted(
+    served: Served,
+) -> None:
+    base, _state = await served(Config(resume=ResumeConfig(enabled_scripted=False)))
+    async with aiohttp.ClientSession() as session:
+        stream_id, before = await _cut(
+            session, "GET", base + "/v1/stream",
+            params={"prompt": PROMPT, "tokens_per_second": "40", "fault": "reset@5"},
+        )
+        for url in (base + "/v1/stream?prompt=hi", f"{base}/v1/streams/{stream_id}"):
+            async with session.get(url, headers={"Last-Event-ID": _last_id(before)}) as again:
+                assert again.status == 204
+                assert await again.read() == b""
+
+
+async def test_the_reply_lingers_then_is_cancelled(served: Served) -> None:
+    base, state = await served(Config(resume=ResumeConfig(linger_s=0.3)))
+    params = {"prompt": PROMPT, "tokens_per_second": "10", "ttft_ms": "0"}  # about 6 s
+    async with aiohttp.ClientSession() as session:
+        # the client leaves; a reconnect within linger_s resumes; one after it, 404 or 204
+        async with session.get(base + "/v1/stream", params=params) as response:
+            stream_id = response.headers["X-Tokenstream-Stream-Id"]
+            first = await response.content.readuntil(b"\n\n")
+        await asyncio.sleep(0.15)
+        async with session.get(base + "/v1/stream", params=params,
+                               headers={"Last-Event-ID": _last_id(first)}) as response:
+            second = await response.content.readuntil(b"\n\n")
+        assert parse_sse(second)[0].id == f"{stream_id}:2"
+        assert state.runner.logs is not None
+        log = state.runner.logs.get(stream_id)
+        assert log is not None
+        await wait_for(lambda: state.stats.active == 0 and log.finished, limit_s=2.0)
+        assert log.last_seq < 20  # cancelled long before its end
+        assert state.stats.disconnected == 1
+
+
+async def test_the_ai_sdk_resumes_the_chats_stream(served: Served) -> None:
+    base, _state = await served()
+    body = {"id": "chat-7", "messages": [
+        {"id": "u1", "role": "user", "parts": [{"type": "text", "text": PROMPT}]}],
+        "tokenstream": {"tokens_per_second": 40, "ttft_ms": 0}}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base + "/api/chat/chat-7/stream") as none:
+            assert none.status == 204
+        async with session.post(base + "/api/chat", json=body) as original:
+            stream_id = original.headers["X-Tokenstream-Stream-Id"]
+            head = await original.content.readuntil(b"\n\n")
+            # (the page that resumes is a new one: the old connection is let go)
+            async with session.get(base + "/api/chat/chat-7/stream") as resumed:
+                assert resumed.status == 200
+                assert resumed.headers["x-vercel-ai-ui-message-stream"] == "v1"
+                assert resumed.headers["X-Tokenstream-Stream-Id"] == stream_id
+                again = await resumed.read()
+        async with session.get(f"{base}/v1/streams/{stream_id}?after=0") as log:
+            whole = await log.read()
+        # from the start, as the SDK expects, to the end
+        assert again == whole and again.startswith(head)
+        assert parse_sse(again)[-1].data == "[DONE]"
+        async with session.get(base + "/api/chat/chat-7/stream") as ended:
+            assert ended.status == 204
+
+
+def test_the_logs_together_stay_within_max_bytes() -> None:
+    """Over the store's byte budget the finished logs go first, then the oldest running
+    log's oldest events; the newest running log keeps what it has."""
+    clock = ManualClock()
+    logs = _logs(clock, max_total_bytes=100)
+    oldest, ended, newest = (logs.open(resumable=True) for _ in range(3))
+    for log in (oldest, ended):
+        for _ in range(4):
+            log.append(b"x" * 10)
+    ended.finish(clock.now())
+    for _ in range(3):
+        newest.append(b"y" * 10)
+    assert logs.budget.used == 110 - 40  # over by 10: the finished log went whole
+    assert logs.get(ended.stream_id) is None and len(logs) == 2
+    for _ in range(4):
+        newest.append(b"y" * 10)
+    assert logs.budget.used <= 100
+    assert not oldest.has_after(0)  # its oldest events were dropped: no resume from the start
+    assert newest.has_after(0) and newest.kept_bytes == 70
+    assert logs.budget.used == oldest.kept_bytes + newest.kept_bytes
