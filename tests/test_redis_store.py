@@ -26,12 +26,11 @@ from tokenstream.server.app import create_app
 from tokenstream.server.state import STATE, AppState
 
 from redis_support import RedisServer, redis_server
+from resume_support import FAST, PROMPT, REQUESTS, cut, last_id, numbered
 from support import parse_sse, wait_for
 
 __all__ = ["redis_server"]  # (the fixture)
 
-FAST = {"X-Tokenstream-Profile": "fast"}  # 150 tokens/s, 120 ms to the first
-PROMPT = "tell me a story"
 
 Served = Callable[..., Awaitable[tuple[str, AppState]]]
 
@@ -48,72 +47,25 @@ def served(aiohttp_server: Callable[..., Awaitable[Any]], redis_server: RedisSer
     return start
 
 
-def _complete_events(body: bytes) -> bytes:
-    return body[: body.rfind(b"\n\n") + 2] if b"\n\n" in body else b""
-
-
-def _last_id(body: bytes) -> str:
-    return parse_sse(body)[-1].id or ""
-
-
-async def _cut(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
-               ) -> tuple[str, bytes]:
-    """The stream id and the whole events received before the server reset the connection."""
-    got = b""
-    stream_id = ""
-    try:
-        async with session.request(method, url, **kwargs) as response:
-            assert response.status == 200, await response.text()
-            stream_id = response.headers["X-Tokenstream-Stream-Id"]
-            async for chunk in response.content.iter_any():
-                got += chunk
-    except aiohttp.ClientError:
-        pass
-    else:
-        raise AssertionError("the connection was not cut")
-    return stream_id, _complete_events(got)
-
-
-_REQUESTS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "stream": ("GET", "/v1/stream", {"params": {"prompt": PROMPT}}),
-    "openai-chat": ("POST", "/v1/chat/completions", {"json": {
-        "model": "m", "stream": True, "stream_options": {"include_usage": True},
-        "messages": [{"role": "user", "content": PROMPT}]}}),
-    "openai-responses": ("POST", "/v1/responses", {"json": {
-        "model": "m", "stream": True, "input": PROMPT}}),
-    "anthropic": ("POST", "/v1/messages", {"json": {
-        "model": "m", "stream": True, "max_tokens": 500,
-        "messages": [{"role": "user", "content": PROMPT}]}}),
-    "ai-sdk-ui": ("POST", "/api/chat", {"json": {
-        "id": "chat-1", "messages": [
-            {"id": "u1", "role": "user", "parts": [{"type": "text", "text": PROMPT}]}]}}),
-}
-
-
-def _numbered(body: bytes, stream_id: str) -> None:
-    events = parse_sse(body)
-    assert [e.id for e in events] == [f"{stream_id}:{n}" for n in range(1, len(events) + 1)]
-
-
-@pytest.mark.parametrize("dialect", list(_REQUESTS))
+@pytest.mark.parametrize("dialect", list(REQUESTS))
 async def test_a_stream_started_on_one_server_resumes_on_another(
     served: Served, dialect: str,
 ) -> None:
     first, _ = await served()
     second, _ = await served()
-    method, path, kwargs = _REQUESTS[dialect]
+    method, path, kwargs = REQUESTS[dialect]
     async with aiohttp.ClientSession() as session:
-        stream_id, before = await _cut(
+        stream_id, before = await cut(
             session, method, first + path,
             headers={**FAST, "X-Tokenstream-Fault": "reset@0.3s"}, **kwargs,
         )
         assert before, "nothing arrived before the cut"
         if dialect == "stream":  # the EventSource way: the same URL, with Last-Event-ID
-            resume = session.get(second + path, headers={"Last-Event-ID": _last_id(before)},
+            resume = session.get(second + path, headers={"Last-Event-ID": last_id(before)},
                                  **kwargs)
         else:
             resume = session.get(f"{second}/v1/streams/{stream_id}",
-                                 headers={"Last-Event-ID": _last_id(before)})
+                                 headers={"Last-Event-ID": last_id(before)})
         async with resume as response:
             assert response.status == 200, await response.text()
             assert response.headers["X-Tokenstream-Stream-Id"] == stream_id
@@ -121,7 +73,7 @@ async def test_a_stream_started_on_one_server_resumes_on_another(
                 assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
             rest = await response.read()
         joined = before + rest
-        _numbered(joined, stream_id)  # no duplicate, no gap
+        numbered(joined, stream_id)  # no duplicate, no gap
         async with session.get(f"{first}/v1/streams/{stream_id}?after=0") as log:
             assert await log.read() == joined  # byte for byte what the owner produced
         # once ended, from Redis on the second server too; all seen: 204
@@ -141,10 +93,10 @@ async def test_a_reader_elsewhere_keeps_the_reply_going_past_linger(served: Serv
             stream_id = response.headers["X-Tokenstream-Stream-Id"]
             head = await response.content.readuntil(b"\n\n")
         async with session.get(f"{second}/v1/streams/{stream_id}",
-                               headers={"Last-Event-ID": _last_id(head)}) as response:
+                               headers={"Last-Event-ID": last_id(head)}) as response:
             rest = await response.read()
     joined = head + rest
-    _numbered(joined, stream_id)
+    numbered(joined, stream_id)
     assert parse_sse(joined)[-1].data == "[DONE]"  # not cancelled after linger_s
     assert owner.stats.completed == 1
 
@@ -165,18 +117,18 @@ async def test_expired_unknown_and_unresumable_streams_elsewhere(served: Served)
             assert response.status == 404
         await asyncio.sleep(1.1)
         async with session.get(second + "/v1/stream", params={"prompt": "hi"},
-                               headers={"Last-Event-ID": _last_id(body)}) as response:
+                               headers={"Last-Event-ID": last_id(body)}) as response:
             assert response.status == 404  # expired: never the reply again
             assert (await response.json())["error"]["code"] == "stream_not_found"
     third, _ = await served(resume=ResumeConfig(enabled_scripted=False))
     async with aiohttp.ClientSession() as session:
-        stream_id, before = await _cut(
+        stream_id, before = await cut(
             session, "GET", third + "/v1/stream",
             params={"prompt": PROMPT, "tokens_per_second": "40", "fault": "reset@5"},
         )
         await asyncio.sleep(0.05)
         for url in (second + "/v1/stream?prompt=hi", f"{second}/v1/streams/{stream_id}"):
-            async with session.get(url, headers={"Last-Event-ID": _last_id(before)}) as again:
+            async with session.get(url, headers={"Last-Event-ID": last_id(before)}) as again:
                 assert again.status == 204  # not resumable: metadata only, never a restart
                 assert await again.read() == b""
 
@@ -288,7 +240,7 @@ async def test_losing_redis_mid_stream_finishes_the_streams(
             events = parse_sse(body)
             assert events[-1].data == "[DONE]"
             stream_id = (events[0].id or "").rpartition(":")[0]
-            _numbered(body, stream_id)
+            numbered(body, stream_id)
         assert state.stats.completed == 5
         after = await whole()  # Redis still down: a stream as with the memory store
         assert parse_sse(after)[-1].data == "[DONE]"
@@ -302,15 +254,15 @@ async def test_losing_redis_mid_stream_finishes_the_streams(
         # Redis back: new streams use it again
         redis_server.start()
         await wait_for(lambda: caplog.text.count("new streams use it") == 2, limit_s=5.0)
-        stream_id, before = await _cut(
+        stream_id, before = await cut(
             session, "GET", first + "/v1/stream",
             params={**params, "fault": "reset@0.2s"},
         )
         async with session.get(f"{second}/v1/streams/{stream_id}",
-                               headers={"Last-Event-ID": _last_id(before)}) as response:
+                               headers={"Last-Event-ID": last_id(before)}) as response:
             assert response.status == 200
             rest = await response.read()
-        _numbered(before + rest, stream_id)
+        numbered(before + rest, stream_id)
         assert parse_event_id(parse_sse(rest)[-1].id or "") is not None
 
 

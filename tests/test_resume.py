@@ -23,6 +23,7 @@ from tokenstream.engine.tokenizer import Piece
 from tokenstream.server.app import create_app
 from tokenstream.server.state import STATE, AppState
 
+from resume_support import FAST, PROMPT, REQUESTS, cut, last_id, numbered
 from support import ManualClock, parse_sse, wait_for
 
 # -- the log -------------------------------------------------------------------------------
@@ -128,8 +129,6 @@ def test_every_event_is_numbered_and_logged() -> None:
 
 # -- reconnects over HTTP ---------------------------------------------------------------------
 
-FAST = {"X-Tokenstream-Profile": "fast"}  # 150 tokens/s, 120 ms to the first
-PROMPT = "tell me a story"
 
 
 Served = Callable[..., Awaitable[tuple[str, AppState]]]
@@ -146,81 +145,34 @@ def served(aiohttp_server: Callable[..., Awaitable[Any]]) -> Served:
     return start
 
 
-def _complete_events(body: bytes) -> bytes:
-    return body[: body.rfind(b"\n\n") + 2] if b"\n\n" in body else b""
-
-
-def _last_id(body: bytes) -> str:
-    return parse_sse(body)[-1].id or ""
-
-
-async def _cut(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
-               ) -> tuple[str, bytes]:
-    """The stream id and the whole events received before the server reset the connection."""
-    got = b""
-    stream_id = ""
-    try:
-        async with session.request(method, url, **kwargs) as response:
-            assert response.status == 200, await response.text()
-            stream_id = response.headers["X-Tokenstream-Stream-Id"]
-            async for chunk in response.content.iter_any():
-                got += chunk
-    except aiohttp.ClientError:
-        pass
-    else:
-        raise AssertionError("the connection was not cut")
-    return stream_id, _complete_events(got)
-
-
-_REQUESTS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "stream": ("GET", "/v1/stream", {"params": {"prompt": PROMPT}}),
-    "openai-chat": ("POST", "/v1/chat/completions", {"json": {
-        "model": "m", "stream": True, "stream_options": {"include_usage": True},
-        "messages": [{"role": "user", "content": PROMPT}]}}),
-    "openai-responses": ("POST", "/v1/responses", {"json": {
-        "model": "m", "stream": True, "input": PROMPT}}),
-    "anthropic": ("POST", "/v1/messages", {"json": {
-        "model": "m", "stream": True, "max_tokens": 500,
-        "messages": [{"role": "user", "content": PROMPT}]}}),
-    "ai-sdk-ui": ("POST", "/api/chat", {"json": {
-        "id": "chat-1", "messages": [
-            {"id": "u1", "role": "user", "parts": [{"type": "text", "text": PROMPT}]}]}}),
-}
-
-
-def _numbered(body: bytes, stream_id: str) -> None:
-    events = parse_sse(body)
-    assert [e.id for e in events] == [f"{stream_id}:{n}" for n in range(1, len(events) + 1)]
-
-
 def _without_ids(body: bytes) -> list[tuple[str | None, str]]:
     return [(e.event, e.data) for e in parse_sse(body)]
 
 
-@pytest.mark.parametrize("dialect", list(_REQUESTS))
+@pytest.mark.parametrize("dialect", list(REQUESTS))
 async def test_a_cut_stream_resumes_byte_exact(served: Served, dialect: str) -> None:
     base, _state = await served()
-    method, path, kwargs = _REQUESTS[dialect]
+    method, path, kwargs = REQUESTS[dialect]
     async with aiohttp.ClientSession() as session:
         async with session.request(method, base + path, headers=FAST, **kwargs) as whole:
             uncut = await whole.read()
-        stream_id, before = await _cut(
+        stream_id, before = await cut(
             session, method, base + path, headers={**FAST, "X-Tokenstream-Fault": "reset@0.3s"},
             **kwargs,
         )
         assert before, "nothing arrived before the cut"
         if dialect == "stream":  # the EventSource way: the same URL, with Last-Event-ID
-            resume = session.get(base + path, headers={"Last-Event-ID": _last_id(before)},
+            resume = session.get(base + path, headers={"Last-Event-ID": last_id(before)},
                                  **kwargs)
         else:
             resume = session.get(f"{base}/v1/streams/{stream_id}",
-                                 headers={"Last-Event-ID": _last_id(before)})
+                                 headers={"Last-Event-ID": last_id(before)})
         async with resume as response:
             assert response.status == 200
             assert response.headers["X-Tokenstream-Stream-Id"] == stream_id
             rest = await response.read()
         joined = before + rest
-        _numbered(joined, stream_id)  # no duplicate, no gap
+        numbered(joined, stream_id)  # no duplicate, no gap
         async with session.get(f"{base}/v1/streams/{stream_id}", params={"after": "0"}) as log:
             assert await log.read() == joined  # byte for byte what was produced
         # the same events as an uncut stream (ids and per-reply random ids aside)
@@ -238,9 +190,9 @@ async def test_the_text_is_whole_after_a_resume(served: Served) -> None:
     async with aiohttp.ClientSession() as session:
         params = {"prompt": "emoji", "tokens_per_second": "40", "ttft_ms": "0",
                   "fault": "reset@0.2s"}
-        _stream_id, before = await _cut(session, "GET", base + "/v1/stream", params=params)
+        _stream_id, before = await cut(session, "GET", base + "/v1/stream", params=params)
         async with session.get(base + "/v1/stream", params=params,
-                               headers={"Last-Event-ID": _last_id(before)}) as response:
+                               headers={"Last-Event-ID": last_id(before)}) as response:
             rest = await response.read()
         async with session.get(base + "/v1/stream", params={"prompt": "emoji"}) as whole:
             expected = "".join(e.data for e in parse_sse(await whole.read())[:-1])
@@ -266,7 +218,7 @@ async def test_unknown_and_expired_streams_are_404(served: Served) -> None:
             assert await response.read() == body[body.index(b"\n\n") + 2:]
         await asyncio.sleep(0.3)
         async with session.get(base + "/v1/stream", params={"prompt": "hi"},
-                               headers={"Last-Event-ID": _last_id(body)}) as response:
+                               headers={"Last-Event-ID": last_id(body)}) as response:
             assert response.status == 404  # expired: never the reply again
         async with session.get(f"{base}/v1/streams/{stream_id}",
                                headers={"Last-Event-ID": "other:1"}) as response:
@@ -278,12 +230,12 @@ async def test_a_stream_that_cannot_be_resumed_is_never_restarted(
 ) -> None:
     base, _state = await served(Config(resume=ResumeConfig(enabled_scripted=False)))
     async with aiohttp.ClientSession() as session:
-        stream_id, before = await _cut(
+        stream_id, before = await cut(
             session, "GET", base + "/v1/stream",
             params={"prompt": PROMPT, "tokens_per_second": "40", "fault": "reset@5"},
         )
         for url in (base + "/v1/stream?prompt=hi", f"{base}/v1/streams/{stream_id}"):
-            async with session.get(url, headers={"Last-Event-ID": _last_id(before)}) as again:
+            async with session.get(url, headers={"Last-Event-ID": last_id(before)}) as again:
                 assert again.status == 204
                 assert await again.read() == b""
 
@@ -298,7 +250,7 @@ async def test_the_reply_lingers_then_is_cancelled(served: Served) -> None:
             first = await response.content.readuntil(b"\n\n")
         await asyncio.sleep(0.15)
         async with session.get(base + "/v1/stream", params=params,
-                               headers={"Last-Event-ID": _last_id(first)}) as response:
+                               headers={"Last-Event-ID": last_id(first)}) as response:
             second = await response.content.readuntil(b"\n\n")
         assert parse_sse(second)[0].id == f"{stream_id}:2"
         assert state.runner.logs is not None

@@ -16,6 +16,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -75,6 +76,12 @@ async def _cut(session: aiohttp.ClientSession, url: str) -> tuple[str, bytes]:
     return stream_id, got[: got.rfind(b"\n\n") + 2]
 
 
+def _resume(session: aiohttp.ClientSession, server: ServerProcess, before: bytes) -> Any:
+    """``GET /v1/stream`` on ``server`` as an EventSource reconnects after ``before``."""
+    last = parse_sse(before)[-1].id or ""
+    return session.get(server.url + "/v1/stream", params=QUERY, headers={"Last-Event-ID": last})
+
+
 async def test_a_stream_resumes_on_another_process_byte_for_byte(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
@@ -82,9 +89,7 @@ async def test_a_stream_resumes_on_another_process_byte_for_byte(
         first, second = await _two_servers(stack, tmp_path, redis_server)
         async with aiohttp.ClientSession() as session:
             stream_id, before = await guarded(_cut(session, first.url))
-            last = parse_sse(before)[-1].id or ""
-            async with session.get(second.url + "/v1/stream", params=QUERY,
-                                   headers={"Last-Event-ID": last}) as response:
+            async with _resume(session, second, before) as response:
                 assert response.status == 200
                 rest = await guarded(response.read())
     events = parse_sse(before + rest)
@@ -100,9 +105,7 @@ async def test_a_reader_elsewhere_ends_when_the_owner_dies(
         first, second = await _two_servers(stack, tmp_path, redis_server)
         async with aiohttp.ClientSession() as session:
             _, before = await guarded(_cut(session, first.url))
-            last = parse_sse(before)[-1].id or ""
-            async with session.get(second.url + "/v1/stream", params=QUERY,
-                                   headers={"Last-Event-ID": last}) as response:
+            async with _resume(session, second, before) as response:
                 assert response.status == 200
                 await guarded(response.content.readuntil(b"\n\n"))  # following the stream
                 first.process.send_signal(signal.SIGKILL)

@@ -307,12 +307,7 @@ class Runner:
         try:
             await sse.prepare()
         except BaseException as exc:
-            self.registry.close(control)
-            sse.release()
-            if reply is not None:
-                await reply.aclose()
-            elif answering is not None:
-                answering.cancel()
+            await self._let_go(control, sse, reply, answering)
             if not isinstance(exc, ClientGone):
                 raise
             self.stats.started += 1  # (as ``Accounting`` counts a client gone this soon)
@@ -453,13 +448,21 @@ class Runner:
         finally:
             if watch is not None:
                 watch.cancel()
-            self.registry.close(control)
-            sse.release()
-            if reply is not None:
-                await reply.aclose()
-            elif answering is not None:
-                answering.cancel()
+            await self._let_go(control, sse, reply, answering)
         return sse.response
+
+    async def _let_go(
+        self, control: StreamControl, sse: SSEResponse | ResumableFeed, reply: Reply | None,
+        answering: asyncio.Task[Reply] | None,
+    ) -> None:
+        """A stream's end, however it came: its slot, its connection, and its reply's source
+        (or the task still getting the reply ready) let go."""
+        self.registry.close(control)
+        sse.release()
+        if reply is not None:
+            await reply.aclose()
+        elif answering is not None:
+            answering.cancel()
 
     def _cut_short(self, reason: StopReason, encoder: ReplyEncoder, record: AccessRecord) -> bytes:
         """The ending of a stream stopped by its time limit or by shutdown."""
