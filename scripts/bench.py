@@ -14,6 +14,11 @@ with one ``asyncio.sleep`` per token per stream), and prints both side by side.
     python scripts/bench.py proxy
     python scripts/bench.py all [--quick] [--plot]
 
+``--workers N`` serves with ``tokenstream serve --workers N`` and the baseline with N
+processes of its own on the port (``SO_REUSEPORT``); the server's CPU and memory are then
+every process of its tree added up, and when the machine has no CPU left over for the load
+generator, nothing is pinned and it shares the CPUs with the workers (``Placement``).
+
 ``--server-root DIR`` serves tokenstream from another checkout's source (its ``tokenstream``
 package first on the server's path); the harness is still this one. scripts/bench_compare.py
 uses it to compare two commits in one run.
@@ -134,21 +139,57 @@ def free_port() -> int:
 
 @dataclass
 class Placement:
-    """Which CPUs the server and the load generators run on (None: not pinned)."""
+    """Which CPUs the server and the load generators run on (None: not pinned).
+
+    One server process gets the first CPU and the load generators the others. N worker
+    processes get the first N CPUs when at least one is left for the load generators;
+    otherwise (``--workers 2`` on two CPUs) nothing is pinned: the workers and the load
+    generators share every CPU and the scheduler places them (``shared``), which is what a
+    load test on the server's own machine gets. Pinning each worker to a CPU of its own
+    would only add a constraint: the load generator still needs part of both CPUs.
+    """
 
     server: str | None
     clients: str | None
+    shared: bool = False  # the load generators share the server's CPUs
 
     @classmethod
-    def choose(cls, pin: bool) -> Placement:
+    def choose(cls, pin: bool, workers: int = 1) -> Placement:
         cpus = sorted(os.sched_getaffinity(0))
         if not pin or len(cpus) < 2 or shutil.which("taskset") is None:
-            return cls(None, None)
-        return cls(str(cpus[0]), ",".join(map(str, cpus[1:])))
+            return cls(None, None, shared=True)
+        if len(cpus) <= workers:
+            return cls(None, None, shared=True)
+        return cls(",".join(map(str, cpus[:workers])), ",".join(map(str, cpus[workers:])))
 
     @staticmethod
     def wrap(cpus: str | None, argv: list[str]) -> list[str]:
         return argv if cpus is None else ["taskset", "-c", cpus, *argv]
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (field 3, the state, first)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
+        return file.read().rsplit(")", 1)[1].split()
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process descended from it, found by their parents in /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int(_stat_fields(int(entry.name))[1])
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        tree.append(pid)
+        pending.extend(children.get(pid, ()))
+    return tree
 
 
 @dataclass
@@ -156,22 +197,41 @@ class Server:
     target: str
     port: int
     process: subprocess.Popen[bytes]
+    workers: int = 1
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.pid}/stat", encoding="ascii") as file:
-            fields = file.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time of the server's process and its running children (its workers): a
+        process's own /proc/PID/stat counts a child only once it has been waited for."""
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[int, float]:
+        """CPU seconds (user + system) of each process of the server's tree, by PID."""
+        out = {}
+        for pid in process_tree(self.pid):
+            with contextlib.suppress(OSError, IndexError):
+                fields = _stat_fields(pid)
+                out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
 
     def rss_kib(self) -> int:
-        with open(f"/proc/{self.pid}/status", encoding="ascii") as file:
-            for line in file:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        """Resident memory of the process and its children, added up (pages they share,
+        such as the interpreter's, count once per process)."""
+        total = 0
+        for pid in process_tree(self.pid):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/status",
+                                                     encoding="ascii") as file:
+                total += next((int(line.split()[1]) for line in file
+                               if line.startswith("VmRSS:")), 0)
+        if not total:
+            raise RuntimeError("no VmRSS")
+        return total
+
+    def health(self) -> dict[str, Any]:
+        return dict(json.loads(self.get("/healthz")))
 
     def get(self, path: str) -> bytes:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=30) as r:
@@ -187,12 +247,15 @@ def server_env(root: Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def server(target: str, options: Options, reply: Reply, workdir: Path, *,
-           cpus: str | bool | None = True, upstream: str | None = None) -> Iterator[Server]:
+           cpus: str | bool | None = True, upstream: str | None = None,
+           workers: int | None = None) -> Iterator[Server]:
     """Start one server. ``cpus``: True for the server's CPU, else a taskset list (None: any).
 
-    ``upstream`` (tokenstream only) makes it a proxy in front of that base URL.
+    ``upstream`` (tokenstream only) makes it a proxy in front of that base URL. ``workers``:
+    its processes (None: the run's ``--workers``).
     """
     port = free_port()
+    workers = options.workers if workers is None else workers
     if target == "tokenstream":
         config = workdir / f"config-{reply.tokens}.yaml"
         rules = [{"match": "^bench$", "reply": reply.prompt}]
@@ -206,6 +269,8 @@ def server(target: str, options: Options, reply: Reply, workdir: Path, *,
         argv = [sys.executable, "-m", "tokenstream", "serve", "--port", str(port),
                 "--config", str(config), "--loop", options.loop, "--clock", options.clock,
                 "--log-level", "WARNING"]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
         if upstream is not None:
             argv += ["--upstream", upstream]
     else:
@@ -214,25 +279,31 @@ def server(target: str, options: Options, reply: Reply, workdir: Path, *,
         cwd, env = ROOT, None
         argv = [sys.executable, str(HERE / "bench_baseline.py"), "--port", str(port),
                 "--writes", str(writes), "--loop", options.loop]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
     placement = options.placement.server if cpus is True else cpus
     process = subprocess.Popen(
         Placement.wrap(placement if isinstance(placement, str) else None, argv),
         cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    running = Server(target, port, process)
+    running = Server(target, port, process, workers)
     try:
+        answered: set[int] = set()  # the workers that have answered /healthz
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
                 err = process.stderr.read().decode() if process.stderr else ""
                 raise SystemExit(f"bench: the {target} server exited at start-up:\n{err}")
-            try:
-                running.get("/healthz")
+            with contextlib.suppress(urllib.error.URLError, ConnectionError):
+                answered.add(running.health().get("worker", {}).get("pid", process.pid))
+            # every worker listens: each new connection lands on one of them, by the hash
+            # of its address, so N workers are all seen after a few tries
+            if len(answered) >= running.workers:
                 break
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"bench: the {target} server did not start in 60 s") from None
-                time.sleep(0.1)
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: the {target} server did not start in 60 s "
+                                 f"({len(answered)} of {running.workers} workers answered)")
+            time.sleep(0.1 if not answered else 0.01)
         yield running
     finally:
         process.terminate()
@@ -302,6 +373,7 @@ class Options:
     targets: tuple[str, ...]
     workdir: Path
     server_root: Path = ROOT  # whose tokenstream package the servers run
+    workers: int = 1  # server processes (serve --workers N; the baseline's likewise)
 
 
 @dataclass
@@ -337,6 +409,11 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 def _utilisation(clients: list[dict[str, Any]]) -> float:
     return max(c["cpu_s"] / c["wall_s"] for c in clients if c["wall_s"] > 0) * 100
+
+
+def _machine_share(cpu_s: float, wall_s: float) -> float | None:
+    """CPU seconds as a share of every CPU this process may run on over ``wall_s``, %."""
+    return cpu_s / (wall_s * len(os.sched_getaffinity(0))) * 100 if wall_s > 0 else None
 
 
 # ---------------------------------------------------------------- scenario 1: paced fidelity
@@ -446,10 +523,14 @@ def fidelity(options: Options, results: Results, counts: list[int], tokens: int,
                 ramp_n = ramp if n > 1 else 0.0
                 job = {"mode": "fidelity", "host": "127.0.0.1", "port": srv.port, "path": path,
                        "ramp_s": ramp_n, "timeout_s": ramp_n + tokens * interval * 3 + 60}
-                cpu0 = srv.cpu_seconds()
+                cpu0 = srv.cpu_by_process()
                 run = LoadRun(options, job, n)
                 clients = run.results()
-                cpu = srv.cpu_seconds() - cpu0
+                cpu1 = srv.cpu_by_process()
+                # by process, the server's first: how evenly the workers shared the load
+                by_process = [cpu1[pid] - cpu0.get(pid, 0.0)
+                              for pid in sorted(cpu1, key=lambda pid: (pid != srv.pid, pid))]
+                cpu = sum(by_process)
                 streams = [s for c in clients for s in c["streams"]]
                 summary = analyse_fidelity(reply, interval, streams, 4000, rng)
                 wall = max(c["wall_s"] for c in clients)
@@ -458,6 +539,11 @@ def fidelity(options: Options, results: Results, counts: list[int], tokens: int,
                 summary["server_cpu_ms_per_1000_events"] = (
                     cpu / delivered * 1e6 if delivered else None)
                 summary["client_cpu_pct"] = _utilisation(clients)
+                summary["server_processes"] = len(by_process)
+                summary["server_cpu_s_by_process"] = by_process
+                summary["server_cpu_share_pct"] = _machine_share(cpu, wall)
+                summary["client_cpu_share_pct"] = _machine_share(
+                    sum(c["cpu_s"] for c in clients), wall)
                 if target == "tokenstream":
                     summary["server_lateness_ms"] = _server_lateness(
                         srv.get("/metrics").decode())
@@ -468,7 +554,12 @@ def fidelity(options: Options, results: Results, counts: list[int], tokens: int,
                       f" failed {summary['streams_failed']},"
                       f" server CPU {summary['server_cpu_pct']:.0f}%"
                       f" ({summary['server_cpu_ms_per_1000_events'] or 0:.1f} ms/1000 events),"
-                      f" client CPU {summary['client_cpu_pct']:.0f}%", file=sys.stderr)
+                      f" client CPU {summary['client_cpu_pct']:.0f}%"
+                      f" (shares of all CPUs: server {summary['server_cpu_share_pct']:.0f}%,"
+                      f" load generator {summary['client_cpu_share_pct']:.0f}%)"
+                      + (" CPU s by server process "
+                         + "/".join(f"{s:.2f}" for s in by_process)
+                         if len(by_process) > 1 else ""), file=sys.stderr)
         raw["runs"].append({"streams": n, **per_target})
 
         def values(get: Any, per: dict[str, dict[str, Any]] = per_target) -> dict[str, Any]:
@@ -496,6 +587,10 @@ def fidelity(options: Options, results: Results, counts: list[int], tokens: int,
                                 values(lambda s: s["server_cpu_ms_per_1000_events"])))
         results.rows.append(Row("fidelity", label, "load generator CPU", "%",
                                 values(lambda s: s["client_cpu_pct"])))
+        results.rows.append(Row("fidelity", label, "server share of all CPUs", "%",
+                                values(lambda s: s["server_cpu_share_pct"])))
+        results.rows.append(Row("fidelity", label, "load generator share of all CPUs", "%",
+                                values(lambda s: s["client_cpu_share_pct"])))
     largest = {}
     for target in options.targets:
         held = [run["streams"] for run in raw["runs"]
@@ -539,6 +634,8 @@ def throughput(options: Options, results: Results, streams: int, tokens: int,
                 ),
                 "server_cpu_pct": cpu / wall * 100,
                 "client_cpu_pct": _utilisation(clients),
+                "server_cpu_share_pct": _machine_share(cpu, wall),
+                "client_cpu_share_pct": _machine_share(sum(c["cpu_s"] for c in clients), wall),
             }
             per_target[target] = summary
             print(f"  throughput {target}: {summary['events_per_s']:.0f} events/s,"
@@ -564,6 +661,8 @@ def throughput(options: Options, results: Results, streams: int, tokens: int,
                             values(lambda s: s["server_cpu_pct"])))
     results.rows.append(Row("throughput", label, "load generator CPU", "%",
                             values(lambda s: s["client_cpu_pct"])))
+    results.rows.append(Row("throughput", label, "load generator share of all CPUs", "%",
+                            values(lambda s: s["client_cpu_share_pct"])))
 
 
 # ---------------------------------------------------------------- scenario 3: memory
@@ -704,7 +803,7 @@ def proxy_streams(options: Options, results: Results, counts: list[int], tokens:
     for n in counts:
         measured: dict[str, dict[str, Any]] = {}
         with server("baseline", options, reply, options.workdir,
-                    cpus=options.placement.clients) as upstream:
+                    cpus=options.placement.clients, workers=1) as upstream:
             runs = [("baseline", upstream.port, direct_path)]
             base_url = f"http://127.0.0.1:{upstream.port}/v1"
             with server("tokenstream", options, reply, options.workdir,
@@ -911,6 +1010,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tokenstream's pacing timers (serve --clock)")
     common.add_argument("--clients", type=int, default=1, help="load generator processes")
     common.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    common.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="server processes: tokenstream serve --workers N, and N baseline "
+                        "processes on one port (default 1); with no CPU left over for the load "
+                        "generators, nothing is pinned")
     common.add_argument("--only", choices=TARGETS, help="run one target, no baseline")
     common.add_argument("--out", default="bench-out", help="directory for results.json")
     common.add_argument("--server-root", type=Path, default=ROOT, metavar="DIR",
@@ -971,17 +1074,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tokenstream-bench-") as workdir:
+        if args.workers < 1:
+            raise SystemExit("bench: --workers must be at least 1")
         options = Options(loop=loop, clock=args.clock, clients=args.clients,
-                          placement=Placement.choose(not args.no_pin),
+                          placement=Placement.choose(not args.no_pin, args.workers),
                           targets=(args.only,) if args.only else TARGETS,
-                          workdir=Path(workdir), server_root=args.server_root.resolve())
+                          workdir=Path(workdir), server_root=args.server_root.resolve(),
+                          workers=args.workers)
         results = Results()
         started = time.time()
         info = machine()
         print(f"bench: {info['nproc']} CPUs ({info['cpu_model']}), Python {info['python']}, "
-              f"loop {loop}, load average {info['load_average']}, server on CPU "
+              f"loop {loop}, load average {info['load_average']}, {args.workers} server "
+              f"process{'es' if args.workers > 1 else ''} on CPU "
               f"{options.placement.server or 'any'}, clients on CPU "
-              f"{options.placement.clients or 'any'}", file=sys.stderr)
+              f"{options.placement.clients or 'any'}"
+              + (" (the load generators share the CPUs with the server)"
+                 if options.placement.shared else ""), file=sys.stderr)
         scenario = args.scenario
         if scenario == "fidelity":
             fidelity(options, results, args.streams, args.tokens, args.rate, args.ramp)
@@ -1013,8 +1122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seconds": round(time.time() - started, 1),
         "machine": info,
         "options": {"loop": loop, "clock": args.clock, "clients": args.clients,
+                    "workers": args.workers,
                     "server_cpu": options.placement.server,
                     "client_cpus": options.placement.clients,
+                    "clients_share_server_cpus": options.placement.shared,
                     "server_root": str(options.server_root),
                     "server_commit": commit_of(options.server_root)},
         "rows": [{**row.__dict__, "ratio": row.ratio()} for row in results.rows],

@@ -6,7 +6,11 @@ and handed over in a JSON file), each stream its own task sleeping once per toke
 sleeps aim at absolute deadlines (``deadline - loop.time()``), so the baseline does not
 drift; what it lacks is only the shared scheduling and the pipeline.
 
-    python scripts/bench_baseline.py --port 8090 --writes writes.json [--loop uvloop]
+    python scripts/bench_baseline.py --port 8090 --writes writes.json [--loop uvloop] [--workers N]
+
+``--workers N`` (for ``bench.py --workers N``): this process starts N copies of itself that
+each bind the port with ``SO_REUSEPORT`` (the kernel spreads new connections over them, as
+over tokenstream's workers) and passes SIGTERM/SIGINT on to them; it serves nothing itself.
 
 Query parameters honoured (others are ignored): ``tokens_per_second`` (0 = unpaced) and
 ``ttft_ms``. ``POST /v1/chat/completions`` streams the same writes at 50 tokens/s (the body
@@ -18,6 +22,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+from types import FrameType
 
 from aiohttp import web
 
@@ -52,7 +61,24 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    # which process answered, as tokenstream's /healthz says it: bench.py waits for them all
+    return web.json_response({"status": "ok", "worker": {"pid": os.getpid()}})
+
+
+def supervise(args: argparse.Namespace) -> int:
+    """Run ``args.workers`` copies of this script on the port until a signal."""
+    argv = [sys.executable, os.path.abspath(__file__), "--host", args.host, "--port",
+            str(args.port), "--writes", args.writes, "--loop", args.loop, "--reuse-port"]
+    workers = [subprocess.Popen(argv) for _ in range(args.workers)]
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return max(abs(worker.wait()) for worker in workers)
 
 
 def main() -> None:
@@ -61,7 +87,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--writes", required=True, help="JSON list of strings, one per write")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes serving the port (more than 1: this one supervises)")
+    parser.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT")
     args = parser.parse_args()
+    if args.workers > 1:
+        sys.exit(supervise(args))
     with open(args.writes, encoding="utf-8") as file:
         writes = [text.encode("utf-8") for text in json.load(file)]
     app = web.Application()
@@ -76,7 +107,8 @@ def main() -> None:
     else:
         loop = asyncio.new_event_loop()
     web.run_app(app, host=args.host, port=args.port, access_log=None, print=None,
-                handler_cancellation=True, backlog=1024, loop=loop)
+                handler_cancellation=True, backlog=1024, loop=loop,
+                reuse_port=args.reuse_port or None)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,13 @@ scripts/bench.py and its load generator, is always this checkout's. The two run 
 old and new, then new and old, and so on (ABBA), so that the machine's drift and noise fall
 on both alike. Each turn is ``bench.py fidelity --streams 100,1000`` and
 ``bench.py throughput`` with ``--only tokenstream`` (the other revision is the baseline),
-with ``--proxy N`` also N requests one at a time through the proxy
-(scripts/proxy_overhead.py, burst upstream), and with ``--per-stream`` one-token streams
-back to back (``bench.py throughput --streams 10 --tokens 1``: a stream's start and end).
+with ``--workers N`` each revision serving with ``serve --workers N``, with ``--proxy N``
+also N requests one at a time through the proxy (scripts/proxy_overhead.py, burst
+upstream), and with ``--per-stream`` one-token streams back to back
+(``bench.py throughput --streams 10 --tokens 1``: a stream's start and end).
 
-    python scripts/bench_compare.py --old de44b28 --new HEAD [--rounds 4] [--ramp 0] [--out DIR]
+    python scripts/bench_compare.py --old de44b28 --new HEAD [--rounds 4] [--ramp 0] [--workers N]
+                                   [--out DIR]
 
 The table gives, per metric, the median over the rounds for each revision, their range, and
 new/old. The acceptance rule of the renovation: new no more than 10 % worse than old on p99
@@ -132,7 +134,8 @@ def imported_from(root: Path) -> Path:
 
 def turn(root: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """One revision's figures: fidelity at each N, throughput, and the proxy if asked."""
-    common = ["--only", "tokenstream", "--server-root", str(root), "--loop", args.loop]
+    common = ["--only", "tokenstream", "--server-root", str(root), "--loop", args.loop,
+              "--workers", str(args.workers)]
     runs = [
         ("fidelity", ["fidelity", "--streams", ",".join(map(str, args.streams)),
                       "--ramp", f"{args.ramp:g}"]),
@@ -233,6 +236,9 @@ def main() -> int:
     parser.add_argument("--per-stream", action="store_true",
                         help="also one-token streams back to back: server CPU per stream")
     parser.add_argument("--loop", choices=["asyncio", "uvloop", "auto"], default="auto")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="serve each revision with serve --workers N (bench.py --workers; "
+                        "default 1, one process)")
     parser.add_argument("--out", default="bench-compare", help="directory for compare.json")
     args = parser.parse_args()
     if args.loop == "auto":  # as bench.py resolves it; proxy_overhead.py wants a name

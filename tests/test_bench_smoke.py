@@ -52,6 +52,26 @@ def test_quick_run_covers_every_scenario(tmp_path: Path) -> None:
         assert (tmp_path / "bench.png").stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_fidelity_with_two_workers_counts_every_server_process(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, str(BENCH), "fidelity", "--streams", "4", "--tokens", "10",
+         "--ramp", "0.2", "--workers", "2", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["options"]["workers"] == 2
+    (fidelity,) = results["raw"]["fidelity"]["runs"]
+    for target in ("tokenstream", "baseline"):
+        assert fidelity[target]["streams_ok"] == 4, target
+        # the supervisor and its two workers, each one's CPU counted
+        assert fidelity[target]["server_processes"] == 3, target
+        assert len(fidelity[target]["server_cpu_s_by_process"]) == 3, target
+        assert fidelity[target]["client_cpu_share_pct"] is not None, target
+    assert "load generator share of all CPUs" in run.stdout
+
+
 def test_the_playout_micro_benchmark_plays_every_event() -> None:
     loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     run = subprocess.run(
