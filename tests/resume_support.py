@@ -9,7 +9,9 @@ import aiohttp
 
 from support import parse_sse
 
-__all__ = ["FAST", "PROMPT", "REQUESTS", "complete_events", "cut", "last_id", "numbered"]
+__all__ = [
+    "FAST", "PROMPT", "REQUESTS", "complete_events", "cut", "last_id", "numbered", "ui_chat",
+]
 
 FAST = {"X-Tokenstream-Profile": "fast"}  # 150 tokens/s, 120 ms to the first
 PROMPT = "tell me a story"
@@ -60,3 +62,10 @@ REQUESTS: dict[str, tuple[str, str, dict[str, Any]]] = {
 def numbered(body: bytes, stream_id: str) -> None:
     events = parse_sse(body)
     assert [e.id for e in events] == [f"{stream_id}:{n}" for n in range(1, len(events) + 1)]
+
+
+def ui_chat(chat_id: str) -> dict[str, Any]:
+    """The AI SDK's ``POST /api/chat`` body of the chat ``chat_id``, at 40 tokens/s."""
+    return {"id": chat_id, "messages": [
+        {"id": "u1", "role": "user", "parts": [{"type": "text", "text": PROMPT}]}],
+        "tokenstream": {"tokens_per_second": 40, "ttft_ms": 0}}

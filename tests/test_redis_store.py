@@ -26,7 +26,7 @@ from tokenstream.server.app import create_app
 from tokenstream.server.state import STATE, AppState
 
 from redis_support import RedisServer, redis_server
-from resume_support import FAST, PROMPT, REQUESTS, cut, last_id, numbered
+from resume_support import FAST, PROMPT, REQUESTS, cut, last_id, numbered, ui_chat
 from support import parse_sse, wait_for
 
 __all__ = ["redis_server"]  # (the fixture)
@@ -136,9 +136,7 @@ async def test_expired_unknown_and_unresumable_streams_elsewhere(served: Served)
 async def test_the_ai_sdk_resumes_a_chat_on_another_server(served: Served) -> None:
     first, _ = await served()
     second, _ = await served()
-    body = {"id": "chat-9", "messages": [
-        {"id": "u1", "role": "user", "parts": [{"type": "text", "text": PROMPT}]}],
-        "tokenstream": {"tokens_per_second": 40, "ttft_ms": 0}}
+    body = ui_chat("chat-9")
     async with aiohttp.ClientSession() as session:
         async with session.get(second + "/api/chat/chat-9/stream") as none:
             assert none.status == 204

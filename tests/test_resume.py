@@ -23,7 +23,7 @@ from tokenstream.engine.tokenizer import Piece
 from tokenstream.server.app import create_app
 from tokenstream.server.state import STATE, AppState
 
-from resume_support import FAST, PROMPT, REQUESTS, cut, last_id, numbered
+from resume_support import FAST, PROMPT, REQUESTS, cut, last_id, numbered, ui_chat
 from support import ManualClock, parse_sse, wait_for
 
 # -- the log -------------------------------------------------------------------------------
@@ -263,9 +263,7 @@ async def test_the_reply_lingers_then_is_cancelled(served: Served) -> None:
 
 async def test_the_ai_sdk_resumes_the_chats_stream(served: Served) -> None:
     base, _state = await served()
-    body = {"id": "chat-7", "messages": [
-        {"id": "u1", "role": "user", "parts": [{"type": "text", "text": PROMPT}]}],
-        "tokenstream": {"tokens_per_second": 40, "ttft_ms": 0}}
+    body = ui_chat("chat-7")
     async with aiohttp.ClientSession() as session:
         async with session.get(base + "/api/chat/chat-7/stream") as none:
             assert none.status == 204
