@@ -14,9 +14,9 @@ from tokenstream.engine.pacer import PacingProfile
 from tokenstream.engine.playout import Playout
 from tokenstream.engine.registry import StopReason, StreamControl
 from tokenstream.engine.reply import ReplyProgress, scheduled_reply
-from tokenstream.engine.runner import StreamWatch
 from tokenstream.engine.scheduler import BucketClock
 from tokenstream.engine.tokenizer import Piece, Tokenizer, load_encoding
+from tokenstream.engine.watch import StreamWatch
 from tokenstream.sse.transport import BATCH_BYTES, PING, ClientGone
 
 from support import FakeTimerLoop, JumpingTimerLoop, MakeClient, ManualClock, parse_sse, wait_for

@@ -7,7 +7,9 @@ fault's token count is reached it changes that event (``duplicate``: sent twice;
 ``FaultReached`` for a fault that ends the stream (``error``, ``truncate``, ``reset``),
 carrying the bytes of the event that reached it: the runner sends them, then ends the
 stream the fault's way. A fault at a time (``@2.5s``) is the runner's timer, which acts the
-same way through ``FaultyEncoder.arm``.
+same way through ``FaultyEncoder.arm``. ``InjectedFaults`` holds one stream's faults that
+the runner acts on itself (at the start and at times); ``fault_ending`` is how a stream that
+reached a fault ends.
 
 ``StallGate`` stands between the reply and the connection: while a stall lasts, writes wait
 (the playout hands its events to the stream's task, which sleeps until the stall ends), so
@@ -17,10 +19,12 @@ stall also holds the heartbeats back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Protocol
 
-from tokenstream.engine.clock import Clock
+from tokenstream.engine.accounting import AccessRecord
+from tokenstream.engine.clock import Cancellable, Clock, TimerClock
 from tokenstream.engine.events import (
     ReasoningDelta,
     ReplyEncoder,
@@ -29,10 +33,20 @@ from tokenstream.engine.events import (
 )
 from tokenstream.engine.faults import Fault
 from tokenstream.engine.playout import EventSink
+from tokenstream.engine.registry import StreamControl
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import RequestError
 
-__all__ = ["FaultReached", "FaultyEncoder", "StallGate", "fault_error"]
+__all__ = [
+    "FaultReached",
+    "FaultyEncoder",
+    "InjectedFaults",
+    "StallGate",
+    "answer_fault",
+    "fault_ending",
+    "fault_error",
+    "in_stream_faults",
+]
 
 _ENDING = frozenset({"error", "truncate", "reset"})
 
@@ -244,3 +258,80 @@ def malformed(data: bytes) -> bytes:
         return data
     line, newline, tail = rest.partition(b"\n")
     return head + marker + line[: max(1, len(line) // 2)] + newline + tail
+
+
+# -- injected faults -------------------------------------------------------------------------
+
+
+def answer_fault(faults: Sequence[Fault]) -> Fault | None:
+    """The error that answers the request itself, before the stream begins."""
+    return next((f for f in faults if f.kind == "error" and f.when.at_start), None)
+
+
+def in_stream_faults(faults: Sequence[Fault]) -> list[Fault]:
+    """The faults the encoder acts on at their token counts (not at the start: the runner's)."""
+    return [
+        fault for fault in faults
+        if fault.when.tokens is not None and fault.kind != "slow_headers"
+        and not (fault.when.tokens == 0 and fault.kind in ("truncate", "reset", "stall"))
+    ]
+
+
+class InjectedFaults:
+    """One stream's faults that the runner acts on itself: at the start, and at times."""
+
+    __slots__ = ("_control", "_encoder", "_gate", "_timers", "reached")
+
+    def __init__(self, encoder: FaultyEncoder, gate: StallGate, control: StreamControl) -> None:
+        self._encoder = encoder
+        self._gate = gate
+        self._control = control
+        self._timers: list[Cancellable] = []
+        self.reached: FaultReached | None = None
+
+    def begin(self, faults: Sequence[Fault], clock: TimerClock, started: float) -> None:
+        """The stream began (its headers are out): faults at token 0 act now, faults at a
+        time get a timer on the stream's clock."""
+        for fault in faults:
+            if fault.when.tokens == 0 and fault.kind in ("truncate", "reset"):
+                raise FaultReached(fault)
+            if fault.when.tokens == 0 and fault.kind == "stall":
+                self._gate.stall(fault.duration or 0.0, heartbeats=fault.heartbeats)
+            elif fault.when.seconds is not None and fault.kind != "slow_headers":
+                self._timers.append(
+                    clock.call_at(started + fault.when.seconds, partial(self._due, fault))
+                )
+
+    def _due(self, fault: Fault) -> None:
+        if fault.kind in ("error", "truncate", "reset"):
+            self.reached = FaultReached(fault)
+            self._control.stop("fault")
+        else:
+            self._encoder.arm(fault)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of the events made so far."""
+        return self._encoder.tokens
+
+    async def held(self) -> None:
+        await self._gate.held()
+
+    def cancel(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+
+def fault_ending(
+    reached: FaultReached, encoder: ReplyEncoder, record: AccessRecord
+) -> tuple[bytes, bool]:
+    """How a stream ends at a fault: the event that reached it, then the dialect's error
+    event (``error``) or nothing more (``truncate``: the body ends; ``reset``: the
+    connection is reset, the second value)."""
+    fault = reached.fault
+    record.outcome = "fault"
+    if fault.kind == "error":
+        error = fault_error(fault)
+        return reached.pending + encoder.error(error.message, error.error_type, error.code), False
+    return reached.pending, fault.kind == "reset"

@@ -17,7 +17,7 @@ The stream's handler task awaits ``run()`` once, and is woken only when
 
 Cancelling the task (the client left, the time limit, shutdown) takes the playout out of
 its bucket (or cancels its timer) with it. Heartbeats and the time limit are the runner's
-(``runner.StreamWatch``), the same for every reply.
+(``watch.StreamWatch``), the same for every reply.
 
 Events due together (an unpaced reply, a late wake-up) go out in one write of up to
 ``batch_bytes``; the loop gets a turn between batches.

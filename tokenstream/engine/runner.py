@@ -28,11 +28,20 @@ from typing import Protocol, TypeVar
 from aiohttp import web
 
 from tokenstream.engine.accounting import AccessRecord, StreamStats, current_record
-from tokenstream.engine.clock import Cancellable, LoopClock, TimerClock
+from tokenstream.engine.clock import LoopClock, TimerClock
 from tokenstream.engine.endings import Accounting
 from tokenstream.engine.events import ReplyEncoder, ReplyError, ReplyEvent
 from tokenstream.engine.faults import Fault
-from tokenstream.engine.injection import FaultReached, FaultyEncoder, StallGate, fault_error
+from tokenstream.engine.injection import (
+    FaultReached,
+    FaultyEncoder,
+    InjectedFaults,
+    StallGate,
+    answer_fault,
+    fault_ending,
+    fault_error,
+    in_stream_faults,
+)
 from tokenstream.engine.playout import EventSink
 from tokenstream.engine.registry import StopReason, StreamControl, StreamRegistry
 from tokenstream.engine.resume import ResumableFeed, serve_finished
@@ -42,6 +51,7 @@ from tokenstream.engine.streamlog import (
     StreamLog,
     StreamLogStore,
 )
+from tokenstream.engine.watch import HeartbeatSink, StreamWatch
 from tokenstream.errors import (
     InvalidRequest,
     NotFound,
@@ -49,7 +59,7 @@ from tokenstream.errors import (
     Unavailable,
     UpstreamStreamError,
 )
-from tokenstream.sse.transport import PING, ClientGone, SSEResponse, reset_connection
+from tokenstream.sse.transport import ClientGone, SSEResponse, reset_connection
 
 __all__ = [
     "SHUTTING_DOWN",
@@ -132,71 +142,6 @@ class Reply(Protocol):
         ...
 
 
-class _Heartbeat(Protocol):
-    @property
-    def last_write(self) -> float: ...
-
-    def write_nowait(self, data: bytes, now: float | None = None) -> bool: ...
-
-
-class StreamWatch:
-    """Heartbeats and the time limit of one reply, on one timer of its ``Reply.watch_clock``.
-
-    After ``heartbeat`` seconds without a write, a ping comment goes out (only if it can be
-    written at once: output still queued means the connection is not silent). At ``limit``
-    (absolute) the stream's control is stopped with the reason ``time_limit``, which cancels
-    whatever the stream waits for: a pacing deadline, an upstream that sends nothing, or
-    one that sends only what is not text.
-    """
-
-    __slots__ = ("_clock", "_control", "_heartbeat", "_limit", "_sink", "_timer")
-
-    def __init__(
-        self,
-        clock: TimerClock,
-        control: StreamControl,
-        *,
-        sink: _Heartbeat | None = None,
-        heartbeat: float | None = None,
-        limit: float | None = None,
-    ) -> None:
-        self._clock = clock
-        self._control = control
-        self._sink = sink
-        self._heartbeat = heartbeat if sink is not None else None
-        self._limit = limit
-        self._timer: Cancellable | None = None
-        self._arm()
-
-    def _arm(self) -> None:
-        due = self._limit
-        if self._sink is not None and self._heartbeat is not None:
-            ping_at = self._sink.last_write + self._heartbeat
-            if due is None or ping_at < due:
-                due = ping_at
-        if due is not None:
-            self._timer = self._clock.call_at(due, self._on_due)
-
-    def _on_due(self) -> None:
-        self._timer = None
-        now = self._clock.now()
-        if self._limit is not None and now >= self._limit:
-            self._control.stop("time_limit")
-            return
-        sink, heartbeat = self._sink, self._heartbeat
-        if sink is not None and heartbeat is not None and now >= sink.last_write + heartbeat:
-            try:
-                sink.write_nowait(PING, now)
-            except ClientGone:
-                return  # the stream's own write or wait ends it
-        self._arm()
-
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-
 class Runner:
     """Runs every reply of one app: its streams' lifecycle, in one place."""
 
@@ -253,7 +198,7 @@ class Runner:
         """
         if faults:
             current_record().fault = ",".join(str(fault) for fault in faults)
-        at_start = _answer_fault(faults)
+        at_start = answer_fault(faults)
         if at_start is not None:
             raise fault_error(at_start)
         started = self.clock.now()
@@ -307,7 +252,7 @@ class Runner:
         try:
             await sse.prepare()
         except BaseException as exc:
-            await self._let_go(control, sse, reply, answering)
+            await self._release(control, sse, reply, answering)
             if not isinstance(exc, ClientGone):
                 raise
             self.stats.started += 1  # (as ``Accounting`` counts a client gone this soon)
@@ -387,12 +332,12 @@ class Runner:
         record = current_record()
         watch: StreamWatch | None = None
         sink: EventSink = sse
-        heartbeat_sink: _Heartbeat = sse
-        injected: _Injected | None = None
+        heartbeat_sink: HeartbeatSink = sse
+        injected: InjectedFaults | None = None
         if faults:
             gate = StallGate(sse, self.clock)
-            encoder = FaultyEncoder(encoder, _in_stream(faults), gate)
-            injected = _Injected(encoder, gate, control)
+            encoder = FaultyEncoder(encoder, in_stream_faults(faults), gate)
+            injected = InjectedFaults(encoder, gate, control)
             sink, heartbeat_sink = gate, gate.heartbeats
         try:
             async with Accounting(
@@ -422,13 +367,13 @@ class Runner:
                     ending += encoder.end()
                     record.outcome = "completed"
                 except FaultReached as reached:
-                    ending, reset = _fault_ending(reached, encoder, record)
+                    ending, reset = fault_ending(reached, encoder, record)
                 except asyncio.CancelledError:
                     reason = control.consume_stop()
                     if reason is None:
                         raise  # the client left
                     if reason == "fault" and injected is not None and injected.reached:
-                        ending, reset = _fault_ending(injected.reached, encoder, record)
+                        ending, reset = fault_ending(injected.reached, encoder, record)
                     else:
                         ending = self._cut_short(reason, encoder, record)
                 finally:
@@ -448,10 +393,10 @@ class Runner:
         finally:
             if watch is not None:
                 watch.cancel()
-            await self._let_go(control, sse, reply, answering)
+            await self._release(control, sse, reply, answering)
         return sse.response
 
-    async def _let_go(
+    async def _release(
         self, control: StreamControl, sse: SSEResponse | ResumableFeed, reply: Reply | None,
         answering: asyncio.Task[Reply] | None,
     ) -> None:
@@ -551,80 +496,3 @@ async def _answered(answering: asyncio.Task[Reply]) -> Reply:
             error.message, error_type=error.error_type, code=error.code
         ) from None
     # (a cancellation of the stream's task reaches ``answering`` too: the request is dropped)
-
-
-# -- injected faults -------------------------------------------------------------------------
-
-
-def _answer_fault(faults: Sequence[Fault]) -> Fault | None:
-    """The error that answers the request itself, before the stream begins."""
-    return next((f for f in faults if f.kind == "error" and f.when.at_start), None)
-
-
-def _in_stream(faults: Sequence[Fault]) -> list[Fault]:
-    """The faults the encoder acts on at their token counts (not at the start: the runner's)."""
-    return [
-        fault for fault in faults
-        if fault.when.tokens is not None and fault.kind != "slow_headers"
-        and not (fault.when.tokens == 0 and fault.kind in ("truncate", "reset", "stall"))
-    ]
-
-
-class _Injected:
-    """One stream's faults that the runner acts on itself: at the start, and at times."""
-
-    __slots__ = ("_control", "_encoder", "_gate", "_timers", "reached")
-
-    def __init__(self, encoder: FaultyEncoder, gate: StallGate, control: StreamControl) -> None:
-        self._encoder = encoder
-        self._gate = gate
-        self._control = control
-        self._timers: list[Cancellable] = []
-        self.reached: FaultReached | None = None
-
-    def begin(self, faults: Sequence[Fault], clock: TimerClock, started: float) -> None:
-        """The stream began (its headers are out): faults at token 0 act now, faults at a
-        time get a timer on the stream's clock."""
-        for fault in faults:
-            if fault.when.tokens == 0 and fault.kind in ("truncate", "reset"):
-                raise FaultReached(fault)
-            if fault.when.tokens == 0 and fault.kind == "stall":
-                self._gate.stall(fault.duration or 0.0, heartbeats=fault.heartbeats)
-            elif fault.when.seconds is not None and fault.kind != "slow_headers":
-                self._timers.append(
-                    clock.call_at(started + fault.when.seconds, partial(self._due, fault))
-                )
-
-    def _due(self, fault: Fault) -> None:
-        if fault.kind in ("error", "truncate", "reset"):
-            self.reached = FaultReached(fault)
-            self._control.stop("fault")
-        else:
-            self._encoder.arm(fault)
-
-    @property
-    def tokens(self) -> int:
-        """Tokens of the events made so far."""
-        return self._encoder.tokens
-
-    async def held(self) -> None:
-        await self._gate.held()
-
-    def cancel(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
-
-
-def _fault_ending(
-    reached: FaultReached, encoder: ReplyEncoder, record: AccessRecord
-) -> tuple[bytes, bool]:
-    """How a stream ends at a fault: the event that reached it, then the dialect's error
-    event (``error``) or nothing more (``truncate``: the body ends; ``reset``: the
-    connection is reset, the second value)."""
-    fault = reached.fault
-    record.outcome = "fault"
-    if fault.kind == "error":
-        error = fault_error(fault)
-        return reached.pending + encoder.error(error.message, error.error_type, error.code), False
-    return reached.pending, fault.kind == "reset"
