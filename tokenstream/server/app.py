@@ -22,7 +22,7 @@ from tokenstream.engine.runner import ResumeSettings, Runner, StreamLimits
 from tokenstream.engine.scheduler import BucketClock
 from tokenstream.engine.streamlog import MemoryStreamLogs, StreamLogStore
 from tokenstream.engine.tokenizer import Tokenizer, load_encoding
-from tokenstream.server import routes
+from tokenstream.server import info_routes, resume_routes, routes
 from tokenstream.server.accesslog import (
     ACCESS_LOGGER,
     access_log_middleware,
@@ -171,17 +171,17 @@ def create_app(
     app.router.add_post("/v1/messages", routes.messages)
     app.router.add_post("/v1/responses", routes.responses)
     app.router.add_get("/v1/stream", routes.stream)
-    app.router.add_get("/v1/streams/{stream_id}", routes.resumed_stream)
+    app.router.add_get("/v1/streams/{stream_id}", resume_routes.resumed_stream)
     app.router.add_post(server.ai_sdk_chat_path, routes.ai_sdk_chat)
     app.router.add_get(
-        server.ai_sdk_chat_path.rstrip("/") + "/{chat_id}/stream", routes.ai_sdk_resume
+        server.ai_sdk_chat_path.rstrip("/") + "/{chat_id}/stream", resume_routes.ai_sdk_resume
     )
-    app.router.add_get("/v1/dialects", routes.dialects)
-    app.router.add_get("/v1/models", routes.models)
-    app.router.add_get("/v1/models/{model}", routes.model)
-    app.router.add_get("/v1/profiles", routes.profiles)
-    app.router.add_get("/healthz", routes.healthz)
-    app.router.add_get("/metrics", routes.metrics)
+    app.router.add_get("/v1/dialects", info_routes.dialects)
+    app.router.add_get("/v1/models", info_routes.models)
+    app.router.add_get("/v1/models/{model}", info_routes.model)
+    app.router.add_get("/v1/profiles", info_routes.profiles)
+    app.router.add_get("/healthz", info_routes.healthz)
+    app.router.add_get("/metrics", info_routes.metrics)
     add_ui_routes(app)  # the demo page: GET / and GET /static/{name}
     if control.enabled:
         add_control_routes(app)  # /_tokenstream/: the journal, run-time rules

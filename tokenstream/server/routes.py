@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from urllib.parse import quote
 
 from aiohttp import web
 
@@ -24,7 +22,7 @@ from tokenstream.dialects.anthropic_messages import (
     message_body,
     parse_messages,
 )
-from tokenstream.dialects.catalog import AI_SDK_UI, DIALECTS, PromptCounted
+from tokenstream.dialects.catalog import AI_SDK_UI, PromptCounted
 from tokenstream.dialects.openai_chat import (
     OpenAIChunkFormat,
     ProxyRequest,
@@ -51,34 +49,18 @@ from tokenstream.engine.reply import (
     whole_reply,
 )
 from tokenstream.engine.runner import SHUTTING_DOWN
-from tokenstream.engine.streamlog import parse_event_id
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import InvalidRequest, NotFound, RequestError, Unavailable
 from tokenstream.server import proxy, replay
 from tokenstream.server.limits import check_prompt_tokens, reply_token_limit
-from tokenstream.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from tokenstream.server.metrics import render
-from tokenstream.server.state import CONFIG, METRICS, STATE, AppState
+from tokenstream.server.resume_routes import reconnected
+from tokenstream.server.state import STATE, AppState
 from tokenstream.sources.matching import ScriptRequest
 from tokenstream.sources.scripted import ScriptedReply, ScriptSource
 from tokenstream.sources.upstream import UPSTREAM, UpstreamClient
 from tokenstream.sse.transport import head_response
 
-__all__ = [
-    "ai_sdk_chat",
-    "ai_sdk_resume",
-    "chat_completions",
-    "dialects",
-    "healthz",
-    "messages",
-    "metrics",
-    "model",
-    "models",
-    "profiles",
-    "responses",
-    "resumed_stream",
-    "stream",
-]
+__all__ = ["ai_sdk_chat", "chat_completions", "messages", "responses", "stream"]
 
 log = logging.getLogger(__name__)
 
@@ -447,60 +429,6 @@ async def ai_sdk_chat(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def ai_sdk_resume(request: web.Request) -> web.StreamResponse:
-    """``GET /api/chat/{chatId}/stream``: the AI SDK's ``resumeStream()`` (``useChat({resume:
-    true})``): the chat's running stream from its start (the SDK replaces the message it
-    shows), then the rest as it comes; 204 when the chat has none."""
-    state = request.app[STATE]
-    state.journal.note(request).dialect = AI_SDK_UI
-    logs = state.runner.logs
-    log = None if logs is None else await logs.find_chat(request.match_info["chat_id"])
-    if log is None or not log.resumable:
-        return web.Response(status=204)
-    return await state.runner.resume(request, log.stream_id, 0)
-
-
-async def resumed_stream(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/streams/{id}``: a stream of any dialect resumed after the event named by
-    ``Last-Event-ID`` (``<id>:<sequence>``) or ``?after=<sequence>``; from its start
-    without either."""
-    state = request.app[STATE]
-    stream_id = request.match_info["stream_id"]
-    after = 0
-    last = request.headers.get("Last-Event-ID")
-    if last is not None:
-        parsed = parse_event_id(last)
-        if parsed is None or parsed[0] != stream_id:
-            raise InvalidRequest(
-                f"Last-Event-ID '{last}' is not an event of the stream '{stream_id}' (it reads "
-                f"'{stream_id}:<sequence>').", param="Last-Event-ID", code="invalid_value",
-            )
-        after = parsed[1]
-    elif "after" in request.query:
-        value = request.query["after"]
-        if not value.isdigit() or len(value) > 18:
-            raise InvalidRequest(
-                f"after must be an event's sequence number (0 or more), not '{value}'.",
-                param="after", code="invalid_value",
-            )
-        after = int(value)
-    return await state.runner.resume(request, stream_id, after)
-
-
-async def _reconnected(request: web.Request, state: AppState, last: str) -> web.StreamResponse:
-    """An ``EventSource`` reconnecting to ``GET /v1/stream`` with ``Last-Event-ID``: the
-    stream it names resumed, or 204 / 404; the reply is never started again under it."""
-    if last == "done":  # (the ending's id before streams had ids)
-        return web.Response(status=204)
-    parsed = parse_event_id(last)
-    if parsed is None:
-        raise NotFound(
-            f"Last-Event-ID '{last}' names no stream of this server (ids read '<stream "
-            "id>:<sequence>'): it cannot be resumed.", code="stream_not_found",
-        )
-    return await state.runner.resume(request, *parsed)
-
-
 async def stream(request: web.Request) -> web.StreamResponse:
     """``GET /v1/stream``: the EventSource and curl endpoint."""
     state = request.app[STATE]
@@ -508,7 +436,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     state.journal.note(request).dialect = "stream"
     last = request.headers.get("Last-Event-ID")
     if last is not None and request.method == "GET":
-        return await _reconnected(request, state, last)
+        return await reconnected(request, state, last)
     query = parse_stream_query(request.query, [key for key, _ in request.query.items()])
     if (replayed := await replay.answer_query(request, state, query)) is not None:
         return replayed
@@ -546,83 +474,4 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return await state.runner.stream(
         request, encoder, start, headers=headers, faults=faults,
         resumable=config.resume.enabled_scripted,
-    )
-
-
-async def dialects(request: web.Request) -> web.Response:
-    """``GET /v1/dialects``: the dialects a reply can be streamed in (``?dialect=`` on
-    ``/v1/stream``) and the endpoint of each (the demo page's selector)."""
-    ai_sdk_path = request.app[CONFIG].server.ai_sdk_chat_path
-    return web.json_response({"object": "list", "data": [
-        dialect.describe(ai_sdk_path if dialect.name == AI_SDK_UI else None)
-        for dialect in DIALECTS.values()
-    ]})
-
-
-async def models(request: web.Request) -> web.Response:
-    client = request.app.get(UPSTREAM)
-    if client is not None:  # the models that can answer are the upstream's
-        return await client.get("/models", proxy.client_key(request, request.app[STATE]))
-    created = 1_700_000_000
-    return web.json_response(
-        {
-            "object": "list",
-            "data": [
-                {"id": name, "object": "model", "created": created, "owned_by": "tokenstream"}
-                for name in request.app[CONFIG].models
-            ],
-        }
-    )
-
-
-async def model(request: web.Request) -> web.Response:
-    name = request.match_info["model"]
-    client = request.app.get(UPSTREAM)
-    if client is not None:
-        return await client.get(
-            "/models/" + quote(name, safe=""), proxy.client_key(request, request.app[STATE])
-        )
-    if name not in request.app[CONFIG].models:
-        raise NotFound(f"The model '{name}' does not exist.", param="model",
-                       code="model_not_found")
-    return web.json_response(
-        {"id": name, "object": "model", "created": 1_700_000_000, "owned_by": "tokenstream"}
-    )
-
-
-async def profiles(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
-    return web.json_response(
-        {
-            "default": config.default_profile,
-            "profiles": {
-                name: profile.model_dump(mode="json") for name, profile in config.profiles.items()
-            },
-        }
-    )
-
-
-async def metrics(request: web.Request) -> web.Response:
-    """``GET /metrics``: Prometheus text format (pacing lateness, stream counters, process);
-    with many workers, every worker's added up."""
-    return web.Response(
-        body=render(request.app[METRICS]), headers={"Content-Type": METRICS_CONTENT_TYPE}
-    )
-
-
-async def healthz(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    stats = state.stats
-    return web.json_response(
-        {
-            "status": "ok",
-            # with many workers on one port, which one answered (its numbers below are its own)
-            "worker": {"pid": os.getpid(), "index": state.worker_index},
-            "active_streams": stats.active,
-            "streams_started": stats.started,
-            "streams_completed": stats.completed,
-            "client_disconnects": stats.disconnected,
-            "stream_errors": stats.failed,
-            "client_stalls": stats.stalled,
-        }
     )
