@@ -200,7 +200,9 @@ async def test_the_text_is_whole_after_a_resume(served: Served) -> None:
 
 
 async def test_unknown_and_expired_streams_are_404(served: Served) -> None:
-    base, _state = await served(Config(resume=ResumeConfig(ttl_s=0.2)))
+    base, state = await served(Config(resume=ResumeConfig(ttl_s=0.2)))
+    logs = state.runner.logs
+    assert logs is not None
     async with aiohttp.ClientSession() as session:
         for headers in ({"Last-Event-ID": "nope:3"}, {"Last-Event-ID": "17"}):
             async with session.get(base + "/v1/stream", params={"prompt": "hi"},
@@ -216,7 +218,7 @@ async def test_unknown_and_expired_streams_are_404(served: Served) -> None:
         async with session.get(f"{base}/v1/streams/{stream_id}?after=1") as response:
             assert response.status == 200  # still kept: what came after event 1
             assert await response.read() == body[body.index(b"\n\n") + 2:]
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: logs.get(stream_id) is None)  # ttl_s after its end
         async with session.get(base + "/v1/stream", params={"prompt": "hi"},
                                headers={"Last-Event-ID": last_id(body)}) as response:
             assert response.status == 404  # expired: never the reply again
