@@ -17,7 +17,6 @@ since its last flush.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 
@@ -40,6 +39,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from tokenstream.engine.lateness import LatenessHistogram, StreamCounters
+from tokenstream.server.background import in_background
 
 __all__ = [
     "CONTENT_TYPE",
@@ -168,13 +168,10 @@ class MetricsExport:
         if self._shared is None:
             yield
             return
-        task = asyncio.create_task(self._flush_periodically())
         try:
-            yield
+            async with in_background(self._flush_periodically()):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             self.flush()
 
     async def _flush_periodically(self) -> None:

@@ -36,6 +36,7 @@ from redis.asyncio.client import Pipeline
 
 from tokenstream.engine.clock import TimerClock
 from tokenstream.engine.streamlog import MemoryStreamLogs, StreamLog
+from tokenstream.server.background import in_background
 from tokenstream.server.redis_store import RedisStore, StoreErrors
 from tokenstream.sse.transport import PING, ClientGone, ClientStalled, SSEResponse
 
@@ -126,13 +127,10 @@ class RedisStreamLogs:
     # -- the writer ----------------------------------------------------------------------------
 
     async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(self._write_continually())
         try:
-            yield
+            async with in_background(self._write_continually()):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             if self._marked and self.store.available:
                 await self.flush()
 

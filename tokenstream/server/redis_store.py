@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from tokenstream.engine.accounting import StreamStats
 from tokenstream.errors import ConfigError
+from tokenstream.server.background import in_background
 
 __all__ = ["PROBE_INTERVAL_S", "REFRESH_INTERVAL_S", "RedisStore", "StoreErrors"]
 
@@ -58,7 +59,6 @@ class RedisStore:
         """This process's name in the store (its leases, the streams it makes)."""
         self.available = True
         self._periodic: list[Callable[[Pipeline], None]] = []
-        self._task: asyncio.Task[None] | None = None
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -100,13 +100,10 @@ class RedisStore:
 
     async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
         await self.check()
-        self._task = asyncio.create_task(self._refresh_periodically())
         try:
-            yield
+            async with in_background(self._refresh_periodically()):
+                yield
         finally:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
             with contextlib.suppress(*StoreErrors):
                 await self.redis.delete(self.alive_key)
             await self.redis.aclose()
