@@ -8,13 +8,13 @@ from tokenstream.config.settings import (
     ControlConfig,
     ReplyRule,
     ResponsesConfig,
-    ResumeConfig,
     RuleConfig,
     ServerConfig,
     TokenizerConfig,
     ToolCallConfig,
     api_key_problem,
 )
+from tokenstream.config.store import ResumeConfig
 from tokenstream.config.upstream import UpstreamConfig, UpstreamDialect, ca_context
 
 __all__ = [
