@@ -15,6 +15,7 @@ from tokenstream.config import Config, ResumeConfig, ServerConfig, UpstreamConfi
 from tokenstream.engine.clock import LoopClock
 from tokenstream.server.app import create_app
 
+from resume_support import cut
 from upstream_support import FakeUpstream, Script, chat_stream, openai_text, parse_sse, streams
 
 TEXT = [f" word{n}" for n in range(40)]
@@ -49,16 +50,9 @@ def proxy(aiohttp_server: Callable[..., Awaitable[Any]]) -> Proxy:
 
 
 async def _cut(session: aiohttp.ClientSession, url: str) -> tuple[str, bytes]:
-    """The stream id and the whole events that came before the server reset the connection."""
-    got = b""
+    """The chat stream at ``url``, reset by the server after 0.3 s: its id, the events."""
     headers = {"X-Tokenstream-Fault": "reset@0.3s"}
-    with pytest.raises(aiohttp.ClientError):
-        async with session.post(url, json=CHAT, headers=headers) as response:
-            assert response.status == 200, await response.text()
-            stream_id = response.headers["X-Tokenstream-Stream-Id"]
-            async for chunk in response.content.iter_any():
-                got += chunk
-    return stream_id, got[: got.rfind(b"\n\n") + 2]
+    return await cut(session, "POST", url, json=CHAT, headers=headers)
 
 
 async def test_a_cut_proxied_stream_resumes_and_the_upstream_is_asked_once(

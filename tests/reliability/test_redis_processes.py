@@ -24,6 +24,7 @@ import yaml
 from relhelp import GUARD_S, ServerProcess, guarded, parse_sse
 
 from redis_support import RedisServer, redis_server
+from resume_support import cut
 from support import scripted_reply
 
 pytestmark = pytest.mark.slow
@@ -66,14 +67,8 @@ async def _two_servers(stack: AsyncExitStack, tmp_path: Path, redis: RedisServer
 
 async def _cut(session: aiohttp.ClientSession, url: str) -> tuple[str, bytes]:
     """A stream on ``url`` reset by the server after half a second: its id, the events."""
-    got = b""
-    with pytest.raises(aiohttp.ClientError):
-        async with session.get(url + "/v1/stream", params={**QUERY, "fault": "reset@0.5s"}
-                               ) as response:
-            stream_id = response.headers["X-Tokenstream-Stream-Id"]
-            async for chunk in response.content.iter_any():
-                got += chunk
-    return stream_id, got[: got.rfind(b"\n\n") + 2]
+    params = {**QUERY, "fault": "reset@0.5s"}
+    return await cut(session, "GET", url + "/v1/stream", params=params)
 
 
 def _resume(session: aiohttp.ClientSession, server: ServerProcess, before: bytes) -> Any:
