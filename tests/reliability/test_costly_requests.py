@@ -10,7 +10,7 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 from relhelp import assert_openai_error, make_app
 
-from tokenstream.server import routes
+from tokenstream.server import reply_sources
 
 
 async def test_a_compressed_body_is_refused_before_it_is_read(
@@ -40,13 +40,13 @@ async def test_a_long_prompt_is_counted_off_the_event_loop(
     off_the_loop: bool,
 ) -> None:
     counted_in: list[str] = []
-    real = routes.count_prompt_tokens
+    real = reply_sources.count_prompt_tokens
 
     def spy(*args: Any) -> int:
         counted_in.append(threading.current_thread().name)
         return real(*args)
 
-    monkeypatch.setattr(routes, "count_prompt_tokens", spy)
+    monkeypatch.setattr(reply_sources, "count_prompt_tokens", spy)
     client = await aiohttp_client(make_app({"max_prompt_tokens": 1000}))
     prompt = "懒" * length
     response = await client.post("/v1/chat/completions", json={
