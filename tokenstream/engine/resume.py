@@ -1,8 +1,8 @@
 """A resumable reply: produced into its log, read by whichever connection is attached.
 
 The reply of a resumable stream is played, as every reply is, by the runner, but in a task
-of its own and to a ``ResumableFeed`` instead of the connection: its events go into the
-stream's log (``StampedEncoder``) and the feed never makes the reply wait. The connection
+of its own and to a ``ResumableFeed`` instead of the connection: its writes go into the
+stream's log (``StreamLog.append``) and the feed never makes the reply wait. The connection
 that asked, and later one that reconnects, is a reader of the feed (``serve``): it gets
 every event after the one it names at once, then each as it is produced. A reader that is
 caught up gets the producer's writes directly (``write_nowait``: no task wakes per event);
@@ -86,14 +86,16 @@ class ResumableFeed:
         return self._clock.now() if reader is None else reader.sse.last_write
 
     def write_nowait(self, data: bytes, now: float | None = None) -> bool:
-        """Take events the producer made (already in the log) or a heartbeat; never waits."""
+        """Take events the producer made (into the log) or a heartbeat; never waits."""
         reader = self._reader
+        log = self.log
         if data[0] == 58:  # b":", a heartbeat comment: only to a reader that is caught up
-            if reader is None or reader.delivered != self.log.last_seq:
+            if reader is None or reader.delivered != log.last_seq:
                 return False
             return self._direct(reader, data, now)
         caught_up = self._written
-        seq = self._written = self.log.last_seq
+        log.append(data)
+        seq = self._written = log.last_seq
         self.bytes_sent += len(data)
         if reader is not None:
             if reader.delivered == caught_up and reader.wake is not None:

@@ -47,7 +47,6 @@ from tokenstream.engine.registry import StopReason, StreamControl, StreamRegistr
 from tokenstream.engine.resume import ResumableFeed, serve_finished
 from tokenstream.engine.streamlog import (
     STREAM_ID_HEADER,
-    StampedEncoder,
     StreamLog,
     StreamLogStore,
 )
@@ -193,8 +192,8 @@ class Runner:
         an error at the start answers before anything is admitted or asked of a source.
         ``resumable``: its events are kept (``streamlog``) and it goes on for a while after
         the client left, for a reconnect to resume (``resume``); ``chat_id``: the AI SDK
-        chat it answers. Every event has ``id: <stream id>:<sequence>``
-        (``streamlog.StampedEncoder``).
+        chat it answers. Every event has ``id: <stream id>:<sequence>`` (the encoder numbers
+        them with its log's ``ids``).
         """
         if faults:
             current_record().fault = ",".join(str(fault) for fault in faults)
@@ -225,7 +224,7 @@ class Runner:
         if self.logs is not None:
             log = self.logs.open(resumable=resumable, chat_id=chat_id, headers=headers)
             headers = {**(headers or {}), STREAM_ID_HEADER: log.stream_id}
-            encoder = StampedEncoder(encoder, log)
+            encoder.ids = log.ids
         limits = self.limits
         current_record().stream = True
         sse = SSEResponse(
