@@ -17,11 +17,13 @@ know it yet).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from functools import partial
 from typing import Any, Literal
 
 from tokenstream.engine.accounting import StreamStats
 from tokenstream.engine.clock import Cancellable, TimerClock
+from tokenstream.engine.registry import StreamControl
 from tokenstream.engine.streamlog import StreamLog
 from tokenstream.sse.transport import BATCH_BYTES, ClientGone, ClientStalled, SSEResponse
 
@@ -76,6 +78,27 @@ class ResumableFeed:
         self.batch_bytes = BATCH_BYTES
         self.bytes_sent = 0
         self.peak_buffered = 0
+
+    async def produce(
+        self, producer: Coroutine[Any, Any, object], control: StreamControl, first: SSEResponse,
+        cuts: Sequence[tuple[float, Cut]] = (),
+    ) -> None:
+        """Make the reply (``producer``, which plays it to this feed) in a task of its own,
+        which ``control`` stops, and serve ``first``, the connection that asked for it;
+        ``cuts``: when to cut that connection, and how (injected faults: the reply goes on)."""
+        task = asyncio.ensure_future(producer)
+        control.task = task  # what a stop (time limit, shutdown) cancels
+        self.producer = task
+        self.log.feed = self
+        task.add_done_callback(self.produced)
+        task.add_done_callback(_retrieved)
+        task.add_done_callback(partial(_let_go, control))
+        timers = [self._clock.call_at(when, partial(self.cut, how)) for when, how in cuts]
+        try:
+            await self.serve(first, 0)
+        finally:
+            for timer in timers:
+                timer.cancel()
 
     # -- the producer's side -----------------------------------------------------------------
 
@@ -248,6 +271,18 @@ class ResumableFeed:
             )
         else:
             self.producer.cancel()
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """(A producer's failure is its own stream's, reported in it; nobody awaits the task.)"""
+    if not task.cancelled():
+        task.exception()
+
+
+def _let_go(control: StreamControl, _: object) -> None:
+    """A producer that ended: its control lets go of it (a cancelled task keeps its
+    traceback, whose frames keep the control: a reference cycle otherwise)."""
+    control.task = None
 
 
 async def serve_finished(log: StreamLog, sse: SSEResponse, after: int) -> None:
