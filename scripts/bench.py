@@ -97,8 +97,8 @@ def make_reply(tokens: int) -> Reply:
     sys.path.insert(0, str(ROOT))
     from tokenstream.dialects.openai_chat import OpenAIChunkFormat
     from tokenstream.engine.events import Finish
-    from tokenstream.engine.streamlog import StampedEncoder, StreamLog
     from tokenstream.engine.tokenizer import Tokenizer, load_encoding
+    from tokenstream.sse.ids import EventIds
 
     tokenizer = Tokenizer(load_encoding("cl100k_base"))
     words = (_WORDS * (tokens // len(_WORDS) + 2))[: tokens + 8]
@@ -108,9 +108,9 @@ def make_reply(tokens: int) -> Reply:
     if sum(piece.tokens for piece in pieces) != tokens or len(pieces) != tokens:
         raise SystemExit(f"bench: could not build a prompt of exactly {tokens} tokens")
     # what GET /v1/stream?format=openai sends: each event with its id: <stream id>:<n> line
-    # (the runner's StampedEncoder; a stream id is 16 characters)
-    log = StreamLog("x" * 16, resumable=False, max_events=1, max_bytes=1)
-    wire = StampedEncoder(OpenAIChunkFormat(model="tokenstream-1", include_usage=False), log)
+    # (numbered as the runner numbers them; a stream id is 16 characters)
+    wire = OpenAIChunkFormat(model="tokenstream-1", include_usage=False)
+    wire.ids = EventIds("x" * 16)
     writes = [wire.piece(piece).decode("utf-8") for piece in pieces]
     writes.append((wire.event(Finish("stop")) + wire.end()).decode("utf-8"))
     return Reply(tokens, prompt, writes)

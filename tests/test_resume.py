@@ -12,14 +12,19 @@ import pytest
 
 from tokenstream.config import Config, ResumeConfig
 from tokenstream.engine.clock import LoopClock
-from tokenstream.engine.events import Finish, Usage
-from tokenstream.engine.streamlog import (
-    MemoryStreamLogs,
-    StampedEncoder,
-    StreamLog,
-    parse_event_id,
+from tokenstream.dialects.catalog import DIALECTS, EncoderOptions
+from tokenstream.engine.events import (
+    Finish,
+    ReasoningDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
 )
+from tokenstream.engine.streamlog import MemoryStreamLogs, StreamLog, parse_event_id
 from tokenstream.engine.tokenizer import Piece
+from tokenstream.sse.ids import EventIds
+from tokenstream.sse.parser import SSEDecoder
 from tokenstream.server.app import create_app
 from tokenstream.server.state import STATE, AppState
 
@@ -38,24 +43,61 @@ def _logs(clock: ManualClock, **bounds: int) -> MemoryStreamLogs:
     )
 
 
-def test_a_log_keeps_the_newest_events_within_its_bounds() -> None:
+def _write(log: StreamLog, *data: bytes) -> bytes:
+    """A write of one event per ``data``, numbered as an encoder numbers them, into ``log``."""
+    out = b"".join(log.ids.next_line() + b"data: %b\n\n" % one for one in data)
+    log.append(out)
+    return out
+
+
+def _event_of(log: StreamLog, data: bytes) -> None:
+    """``data`` as a write of one event (its id taken, without its line: for counting bytes)."""
+    log.ids.next_line()
+    log.append(data)
+
+
+def test_a_log_keeps_the_newest_writes_within_its_bounds() -> None:
     log = StreamLog("s", resumable=True, max_events=3, max_bytes=1000)
-    for n in range(1, 6):
-        log.append(b"e%d" % n)
+    writes = [_write(log, b"e%d" % n) for n in range(1, 6)]
     assert log.last_seq == 5 and log.first_kept == 3
-    assert log.after(2) == b"e3e4e5" and log.after(4) == b"e5" and log.after(5) == b""
+    assert log.after(2) == b"".join(writes[2:]) and log.after(4) == writes[4]
+    assert log.after(5) == b""
     assert log.has_after(2) and not log.has_after(1)  # e2 is gone: no resuming after e1
     assert not log.has_after(6)  # never sent
-    small = StreamLog("s", resumable=True, max_events=100, max_bytes=10)
-    for n in range(4):
-        small.append(b"%d" % n * 4)  # 4 bytes each
-    assert small.kept_bytes <= 10 and small.after(small.first_kept - 1) == b"22223333"
+    small = StreamLog("s", resumable=True, max_events=100, max_bytes=40)
+    writes = [_write(small, b"%d" % n * 4) for n in range(4)]  # 19 bytes each
+    assert small.kept_bytes <= 40 and small.after(small.first_kept - 1) == b"".join(writes[2:])
+    big = StreamLog("s", resumable=True, max_events=2, max_bytes=1000)
+    _write(big, b"1", b"2", b"3")
+    assert big.first_kept == 1 and big.has_after(0)  # the newest write is always kept
+    _write(big, b"4")
+    assert big.first_kept == 4 and not big.has_after(2)
+
+
+def test_a_reconnect_in_the_middle_of_a_write_gets_the_rest_of_it() -> None:
+    log = StreamLog("S", resumable=True, max_events=100, max_bytes=1 << 20)
+    first = _write(log, b"a", b"b", b"c")
+    second = _write(log, b"d")
+    assert log.after(0) == first + second and log.after(3) == second
+    assert log.after(1) == b"id: S:2\ndata: b\n\nid: S:3\ndata: c\n\n" + second
+    assert log.after(2) == b"id: S:3\ndata: c\n\n" + second
+    assert [n for n, _ in log.events_after(1)] == [2, 3, 4]
+    assert b"".join(event for _, event in log.events_after(0)) == first + second
+
+
+def test_a_duplicated_event_travels_with_its_original() -> None:
+    """An injected ``duplicate`` fault sends an event twice, under one id."""
+    ids = EventIds("S")
+    one = ids.next_line() + b"data: x\n\n"
+    two = ids.next_line() + b"data: y\n\n"
+    assert ids.split(one + one + two) == [(1, one + one), (2, two)]
+    assert ids.split(one + b"id: S:2\ndata: cut sh") == [(1, one), (2, b"id: S:2\ndata: cut sh")]
 
 
 def test_a_log_that_is_not_resumable_keeps_no_events() -> None:
     log = StreamLog("s", resumable=False, max_events=3, max_bytes=1000)
-    log.append(b"e1")
-    assert log.last_seq == 1 and log.events == [] and not log.has_after(0)
+    _write(log, b"e1")
+    assert log.last_seq == 1 and log.writes == [] and not log.has_after(0)
 
 
 def test_logs_expire_ttl_after_their_stream_ended() -> None:
@@ -99,32 +141,31 @@ def test_event_ids() -> None:
         assert parse_event_id(bad) is None
 
 
-class _TwoEvents:
-    """An encoder whose piece is two events (as Anthropic's first text is)."""
-
-    def piece(self, piece: Piece) -> bytes:
-        return b"event: a\ndata: 1\n\nevent: b\ndata: " + piece.text.encode() + b"\n\n"
-
-    def event(self, event: object) -> bytes:
-        return b"" if isinstance(event, Usage) else b"data: e\n\n"
-
-    def end(self) -> bytes:
-        return b"data: [DONE]\n\n"
-
-    def error(self, message: str, error_type: str, code: str | None) -> bytes:
-        return b"data: x\n\n"
+def _whole_reply(encoder: Any) -> bytes:
+    """Every kind of event a reply can have, in every dialect's encoder."""
+    out = encoder.event(ReasoningDelta("Let me see")) + encoder.piece(Piece("你好"))
+    out += encoder.piece(Piece(" 🙂")) + encoder.event(ToolCallStart(0, "call_1", "f"))
+    out += encoder.event(ToolCallDelta(0, '{"a"')) + encoder.event(ToolCallDelta(0, ":1}"))
+    out += encoder.event(ToolCallEnd(0)) + encoder.event(Finish("tool_calls"))
+    out += encoder.event(Usage(3, 4)) + encoder.end()
+    return bytes(out)
 
 
-def test_every_event_is_numbered_and_logged() -> None:
-    log = StreamLog("S", resumable=True, max_events=100, max_bytes=1 << 20)
-    encoder = StampedEncoder(_TwoEvents(), log)  # type: ignore[arg-type]
-    out = encoder.piece(Piece("你")) + encoder.event(Usage(1, 1)) + encoder.event(Finish("stop"))
-    out += encoder.end()
-    assert out == (
-        b"id: S:1\nevent: a\ndata: 1\n\nid: S:2\nevent: b\ndata: \xe4\xbd\xa0\n\n"
-        b"id: S:3\ndata: e\n\nid: S:4\ndata: [DONE]\n\n"
-    )
-    assert log.after(0) == out and log.last_seq == 4
+@pytest.mark.parametrize("dialect", list(DIALECTS))
+def test_every_dialect_numbers_every_event(dialect: str) -> None:
+    encoder = DIALECTS[dialect].encoder(EncoderOptions(model="m", include_usage=True))
+    unnumbered = _whole_reply(encoder)
+    assert b"id:" not in unnumbered  # an encoder on its own: as the real API sends it
+    encoder = DIALECTS[dialect].encoder(EncoderOptions(model="m", include_usage=True))
+    encoder.ids = EventIds("S")
+    events = SSEDecoder().feed(_whole_reply(encoder))
+    # the id of an event that had none would repeat the one before it
+    assert [event.id for event in events] == [f"S:{n}" for n in range(1, len(events) + 1)]
+    assert encoder.ids.last == len(events) > 5
+    error = DIALECTS[dialect].encoder(EncoderOptions(model="m"))
+    error.ids = EventIds("E")
+    failed = SSEDecoder().feed(error.piece(Piece("x")) + error.error("boom", "server_error", None))
+    assert [event.id for event in failed] == [f"E:{n}" for n in range(1, len(failed) + 1)]
 
 
 # -- reconnects over HTTP ---------------------------------------------------------------------
@@ -295,14 +336,14 @@ def test_the_logs_together_stay_within_max_bytes() -> None:
     oldest, ended, newest = (logs.open(resumable=True) for _ in range(3))
     for log in (oldest, ended):
         for _ in range(4):
-            log.append(b"x" * 10)
+            _event_of(log, b"x" * 10)
     ended.finish(clock.now())
     for _ in range(3):
-        newest.append(b"y" * 10)
+        _event_of(newest, b"y" * 10)
     assert logs.budget.used == 110 - 40  # over by 10: the finished log went whole
     assert logs.get(ended.stream_id) is None and len(logs) == 2
     for _ in range(4):
-        newest.append(b"y" * 10)
+        _event_of(newest, b"y" * 10)
     assert logs.budget.used <= 100
     assert not oldest.has_after(0)  # its oldest events were dropped: no resume from the start
     assert newest.has_after(0) and newest.kept_bytes == 70

@@ -53,6 +53,7 @@ from tokenstream.engine.events import (
 )
 from tokenstream.engine.messages import ChatMessage
 from tokenstream.engine.tokenizer import Piece
+from tokenstream.sse.ids import UNNUMBERED, EventIds
 
 __all__ = [
     "FINISH_REASONS",
@@ -217,10 +218,6 @@ def new_message_id() -> str:
 # -- replies -------------------------------------------------------------------------------
 
 
-def _part(fields: dict[str, Any]) -> bytes:
-    return b"data: %b\n\n" % dumps(fields).encode()
-
-
 def _arguments(text: str) -> Any:
     """A tool call's JSON arguments, parsed (empty: ``{}``, as the SDK takes them); raises
     ValueError for what is not JSON (``NaN`` and ``Infinity`` included)."""
@@ -244,25 +241,32 @@ class UIMessageStreamFormat:
     """One stream's parts in the UI message stream protocol (``engine.events.ReplyEncoder``)."""
 
     __slots__ = ("_finish_reason", "_parts_opened", "_reasoning_id", "_started", "_text_head",
-                 "_text_id", "_tool_calls", "_usage", "message_id")
+                 "_text_id", "_tool_calls", "_usage", "ids", "message_id")
 
     def __init__(self, *, message_id: str) -> None:
         self.message_id = message_id
         self._started = False
         self._parts_opened = 0  # numbers the text and reasoning parts' ids
         self._text_id: str | None = None
-        self._text_head = b""  # the open text part's text-delta up to the delta's value
+        self._text_head = b""  # the open text part's text-delta JSON up to the delta's value
         self._reasoning_id: str | None = None
         self._tool_calls: dict[int, _ToolCall] = {}  # open calls by ToolCallStart.index
         self._finish_reason = "stop"
         self._usage: Usage | None = None
+        self.ids: EventIds = UNNUMBERED
+
+    def _event(self, data: bytes) -> bytes:
+        return b"%bdata: %b\n\n" % (self.ids.next_line(), data)
+
+    def _part(self, fields: dict[str, Any]) -> bytes:
+        return self._event(dumps(fields).encode())
 
     def _start(self) -> bytes:
         if self._started:
             return b""
         self._started = True
-        return _part({"type": "start", "messageId": self.message_id}) + (
-            b'data: {"type":"start-step"}\n\n'
+        return self._part({"type": "start", "messageId": self.message_id}) + self._event(
+            b'{"type":"start-step"}'
         )
 
     def _new_id(self, kind: str) -> str:
@@ -274,31 +278,38 @@ class UIMessageStreamFormat:
         if self._text_id is None:
             out = self._start() + self._close_reasoning()
             self._text_id = self._new_id("text")
-            out += _part({"type": "text-start", "id": self._text_id})
-            self._text_head = b'data: {"type":"text-delta","id":%b,"delta":' % (
+            out += self._part({"type": "text-start", "id": self._text_id})
+            self._text_head = b'{"type":"text-delta","id":%b,"delta":' % (
                 json_string(self._text_id).encode()
             )
-        return out + self._text_head + json_string(text).encode() + b"}\n\n"
+        return out + self._text_delta(text)
+
+    def _text_delta(self, text: str) -> bytes:
+        return b"%bdata: %b%b}\n\n" % (
+            self.ids.next_line(), self._text_head, json_string(text).encode()
+        )
 
     def _reasoning(self, text: str) -> bytes:
         out = b""
         if self._reasoning_id is None:
             out = self._start() + self._close_text()
             self._reasoning_id = self._new_id("reasoning")
-            out += _part({"type": "reasoning-start", "id": self._reasoning_id})
-        return out + _part({"type": "reasoning-delta", "id": self._reasoning_id, "delta": text})
+            out += self._part({"type": "reasoning-start", "id": self._reasoning_id})
+        return out + self._part(
+            {"type": "reasoning-delta", "id": self._reasoning_id, "delta": text}
+        )
 
     def _close_text(self) -> bytes:
         if self._text_id is None:
             return b""
-        out = _part({"type": "text-end", "id": self._text_id})
+        out = self._part({"type": "text-end", "id": self._text_id})
         self._text_id = None
         return out
 
     def _close_reasoning(self) -> bytes:
         if self._reasoning_id is None:
             return b""
-        out = _part({"type": "reasoning-end", "id": self._reasoning_id})
+        out = self._part({"type": "reasoning-end", "id": self._reasoning_id})
         self._reasoning_id = None
         return out
 
@@ -306,7 +317,7 @@ class UIMessageStreamFormat:
         out = self._start() + self._close_text() + self._close_reasoning()
         out += self._end_tool_call(event.index)  # a source that reused an open call's index
         self._tool_calls[event.index] = _ToolCall(event.call_id, event.name, [])
-        return out + _part(
+        return out + self._part(
             {"type": "tool-input-start", "toolCallId": event.call_id, "toolName": event.name}
         )
 
@@ -318,11 +329,11 @@ class UIMessageStreamFormat:
         try:
             arguments = _arguments(text)
         except ValueError as exc:
-            return _part({
+            return self._part({
                 "type": "tool-input-error", "toolCallId": call.call_id, "toolName": call.name,
                 "input": text, "errorText": f"The tool call's arguments are not JSON: {exc}",
             })
-        return _part({"type": "tool-input-available", "toolCallId": call.call_id,
+        return self._part({"type": "tool-input-available", "toolCallId": call.call_id,
                       "toolName": call.name, "input": arguments})
 
     def _close_all(self) -> bytes:
@@ -334,7 +345,7 @@ class UIMessageStreamFormat:
     def piece(self, piece: Piece) -> bytes:
         if self._text_id is None:
             return self._text(piece.text)  # the first piece of a text part opens it
-        return self._text_head + json_string(piece.text).encode() + b"}\n\n"
+        return self._text_delta(piece.text)
 
     def event(self, event: ReplyEvent) -> bytes:
         if isinstance(event, ReasoningDelta):
@@ -348,7 +359,7 @@ class UIMessageStreamFormat:
             if call is None or not event.arguments:
                 return b""  # no call of that index is open: there is nothing to add it to
             call.arguments.append(event.arguments)
-            return _part({"type": "tool-input-delta", "toolCallId": call.call_id,
+            return self._part({"type": "tool-input-delta", "toolCallId": call.call_id,
                           "inputTextDelta": event.arguments})
         if isinstance(event, ToolCallEnd):
             return self._end_tool_call(event.index)
@@ -360,14 +371,14 @@ class UIMessageStreamFormat:
         return b""  # ModelName, Passthrough: the protocol has no place for them
 
     def end(self) -> bytes:
-        out = self._start() + self._close_all() + b'data: {"type":"finish-step"}\n\n'
+        out = self._start() + self._close_all() + self._event(b'{"type":"finish-step"}')
         finish: dict[str, Any] = {"type": "finish", "finishReason": self._finish_reason}
         if self._usage is not None:
             finish["messageMetadata"] = {"totalUsage": _total_usage(self._usage)}
-        return out + _part(finish) + b"data: [DONE]\n\n"
+        return out + self._part(finish) + self._event(b"[DONE]")
 
     def error(self, message: str, error_type: str, code: str | None) -> bytes:
-        return _part({"type": "error", "errorText": message}) + b"data: [DONE]\n\n"
+        return self._part({"type": "error", "errorText": message}) + self._event(b"[DONE]")
 
 
 def _total_usage(usage: Usage) -> dict[str, Any]:

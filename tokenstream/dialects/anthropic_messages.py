@@ -43,6 +43,7 @@ from tokenstream.engine.events import (
 )
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import RequestError
+from tokenstream.sse.ids import UNNUMBERED, EventIds
 
 __all__ = [
     "AnthropicMessagesFormat",
@@ -92,10 +93,6 @@ def new_signature() -> str:
     return base64.b64encode(random.randbytes(64)).decode()
 
 
-def _event(event_type: str, data: str) -> bytes:
-    return b"event: %b\ndata: %b\n\n" % (event_type.encode(), data.encode())
-
-
 _DELTA_EVENT = b"event: content_block_delta\ndata: "
 _TEXT, _THINKING, _TOOL_USE = "text", "thinking", "tool_use"  # the kinds of block
 _DELTA_FIELDS = {_TEXT: "text_delta", _THINKING: "thinking_delta", _TOOL_USE: "input_json_delta"}
@@ -114,7 +111,7 @@ class AnthropicMessagesFormat:
     """One stream's events in Anthropic's Messages format (``engine.events.ReplyEncoder``)."""
 
     __slots__ = ("_blocks", "_delta_head", "_open", "_open_call", "_output_tokens", "_started",
-                 "_stop_reason", "_tool_blocks", "input_tokens", "message_id", "model")
+                 "_stop_reason", "_tool_blocks", "ids", "input_tokens", "message_id", "model")
 
     def __init__(self, *, model: str) -> None:
         self.model = model
@@ -129,6 +126,12 @@ class AnthropicMessagesFormat:
         self._open_call: int | None = None  # the open tool_use block's ToolCallStart.index
         self._delta_head = ""  # the open block's content_block_delta JSON before the value
         self._tool_blocks: dict[int, int] = {}  # ToolCallStart.index -> its block's index
+        self.ids: EventIds = UNNUMBERED
+
+    def _event(self, event_type: str, data: str) -> bytes:
+        return b"%bevent: %b\ndata: %b\n\n" % (
+            self.ids.next_line(), event_type.encode(), data.encode()
+        )
 
     def _start(self) -> bytes:
         if self._started:
@@ -144,7 +147,7 @@ class AnthropicMessagesFormat:
             "stop_sequence": None,
             "usage": {"input_tokens": self.input_tokens, "output_tokens": 0},
         }
-        return _event("message_start", dumps({"type": "message_start", "message": message}))
+        return self._event("message_start", dumps({"type": "message_start", "message": message}))
 
     def _open_block(self, kind: str, content_block: str) -> bytes:
         """Close the open block and start one of ``kind`` (``content_block`` its JSON)."""
@@ -153,7 +156,7 @@ class AnthropicMessagesFormat:
         self._blocks += 1
         self._open = kind
         self._delta_head = _delta_head(index, kind)
-        return out + _event(
+        return out + self._event(
             "content_block_start",
             f'{{"type":"content_block_start","index":{index},"content_block":{content_block}}}',
         )
@@ -165,15 +168,17 @@ class AnthropicMessagesFormat:
         out = b""
         if self._open == _THINKING:
             signature = {"type": "signature_delta", "signature": new_signature()}
-            out = _event("content_block_delta", dumps(
+            out = self._event("content_block_delta", dumps(
                 {"type": "content_block_delta", "index": index, "delta": signature}
             ))
         self._open = self._open_call = None
         stop = f'{{"type":"content_block_stop","index":{index}}}'
-        return out + _event("content_block_stop", stop)
+        return out + self._event("content_block_stop", stop)
 
-    def _delta(self, value: str) -> bytes:
-        return b"%b%b}}\n\n" % (_DELTA_EVENT, (self._delta_head + json_string(value)).encode())
+    def _delta(self, value: str, head: str | None = None) -> bytes:
+        """A ``content_block_delta`` of the open block (or of the block ``head`` begins)."""
+        data = ((self._delta_head if head is None else head) + json_string(value)).encode()
+        return b"%b%b%b}}\n\n" % (self.ids.next_line(), _DELTA_EVENT, data)
 
     def piece(self, piece: Piece) -> bytes:
         self._output_tokens += piece.tokens
@@ -217,8 +222,7 @@ class AnthropicMessagesFormat:
         if index is None:  # arguments of a call never started: no block to put them in
             return b""
         # a late fragment of a closed block (see the module's docstring)
-        head = _delta_head(index, _TOOL_USE)
-        return b"%b%b}}\n\n" % (_DELTA_EVENT, (head + json_string(event.arguments)).encode())
+        return self._delta(event.arguments, _delta_head(index, _TOOL_USE))
 
     def end(self) -> bytes:
         out = self._start() + self._close()
@@ -227,8 +231,8 @@ class AnthropicMessagesFormat:
             "delta": {"stop_reason": self._stop_reason, "stop_sequence": None},
             "usage": {"output_tokens": self._output_tokens},
         }
-        out += _event("message_delta", dumps(delta))
-        return out + _event("message_stop", '{"type":"message_stop"}')
+        out += self._event("message_delta", dumps(delta))
+        return out + self._event("message_stop", '{"type":"message_stop"}')
 
     def error(self, message: str, error_type: str, code: str | None) -> bytes:
         anthropic_type = {
@@ -237,7 +241,7 @@ class AnthropicMessagesFormat:
             "requests": "rate_limit_error",
         }.get(error_type, error_type)
         body = {"type": "error", "error": {"type": anthropic_type, "message": message}}
-        return _event("error", dumps(body))
+        return self._event("error", dumps(body))
 
 
 def message_body(model: str, content: ReplyContent, usage: Usage) -> dict[str, Any]:

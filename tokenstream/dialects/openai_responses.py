@@ -60,6 +60,7 @@ from tokenstream.engine.events import (
     Usage,
 )
 from tokenstream.engine.tokenizer import Piece
+from tokenstream.sse.ids import UNNUMBERED, EventIds
 
 __all__ = [
     "ResponsesFormat",
@@ -130,7 +131,7 @@ class ResponsesFormat:
     """One stream's events in the Responses format (``engine.events.ReplyEncoder``)."""
 
     __slots__ = ("_calls", "_items", "_open", "_sequence", "_started", "_truncated", "_usage",
-                 "created_at", "model", "response_id")
+                 "created_at", "ids", "model", "response_id")
 
     def __init__(self, *, model: str) -> None:
         self.model = model
@@ -143,17 +144,20 @@ class ResponsesFormat:
         self._items: list[_OutputItem] = []  # by output_index
         self._open: _OutputItem | None = None
         self._calls: dict[int, _OutputItem] = {}  # by ToolCallStart.index
+        self.ids: EventIds = UNNUMBERED
 
     def _event(self, event_type: str, fields: dict[str, Any]) -> bytes:
         data = dumps({"type": event_type, "sequence_number": self._sequence, **fields})
         self._sequence += 1
-        return b"event: %b\ndata: %b\n\n" % (event_type.encode(), data.encode())
+        return b"%bevent: %b\ndata: %b\n\n" % (
+            self.ids.next_line(), event_type.encode(), data.encode()
+        )
 
     def _delta(self, item: _OutputItem, value: str) -> bytes:
         item.parts.append(value)
         sequence = self._sequence
         self._sequence = sequence + 1
-        return (
+        return self.ids.next_line() + (
             f"{item.delta_lead}{sequence}{item.delta_head}{json_string(value)}{item.delta_tail}"
         ).encode()
 

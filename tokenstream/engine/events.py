@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from tokenstream.engine.tokenizer import Piece
+from tokenstream.sse.ids import EventIds
 
 __all__ = [
     "Finish",
@@ -199,6 +200,10 @@ class ReplyContent:
 
 class ReplyEncoder(Protocol):
     """A dialect's wire format for one stream: pure, bytes out, no I/O."""
+
+    ids: EventIds
+    """What numbers the events it frames: each begins with ``ids.next_line()``
+    (``sse.ids.UNNUMBERED`` unless the runner gives the stream's own)."""
 
     def piece(self, piece: Piece) -> bytes:
         """The event(s) for one timed piece of reply text (the hot path)."""

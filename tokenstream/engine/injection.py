@@ -36,6 +36,7 @@ from tokenstream.engine.playout import EventSink
 from tokenstream.engine.registry import StreamControl
 from tokenstream.engine.tokenizer import Piece
 from tokenstream.errors import RequestError
+from tokenstream.sse.ids import EventIds
 
 __all__ = [
     "FaultReached",
@@ -207,6 +208,14 @@ class FaultyEncoder:
         )
         self._armed: list[Fault] = []  # reached by time: acts on the next event
         self.tokens = 0
+
+    @property
+    def ids(self) -> EventIds:
+        return self._inner.ids
+
+    @ids.setter
+    def ids(self, ids: EventIds) -> None:
+        self._inner.ids = ids
 
     def arm(self, fault: Fault) -> None:
         """A fault whose time came: a stall starts now; the others act on the next event."""

@@ -1,8 +1,8 @@
 """A resumable reply: produced into its log, read by whichever connection is attached.
 
 The reply of a resumable stream is played, as every reply is, by the runner, but in a task
-of its own and to a ``ResumableFeed`` instead of the connection: its events go into the
-stream's log (``StampedEncoder``) and the feed never makes the reply wait. The connection
+of its own and to a ``ResumableFeed`` instead of the connection: its writes go into the
+stream's log (``StreamLog.append``) and the feed never makes the reply wait. The connection
 that asked, and later one that reconnects, is a reader of the feed (``serve``): it gets
 every event after the one it names at once, then each as it is produced. A reader that is
 caught up gets the producer's writes directly (``write_nowait``: no task wakes per event);
@@ -17,11 +17,13 @@ know it yet).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from functools import partial
 from typing import Any, Literal
 
 from tokenstream.engine.accounting import StreamStats
 from tokenstream.engine.clock import Cancellable, TimerClock
+from tokenstream.engine.registry import StreamControl
 from tokenstream.engine.streamlog import StreamLog
 from tokenstream.sse.transport import BATCH_BYTES, ClientGone, ClientStalled, SSEResponse
 
@@ -77,6 +79,27 @@ class ResumableFeed:
         self.bytes_sent = 0
         self.peak_buffered = 0
 
+    async def produce(
+        self, producer: Coroutine[Any, Any, object], control: StreamControl, first: SSEResponse,
+        cuts: Sequence[tuple[float, Cut]] = (),
+    ) -> None:
+        """Make the reply (``producer``, which plays it to this feed) in a task of its own,
+        which ``control`` stops, and serve ``first``, the connection that asked for it;
+        ``cuts``: when to cut that connection, and how (injected faults: the reply goes on)."""
+        task = asyncio.ensure_future(producer)
+        control.task = task  # what a stop (time limit, shutdown) cancels
+        self.producer = task
+        self.log.feed = self
+        task.add_done_callback(self.produced)
+        task.add_done_callback(_retrieved)
+        task.add_done_callback(partial(_let_go, control))
+        timers = [self._clock.call_at(when, partial(self.cut, how)) for when, how in cuts]
+        try:
+            await self.serve(first, 0)
+        finally:
+            for timer in timers:
+                timer.cancel()
+
     # -- the producer's side -----------------------------------------------------------------
 
     @property
@@ -86,14 +109,16 @@ class ResumableFeed:
         return self._clock.now() if reader is None else reader.sse.last_write
 
     def write_nowait(self, data: bytes, now: float | None = None) -> bool:
-        """Take events the producer made (already in the log) or a heartbeat; never waits."""
+        """Take events the producer made (into the log) or a heartbeat; never waits."""
         reader = self._reader
+        log = self.log
         if data[0] == 58:  # b":", a heartbeat comment: only to a reader that is caught up
-            if reader is None or reader.delivered != self.log.last_seq:
+            if reader is None or reader.delivered != log.last_seq:
                 return False
             return self._direct(reader, data, now)
         caught_up = self._written
-        seq = self._written = self.log.last_seq
+        log.append(data)
+        seq = self._written = log.last_seq
         self.bytes_sent += len(data)
         if reader is not None:
             if reader.delivered == caught_up and reader.wake is not None:
@@ -246,6 +271,18 @@ class ResumableFeed:
             )
         else:
             self.producer.cancel()
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """(A producer's failure is its own stream's, reported in it; nobody awaits the task.)"""
+    if not task.cancelled():
+        task.exception()
+
+
+def _let_go(control: StreamControl, _: object) -> None:
+    """A producer that ended: its control lets go of it (a cancelled task keeps its
+    traceback, whose frames keep the control: a reference cycle otherwise)."""
+    control.task = None
 
 
 async def serve_finished(log: StreamLog, sse: SSEResponse, after: int) -> None:

@@ -44,17 +44,11 @@ from tokenstream.engine.injection import (
 )
 from tokenstream.engine.playout import EventSink
 from tokenstream.engine.registry import StopReason, StreamControl, StreamRegistry
-from tokenstream.engine.resume import ResumableFeed, serve_finished
-from tokenstream.engine.streamlog import (
-    STREAM_ID_HEADER,
-    StampedEncoder,
-    StreamLog,
-    StreamLogStore,
-)
+from tokenstream.engine.resume import ResumableFeed
+from tokenstream.engine.streamlog import STREAM_ID_HEADER, StreamLog, StreamLogStore
 from tokenstream.engine.watch import HeartbeatSink, StreamWatch
 from tokenstream.errors import (
     InvalidRequest,
-    NotFound,
     RequestError,
     Unavailable,
     UpstreamStreamError,
@@ -90,18 +84,6 @@ class ResumeSettings:
 
 _CUTS = frozenset({"reset", "truncate"})
 """Faults that cut the connection: of a resumable reply, only the connection."""
-
-
-def _retrieved(task: asyncio.Future[web.StreamResponse]) -> None:
-    """(A producer's failure is its own stream's, reported in it; nobody awaits the task.)"""
-    if not task.cancelled():
-        task.exception()
-
-
-def _let_go(control: StreamControl, _: object) -> None:
-    """A producer that ended: its control lets go of it (a cancelled task keeps its
-    traceback, whose frames keep the control: a reference cycle otherwise)."""
-    control.task = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +175,8 @@ class Runner:
         an error at the start answers before anything is admitted or asked of a source.
         ``resumable``: its events are kept (``streamlog``) and it goes on for a while after
         the client left, for a reconnect to resume (``resume``); ``chat_id``: the AI SDK
-        chat it answers. Every event has ``id: <stream id>:<sequence>``
-        (``streamlog.StampedEncoder``).
+        chat it answers. Every event has ``id: <stream id>:<sequence>`` (the encoder numbers
+        them with its log's ``ids``).
         """
         if faults:
             current_record().fault = ",".join(str(fault) for fault in faults)
@@ -225,7 +207,7 @@ class Runner:
         if self.logs is not None:
             log = self.logs.open(resumable=resumable, chat_id=chat_id, headers=headers)
             headers = {**(headers or {}), STREAM_ID_HEADER: log.stream_id}
-            encoder = StampedEncoder(encoder, log)
+            encoder.ids = log.ids
         limits = self.limits
         current_record().stream = True
         sse = SSEResponse(
@@ -267,59 +249,13 @@ class Runner:
         )
         cuts = [f for f in faults if f.kind in _CUTS and f.when.seconds is not None]
         faults = [f for f in faults if f not in cuts]
-        producer = asyncio.ensure_future(
-            self._play(request, control, feed, encoder, reply, answering, started, faults)
+        await feed.produce(
+            self._play(request, control, feed, encoder, reply, answering, started, faults),
+            control,
+            sse,
+            [(started + (f.when.seconds or 0.0), "reset" if f.kind == "reset" else "truncate")
+             for f in cuts],
         )
-        control.task = producer  # what a stop (time limit, shutdown) cancels
-        feed.producer = producer
-        log.feed = feed
-        producer.add_done_callback(feed.produced)
-        producer.add_done_callback(_retrieved)
-        producer.add_done_callback(partial(_let_go, control))
-        timers = [
-            self.clock.call_at(started + (cut.when.seconds or 0.0),
-                               partial(feed.cut, "reset" if cut.kind == "reset" else "truncate"))
-            for cut in cuts
-        ]
-        try:
-            await feed.serve(sse, 0)
-        finally:
-            for timer in timers:
-                timer.cancel()
-        return sse.response
-
-    async def resume(self, request: web.Request, stream_id: str, after: int) -> web.StreamResponse:
-        """A reconnect to ``stream_id`` that saw every event up to ``after``: the events it
-        missed, then the rest as they come; 204 when there is nothing more (the stream ended
-        and was all seen, or it cannot be resumed: the reply is never started again); 404
-        when the stream is unknown, expired, or its log no longer holds what was missed."""
-        log = None if self.logs is None else await self.logs.find(stream_id)
-        if log is None:
-            raise NotFound(
-                f"The stream '{stream_id}' is unknown or has expired (resume.ttl_s): it "
-                "cannot be resumed.", code="stream_not_found",
-            )
-        if not log.resumable or (log.finished and after >= log.last_seq):
-            return web.Response(status=204, headers={STREAM_ID_HEADER: stream_id})
-        if not log.has_after(after):
-            raise NotFound(
-                f"The stream '{stream_id}' no longer keeps the events after {after} "
-                "(resume.max_events_per_stream, resume.max_bytes_per_stream), or never sent "
-                "that one: it cannot be resumed.", code="stream_events_not_kept",
-            )
-        current_record().stream = True
-        limits = self.limits
-        sse = SSEResponse(
-            request, self.clock, send_timeout=limits.send_timeout_s,
-            max_buffered=limits.max_buffered_bytes,
-            headers={**log.headers, STREAM_ID_HEADER: stream_id},
-        )
-        await sse.prepare()
-        feed = log.feed  # (None once the reply made here ended; a shared store's reader)
-        if feed is None:
-            await serve_finished(log, sse, after)
-        else:
-            await feed.serve(sse, after)
         return sse.response
 
     async def _play(

@@ -1,37 +1,37 @@
 """Stream logs: every streamed reply's id, and the events of a resumable one, kept for a while.
 
-Every streamed reply gets a stream id and numbers its events (``StampedEncoder``: each
-event gets the line ``id: <stream id>:<sequence>``). A resumable reply's events are kept in
-its ``StreamLog`` until ``ttl_s`` after it ended, so that a client that reconnects with the
-last id it saw gets every event after it (``resume.ResumableFeed``). A reply that is not
-resumable keeps no events: its log only says that it existed, so that a reconnect to it is
-told to stop (204) rather than getting the reply restarted.
+Every streamed reply gets a stream id, and its encoder numbers its events with the log's
+``ids`` (``sse.ids.EventIds``: each event begins with ``id: <stream id>:<sequence>``). A
+resumable reply's writes are kept in its ``StreamLog`` as they go out (``append``, from
+``resume.ResumableFeed``) until ``ttl_s`` after it ended, so that a client that reconnects
+with the last id it saw gets every event after it. A reply that is not resumable keeps no
+events: its log only says that it existed, so that a reconnect to it is told to stop (204)
+rather than getting the reply restarted.
 
 ``StreamLogStore`` is what the runner needs of a store; ``MemoryStreamLogs`` keeps the logs
 in this process, bounded in number (the oldest finished log goes first), in events and bytes
-per stream (the oldest events go first: a reconnect that would need them is refused), and in
+per stream (the oldest writes go first: a reconnect that would need them is refused), and in
 bytes all together (``LogBudget``: finished logs go first, then the oldest running ones'
-events).
+writes).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+from bisect import bisect_right
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from tokenstream.engine.clock import Clock
-from tokenstream.engine.events import ReplyEncoder, ReplyEvent
-from tokenstream.engine.tokenizer import Piece
+from tokenstream.sse.ids import EventIds
 from tokenstream.sse.transport import SSEResponse
 
 __all__ = [
     "STREAM_ID_HEADER",
     "LogBudget",
     "MemoryStreamLogs",
-    "StampedEncoder",
     "StreamLog",
     "StreamLogStore",
     "parse_event_id",
@@ -69,11 +69,12 @@ class LogBudget:
 
 
 class StreamLog:
-    """One stream's id, and the events of a resumable one (numbered from 1)."""
+    """One stream's id, and the events of a resumable one (numbered from 1), kept as the
+    writes that sent them."""
 
     __slots__ = ("_budget", "_max_bytes", "_max_events", "_on_finish", "chat_id", "ended_at",
-                 "events", "feed", "first_kept", "headers", "kept_bytes", "last_seq", "mirror",
-                 "resumable", "stream_id")
+                 "feed", "first_kept", "headers", "ids", "kept_bytes", "last_seq", "mirror",
+                 "resumable", "stream_id", "write_ends", "writes")
 
     def __init__(
         self,
@@ -88,6 +89,8 @@ class StreamLog:
         on_finish: Callable[[StreamLog], None] | None = None,
     ) -> None:
         self.stream_id = stream_id
+        self.ids = EventIds(stream_id)
+        """The encoder's numbering of the stream's events."""
         self._budget = budget
         self._on_finish = on_finish
         self.resumable = resumable
@@ -96,36 +99,42 @@ class StreamLog:
         """The reply's own response headers (a dialect's), for a reconnect's response."""
         self._max_events = max_events
         self._max_bytes = max_bytes
-        self.events: list[bytes] = []
+        self.writes: list[bytes] = []
+        """The writes kept, each one or more whole events, oldest first."""
+        self.write_ends: list[int] = []
+        """The sequence of each kept write's last event."""
         self.first_kept = 1
-        """The sequence of ``events[0]``: older events were dropped to stay in bounds."""
+        """The sequence of the first event kept: older writes were dropped to stay in bounds."""
         self.kept_bytes = 0
         self.last_seq = 0
+        """The sequence of the last event kept."""
         self.ended_at: float | None = None
         self.feed: LiveFeed | None = None
         """While its reply is being made here (or elsewhere, read from a shared store):
         where a reconnect reads it."""
         self.mirror: Callable[[StreamLog], None] | None = None
-        """Told of every new event and of the end, when a shared store copies the log (it
+        """Told of every new write and of the end, when a shared store copies the log (it
         only notes that there is something to copy: no I/O here)."""
 
     @property
     def finished(self) -> bool:
         return self.ended_at is not None
 
-    def append(self, event: bytes) -> None:
-        """The next event (its bytes with their ``id:`` line)."""
-        self.last_seq += 1
+    def append(self, data: bytes) -> None:
+        """A write of whole events, the last ones the encoder numbered (``ids.last`` is the
+        last one's sequence). The bounds are kept write by write: the newest is always kept."""
+        seq = self.last_seq = self.ids.last
         if not self.resumable:
             return
         if self.mirror is not None:
             self.mirror(self)
-        events = self.events
-        events.append(event)
-        size = len(event)
+        self.writes.append(data)
+        self.write_ends.append(seq)
+        size = len(data)
         self.kept_bytes += size
-        if len(events) > self._max_events or self.kept_bytes > self._max_bytes:
-            self.drop_oldest(len(events) - self._max_events, self.kept_bytes - self._max_bytes)
+        if seq - self.first_kept >= self._max_events or self.kept_bytes > self._max_bytes:
+            self.drop_oldest(seq - self.first_kept + 1 - self._max_events,
+                             self.kept_bytes - self._max_bytes)
         budget = self._budget
         if budget is not None:
             budget.used += size
@@ -133,16 +142,17 @@ class StreamLog:
                 budget.shed(budget.used - budget.limit)
 
     def drop_oldest(self, events: int, size: int) -> int:
-        """Drop at least ``events`` of the oldest events kept and at least ``size`` bytes of
-        them (keeping the newest one unless ``events`` says otherwise); the bytes dropped."""
-        kept = self.events
-        dropped_bytes = dropped = 0
-        while kept and (dropped < events or (dropped_bytes < size and len(kept) - dropped > 1)):
-            dropped_bytes += len(kept[dropped])
+        """Drop the oldest writes kept, until at least ``events`` events and ``size`` bytes are
+        gone (the newest write stays); the bytes dropped."""
+        writes, ends = self.writes, self.write_ends
+        dropped_events = dropped_bytes = dropped = 0
+        while dropped < len(writes) - 1 and (dropped_events < events or dropped_bytes < size):
+            dropped_bytes += len(writes[dropped])
+            dropped_events = ends[dropped] - self.first_kept + 1
             dropped += 1
         if dropped:
-            del kept[:dropped]
-            self.first_kept += dropped
+            self.first_kept = ends[dropped - 1] + 1
+            del writes[:dropped], ends[:dropped]
             self.kept_bytes -= dropped_bytes
             if self._budget is not None:
                 self._budget.used -= dropped_bytes
@@ -152,8 +162,9 @@ class StreamLog:
         """Drop every event kept (the log leaves its store)."""
         if self._budget is not None:
             self._budget.used -= self.kept_bytes
-        self.first_kept += len(self.events)
-        self.events.clear()
+        self.first_kept = self.last_seq + 1
+        self.writes.clear()
+        self.write_ends.clear()
         self.kept_bytes = 0
 
     def has_after(self, seq: int) -> bool:
@@ -162,7 +173,24 @@ class StreamLog:
 
     def after(self, seq: int) -> bytes:
         """The events after ``seq``, as one write (``has_after(seq)`` must hold)."""
-        return b"".join(self.events[seq - self.first_kept + 1:])
+        ends = self.write_ends
+        first = bisect_right(ends, seq)  # the first write with an event after seq
+        if first == len(ends):
+            return b""
+        if seq < (ends[first - 1] + 1 if first else self.first_kept):
+            return b"".join(self.writes[first:])  # seq ends a write (the usual case)
+        # a reconnect in the middle of a write: that write's events after seq, then the rest
+        rest = b"".join(event for n, event in self.ids.split(self.writes[first]) if n > seq)
+        return rest + b"".join(self.writes[first + 1:])
+
+    def events_after(self, seq: int) -> list[tuple[int, bytes]]:
+        """The events after ``seq`` one by one, each with its sequence (for a shared store's
+        copy: ``has_after(seq)`` need not hold, what is kept of them is given)."""
+        first = bisect_right(self.write_ends, seq)
+        return [
+            (n, event) for data in self.writes[first:] for n, event in self.ids.split(data)
+            if n > seq
+        ]
 
     def finish(self, now: float) -> None:
         if self.ended_at is None:
@@ -298,64 +326,3 @@ class MemoryStreamLogs:
         dropped.forget()
         if dropped.chat_id is not None and self._chats.get(dropped.chat_id) is dropped:
             del self._chats[dropped.chat_id]
-
-
-def _one_event(data: bytes) -> bool:
-    """Whether ``data`` (whole events, the last closed by a blank line) is one event.
-
-    Most events are one JSON ``data:`` line, maybe after an ``event:`` line: two searches
-    for a line break (``memchr``) tell, where a search for the two-byte blank line costs
-    twice as much on a 200-byte event."""
-    end = len(data) - 2
-    first = data.find(b"\n")
-    if first == end:
-        return True
-    second = data.find(b"\n", first + 1)
-    if second == first + 1:  # a blank line before the last one
-        return False
-    return second == end or data.find(b"\n\n", second) == end
-
-
-class StampedEncoder:
-    """A dialect's encoder whose every event is numbered, gets the line ``id: <stream
-    id>:<sequence>`` and goes into the stream's log (``engine.events.ReplyEncoder``). An
-    encoder's output is a run of whole events, each closed by a blank line."""
-
-    __slots__ = ("_id_prefix", "_inner", "_log")
-
-    def __init__(self, inner: ReplyEncoder, log: StreamLog) -> None:
-        self._inner = inner
-        self._log = log
-        self._id_prefix = b"id: " + log.stream_id.encode() + b":"
-
-    def piece(self, piece: Piece) -> bytes:
-        return self._stamped(self._inner.piece(piece))
-
-    def event(self, event: ReplyEvent) -> bytes:
-        return self._stamped(self._inner.event(event))
-
-    def end(self) -> bytes:
-        return self._stamped(self._inner.end())
-
-    def error(self, message: str, error_type: str, code: str | None) -> bytes:
-        return self._stamped(self._inner.error(message, error_type, code))
-
-    def _stamped(self, data: bytes) -> bytes:
-        if not data:
-            return data
-        log = self._log
-        if _one_event(data):  # the hot path
-            out = b"%b%d\n%b" % (self._id_prefix, log.last_seq + 1, data)
-            if log.resumable:
-                log.append(out)
-            else:
-                log.last_seq += 1
-            return out
-        stamped: list[bytes] = []
-        *events, rest = data.split(b"\n\n")
-        for event in events:
-            one = b"%b%d\n%b\n\n" % (self._id_prefix, log.last_seq + 1, event)
-            log.append(one)
-            stamped.append(one)
-        stamped.append(rest)  # (nothing, from an encoder)
-        return b"".join(stamped)

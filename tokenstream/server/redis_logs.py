@@ -173,9 +173,8 @@ class RedisStreamLogs:
                 pipeline.set(self.store.key("c", log.chat_id), stream_id, ex=RUNNING_EXPIRY_S)
             sent = 0
         if log.resumable and log.last_seq > sent:
-            first = log.first_kept
-            for seq in range(max(sent + 1, first), log.last_seq + 1):
-                pipeline.xadd(stream, {"e": log.events[seq - first]}, id=f"0-{seq}",
+            for seq, event in log.events_after(sent):
+                pipeline.xadd(stream, {"e": event}, id=f"0-{seq}",
                               maxlen=self.max_events, approximate=True)
             if sent == 0:
                 pipeline.expire(stream, RUNNING_EXPIRY_S)

@@ -1,16 +1,19 @@
 """The reconnects of resumable streams (docs/RELIABILITY.md "Resumable streams"): by stream id
 in any dialect, by the AI SDK's chat id, and an ``EventSource``'s ``Last-Event-ID`` on
-``GET /v1/stream`` (``routes.stream`` hands it here). The runner (``Runner.resume``) answers
-with the missed events and the rest, 204 or 404: a reconnect never starts a reply again."""
+``GET /v1/stream`` (``routes.stream`` hands it here). Each gets the missed events and the rest
+(``engine.resume``), 204 or 404: a reconnect never starts a reply again."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from tokenstream.dialects.catalog import AI_SDK_UI
-from tokenstream.engine.streamlog import parse_event_id
+from tokenstream.engine.accounting import current_record
+from tokenstream.engine.resume import serve_finished
+from tokenstream.engine.streamlog import STREAM_ID_HEADER, parse_event_id
 from tokenstream.errors import InvalidRequest, NotFound
 from tokenstream.server.state import STATE, AppState
+from tokenstream.sse.transport import SSEResponse
 
 __all__ = ["ai_sdk_resume", "reconnected", "resumed_stream"]
 
@@ -25,7 +28,7 @@ async def ai_sdk_resume(request: web.Request) -> web.StreamResponse:
     log = None if logs is None else await logs.find_chat(request.match_info["chat_id"])
     if log is None or not log.resumable:
         return web.Response(status=204)
-    return await state.runner.resume(request, log.stream_id, 0)
+    return await _resume(request, state, log.stream_id, 0)
 
 
 async def resumed_stream(request: web.Request) -> web.StreamResponse:
@@ -52,7 +55,7 @@ async def resumed_stream(request: web.Request) -> web.StreamResponse:
                 param="after", code="invalid_value",
             )
         after = int(value)
-    return await state.runner.resume(request, stream_id, after)
+    return await _resume(request, state, stream_id, after)
 
 
 async def reconnected(request: web.Request, state: AppState, last: str) -> web.StreamResponse:
@@ -66,4 +69,42 @@ async def reconnected(request: web.Request, state: AppState, last: str) -> web.S
             f"Last-Event-ID '{last}' names no stream of this server (ids read '<stream "
             "id>:<sequence>'): it cannot be resumed.", code="stream_not_found",
         )
-    return await state.runner.resume(request, *parsed)
+    return await _resume(request, state, *parsed)
+
+
+async def _resume(
+    request: web.Request, state: AppState, stream_id: str, after: int
+) -> web.StreamResponse:
+    """A reconnect to ``stream_id`` that saw every event up to ``after``: the events it
+    missed, then the rest as they come; 204 when there is nothing more (the stream ended
+    and was all seen, or it cannot be resumed: the reply is never started again); 404
+    when the stream is unknown, expired, or its log no longer holds what was missed."""
+    runner = state.runner
+    log = None if runner.logs is None else await runner.logs.find(stream_id)
+    if log is None:
+        raise NotFound(
+            f"The stream '{stream_id}' is unknown or has expired (resume.ttl_s): it "
+            "cannot be resumed.", code="stream_not_found",
+        )
+    if not log.resumable or (log.finished and after >= log.last_seq):
+        return web.Response(status=204, headers={STREAM_ID_HEADER: stream_id})
+    if not log.has_after(after):
+        raise NotFound(
+            f"The stream '{stream_id}' no longer keeps the events after {after} "
+            "(resume.max_events_per_stream, resume.max_bytes_per_stream), or never sent "
+            "that one: it cannot be resumed.", code="stream_events_not_kept",
+        )
+    current_record().stream = True
+    limits = runner.limits
+    sse = SSEResponse(
+        request, runner.clock, send_timeout=limits.send_timeout_s,
+        max_buffered=limits.max_buffered_bytes,
+        headers={**log.headers, STREAM_ID_HEADER: stream_id},
+    )
+    await sse.prepare()
+    feed = log.feed  # (None once the reply made here ended; a shared store's reader)
+    if feed is None:
+        await serve_finished(log, sse, after)
+    else:
+        await feed.serve(sse, after)
+    return sse.response
