@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 
 from tokenstream.config import Config, ResumeConfig
-from tokenstream.engine.clock import LoopClock
 from tokenstream.dialects.catalog import DIALECTS, EncoderOptions
+from tokenstream.engine.clock import LoopClock
 from tokenstream.engine.events import (
     Finish,
     ReasoningDelta,
@@ -23,10 +23,10 @@ from tokenstream.engine.events import (
 )
 from tokenstream.engine.streamlog import MemoryStreamLogs, StreamLog, parse_event_id
 from tokenstream.engine.tokenizer import Piece
-from tokenstream.sse.ids import EventIds
-from tokenstream.sse.parser import SSEDecoder
 from tokenstream.server.app import create_app
 from tokenstream.server.state import STATE, AppState
+from tokenstream.sse.ids import EventIds
+from tokenstream.sse.parser import SSEDecoder
 
 from resume_support import FAST, PROMPT, REQUESTS, cut, last_id, numbered, ui_chat
 from support import ManualClock, parse_sse, wait_for
