@@ -90,6 +90,14 @@ async def wait_for(condition: Callable[[], bool], *, limit_s: float = 10.0) -> N
             await asyncio.sleep(0)
 
 
+async def eventually(check: Callable[[], Awaitable[bool]], *, limit_s: float = 10.0) -> None:
+    """Ask ``check`` (a request to a server under test, say) again until it holds; a bound,
+    not a timing check. (``wait_for`` is for state the test reads without waiting.)"""
+    async with asyncio.timeout(limit_s):
+        while not await check():  # noqa: ASYNC110 - asks the server under test
+            await asyncio.sleep(0.01)
+
+
 class _Handle:
     def __init__(self, when: float, callback: Any, args: tuple[Any, ...]) -> None:
         self.when = when

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -27,7 +28,7 @@ from tokenstream.server.state import STATE, AppState
 
 from redis_support import RedisServer, redis_server
 from resume_support import FAST, PROMPT, REQUESTS, cut, last_id, numbered, ui_chat
-from support import parse_sse, wait_for
+from support import eventually, parse_sse, wait_for
 
 __all__ = ["redis_server"]  # (the fixture)
 
@@ -102,35 +103,52 @@ async def test_a_reader_elsewhere_keeps_the_reply_going_past_linger(served: Serv
 
 
 async def test_expired_unknown_and_unresumable_streams_elsewhere(served: Served) -> None:
-    first, _ = await served(resume=ResumeConfig(ttl_s=1.0))
+    first, _ = await served(resume=ResumeConfig(ttl_s=1.0))  # (Redis's EXPIRE: whole seconds)
     second, _ = await served(resume=ResumeConfig(ttl_s=1.0))
     fast = {"prompt": "hi", "ttft_ms": "0", "tokens_per_second": "0"}
     async with aiohttp.ClientSession() as session:
         async with session.get(first + "/v1/stream", params=fast) as done:
             body = await done.read()
             stream_id = done.headers["X-Tokenstream-Stream-Id"]
-        await asyncio.sleep(0.1)
-        async with session.get(f"{second}/v1/streams/{stream_id}?after=1") as response:
-            assert response.status == 200  # still kept: what came after event 1
-            assert await response.read() == body[body.index(b"\n\n") + 2:]
+
+        async def kept() -> bool:
+            async with session.get(f"{second}/v1/streams/{stream_id}?after=1") as response:
+                if response.status == 404:
+                    return False  # not in Redis yet
+                assert response.status == 200  # still kept: what came after event 1
+                assert await response.read() == body[body.index(b"\n\n") + 2:]
+                return True
+
+        async def expired() -> bool:
+            async with session.get(second + "/v1/stream", params={"prompt": "hi"},
+                                   headers={"Last-Event-ID": last_id(body)}) as response:
+                if response.status == 204:
+                    return False  # still kept, and all seen
+                assert response.status == 404  # expired: never the reply again
+                assert (await response.json())["error"]["code"] == "stream_not_found"
+                return True
+
+        await eventually(kept)
         async with session.get(f"{second}/v1/streams/nope") as response:
             assert response.status == 404
-        await asyncio.sleep(1.1)
-        async with session.get(second + "/v1/stream", params={"prompt": "hi"},
-                               headers={"Last-Event-ID": last_id(body)}) as response:
-            assert response.status == 404  # expired: never the reply again
-            assert (await response.json())["error"]["code"] == "stream_not_found"
+        await eventually(expired)  # ttl_s after its end
     third, _ = await served(resume=ResumeConfig(enabled_scripted=False))
     async with aiohttp.ClientSession() as session:
         stream_id, before = await cut(
             session, "GET", third + "/v1/stream",
             params={"prompt": PROMPT, "tokens_per_second": "40", "fault": "reset@5"},
         )
-        await asyncio.sleep(0.05)
-        for url in (second + "/v1/stream?prompt=hi", f"{second}/v1/streams/{stream_id}"):
+
+        async def metadata_only(url: str) -> bool:
             async with session.get(url, headers={"Last-Event-ID": last_id(before)}) as again:
+                if again.status == 404:
+                    return False  # not in Redis yet
                 assert again.status == 204  # not resumable: metadata only, never a restart
                 assert await again.read() == b""
+                return True
+
+        for url in (second + "/v1/stream?prompt=hi", f"{second}/v1/streams/{stream_id}"):
+            await eventually(partial(metadata_only, url))
 
 
 async def test_the_ai_sdk_resumes_a_chat_on_another_server(served: Served) -> None:
@@ -143,19 +161,31 @@ async def test_the_ai_sdk_resumes_a_chat_on_another_server(served: Served) -> No
         async with session.post(first + "/api/chat", json=body) as original:
             stream_id = original.headers["X-Tokenstream-Stream-Id"]
             head = await original.content.readuntil(b"\n\n")
-            await asyncio.sleep(0.05)
-            async with session.get(second + "/api/chat/chat-9/stream") as resumed:
-                assert resumed.status == 200
-                assert resumed.headers["x-vercel-ai-ui-message-stream"] == "v1"
-                assert resumed.headers["X-Tokenstream-Stream-Id"] == stream_id
-                again = await resumed.read()
+            again = b""
+
+            async def resumed() -> bool:
+                nonlocal again
+                async with session.get(second + "/api/chat/chat-9/stream") as response:
+                    if response.status == 204:
+                        return False  # the chat is not in Redis yet
+                    assert response.status == 200
+                    assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+                    assert response.headers["X-Tokenstream-Stream-Id"] == stream_id
+                    again = await response.read()
+                    return True
+
+            await eventually(resumed)
         async with session.get(f"{first}/v1/streams/{stream_id}?after=0") as log:
             whole = await log.read()
         assert again == whole and again.startswith(head)
         assert parse_sse(again)[-1].data == "[DONE]"
-        await asyncio.sleep(0.05)
-        async with session.get(second + "/api/chat/chat-9/stream") as ended:
-            assert ended.status == 204
+
+        async def ended() -> bool:  # (a reader may see the end before the stream is marked)
+            async with session.get(second + "/api/chat/chat-9/stream") as response:
+                await response.read()
+                return response.status == 204
+
+        await eventually(ended)
 
 
 async def test_the_concurrency_limit_is_shared(served: Served) -> None:
@@ -171,16 +201,14 @@ async def test_the_concurrency_limit_is_shared(served: Served) -> None:
                 assert refused.status == 429
                 assert "servers sharing this store" in (await refused.json())["error"]["message"]
             await running.read()
-        async def admitted() -> int:
+
+        async def admitted() -> bool:
             async with session.get(second + "/v1/stream", params={"prompt": "hi"}) as again:
                 await again.read()
-                return again.status
-        for _ in range(50):  # (the lease goes back without the stream waiting for it)
-            if await admitted() == 200:
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise AssertionError("the lease of the ended stream was not given back")
+                assert again.status in (200, 429)
+                return again.status == 200
+
+        await eventually(admitted)  # (the lease goes back without the stream waiting for it)
 
 
 async def test_the_journal_is_seen_from_every_server(served: Served) -> None:
@@ -201,11 +229,12 @@ async def test_the_journal_is_seen_from_every_server(served: Served) -> None:
                 entries: list[dict[str, Any]] = (await response.json())["entries"]
                 return entries
 
-        for _ in range(100):
+        async def all_written() -> bool:  # (each server writes its entries in the background)
             entries = await journal(second)
-            if len(entries) == 3 and entries[-1]["query"]["prompt"] == "other":
-                break
-            await asyncio.sleep(0.02)
+            return len(entries) == 3 and entries[-1]["query"]["prompt"] == "other"
+
+        await eventually(all_written)
+        entries = await journal(second)
         assert len(entries) == 3  # bounded by control.max_journal_entries, together
         ids = [entry["id"] for entry in entries]
         assert ids == sorted(ids) and len(set(ids)) == 3
@@ -231,7 +260,7 @@ async def test_losing_redis_mid_stream_finishes_the_streams(
     caplog.set_level(logging.WARNING, logger="tokenstream.store")
     async with aiohttp.ClientSession() as session:
         streams = [asyncio.ensure_future(whole()) for _ in range(5)]
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: state.stats.started == 5)  # (the fifth at least is running)
         redis_server.kill()
         bodies = await asyncio.gather(*streams)
         for body in bodies:
@@ -242,16 +271,21 @@ async def test_losing_redis_mid_stream_finishes_the_streams(
         assert state.stats.completed == 5
         after = await whole()  # Redis still down: a stream as with the memory store
         assert parse_sse(after)[-1].data == "[DONE]"
-        lost = [r for r in caplog.records if "cannot be reached" in r.getMessage()]
-        # one warning per server (each stands for a process), however many operations failed
-        assert len(lost) == 2
+
+        def lost() -> int:
+            return sum("cannot be reached" in r.getMessage() for r in caplog.records)
+
+        # one warning per server (each stands for a process; the second finds Redis gone at
+        # its next refresh), however many operations failed
+        await wait_for(lambda: lost() >= 2)
+        assert lost() == 2
         assert state.stats.store_errors >= 1
         async with session.get(first + "/metrics") as metrics:
             text = await metrics.text()
         assert f"tokenstream_store_errors_total {float(state.stats.store_errors)}" in text
         # Redis back: new streams use it again
         redis_server.start()
-        await wait_for(lambda: caplog.text.count("new streams use it") == 2, limit_s=5.0)
+        await wait_for(lambda: caplog.text.count("new streams use it") == 2)
         stream_id, before = await cut(
             session, "GET", first + "/v1/stream",
             params={**params, "fault": "reset@0.2s"},
