@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 
 from tokenstream.config import (
     Config,
@@ -24,6 +25,7 @@ from tokenstream.engine.clock import LoopClock
 from tokenstream.engine.streamlog import parse_event_id
 from tokenstream.errors import ConfigError
 from tokenstream.server.app import create_app
+from tokenstream.server.redis_logs import RedisStreamLogs
 from tokenstream.server.state import STATE, AppState
 
 from redis_support import RedisServer, redis_server
@@ -46,6 +48,14 @@ def served(aiohttp_server: Callable[..., Awaitable[Any]], redis_server: RedisSer
         return str(server.make_url("")).rstrip("/"), server.app[STATE]
 
     return start
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """A client of the test's Redis, to look at what the servers keep there."""
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
 
 
 @pytest.mark.parametrize("dialect", list(REQUESTS))
@@ -100,6 +110,66 @@ async def test_a_reader_elsewhere_keeps_the_reply_going_past_linger(served: Serv
     numbered(joined, stream_id)
     assert parse_sse(joined)[-1].data == "[DONE]"  # not cancelled after linger_s
     assert owner.stats.completed == 1
+
+
+async def test_the_redis_copy_keeps_max_bytes_per_stream_at_most(
+    served: Served, redis: Redis,
+) -> None:
+    bound = 1024  # (the least allowed) of a reply of 57 events, 2067 bytes
+    first, owner = await served(resume=ResumeConfig(max_bytes_per_stream=bound))
+    second, _ = await served()
+    params = {"prompt": PROMPT, "tokens_per_second": "40", "ttft_ms": "0"}  # about 1.5 s
+
+    async def in_redis(stream_id: str) -> list[tuple[int, bytes]]:
+        """The stream's events in Redis (sequence, bytes), without the end entry."""
+        entries = await redis.xrange(f"tokenstream:s:{stream_id}")
+        return [(int(entry_id.partition(b"-")[2]), fields[b"e"])
+                for entry_id, fields in entries if b"e" in fields]
+
+    def from_event(body: bytes, stream_id: str, seq: int) -> bytes:
+        return body[body.index(f"id: {stream_id}:{seq}\n".encode()):]
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(first + "/v1/stream", params=params) as response:
+            stream_id = response.headers["X-Tokenstream-Stream-Id"]
+
+            async def trimmed() -> bool:
+                kept = await in_redis(stream_id)
+                return bool(kept) and kept[0][0] > 1
+
+            await eventually(trimmed)  # while the reply runs
+            async with session.get(f"{second}/v1/streams/{stream_id}?after=0") as early:
+                assert early.status == 404
+                assert (await early.json())["error"]["code"] == "stream_events_not_kept"
+            recent = (await in_redis(stream_id))[-1][0] - 2  # (kept for some 25 events more)
+            async with session.get(f"{second}/v1/streams/{stream_id}",
+                                   params={"after": str(recent)}) as resumed:
+                assert resumed.status == 200
+                rest = await resumed.read()
+            body = await response.read()
+        numbered(body, stream_id)
+        assert rest == from_event(body, stream_id, recent + 1)
+
+        async def ended() -> bool:
+            return await redis.xrange(f"tokenstream:s:{stream_id}", "1-0", "1-0") != []
+
+        await eventually(ended)
+        kept = await in_redis(stream_id)
+        last = len(parse_sse(body))
+        assert [seq for seq, _ in kept] == list(range(kept[0][0], last + 1))
+        assert sum(len(event) for _, event in kept) <= bound < len(body)
+        assert b"".join(event for _, event in kept) == from_event(body, stream_id, kept[0][0])
+        async with session.get(f"{second}/v1/streams/{stream_id}?after=0") as late:
+            assert late.status == 404
+            assert (await late.json())["error"]["code"] == "stream_events_not_kept"
+        after = kept[0][0] - 1
+        async with session.get(f"{second}/v1/streams/{stream_id}",
+                               params={"after": str(after)}) as resumed:
+            assert resumed.status == 200
+            assert await resumed.read() == from_event(body, stream_id, after + 1)
+    logs = owner.runner.logs
+    assert isinstance(logs, RedisStreamLogs)
+    assert not logs._mirrored and not logs._copies  # nothing of the stream outlives it
 
 
 async def test_expired_unknown_and_unresumable_streams_elsewhere(served: Served) -> None:

@@ -9,7 +9,9 @@ waits for more. Keys (``store_prefix`` first):
     <prefix>:m:<stream id>   hash: resumable, headers (JSON), chat, owner, finished, last
     <prefix>:s:<stream id>   stream: event <seq> is entry ``0-<seq>`` {e: bytes}; the end
                              of the reply is entry ``1-0`` {end: last seq}; MAXLEN ~
-                             resume.max_events_per_stream
+                             resume.max_events_per_stream, and XTRIM MINID (exact) to
+                             keep resume.max_bytes_per_stream at most (the newest event
+                             is always kept)
     <prefix>:c:<chat id>     the chat's newest stream id (the AI SDK's resume)
     <prefix>:r:<stream id>   set while a reader in another process follows the stream
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
@@ -50,6 +53,19 @@ BLOCK_MS = 1000
 """A remote reader's longest wait for new events before it checks the owner."""
 READER_TTL_MS = 3000
 END_ID = b"1-0"
+
+
+class _Copy:
+    """What the writer sent of one stream, and which of its events Redis still holds."""
+
+    __slots__ = ("kept", "kept_bytes", "sent")
+
+    def __init__(self) -> None:
+        self.sent = -1
+        """The last sequence written (-1: not even the stream's metadata)."""
+        self.kept: deque[tuple[int, int]] = deque()
+        """(sequence, size) of each event in Redis, oldest first."""
+        self.kept_bytes = 0
 
 
 class RemoteLog(StreamLog):
@@ -89,10 +105,11 @@ class RedisStreamLogs:
         self.heartbeat_s = heartbeat_s
         self.ttl_s = max(1, round(local.ttl_s))
         self.max_events = local.max_events
+        self.max_bytes = local.max_bytes
         self._mirrored: dict[str, StreamLog] = {}
         """Logs being copied, until their end is written."""
-        self._sent: dict[str, int] = {}
-        """Of each: the last sequence written (-1: not even its metadata)."""
+        self._copies: dict[str, _Copy] = {}
+        """Of each: what was written of it."""
         self._marked: set[str] = set()
         self._abandoned: list[str] = []
         """Streams whose copy stopped when Redis failed: their keys go once it is back."""
@@ -113,7 +130,7 @@ class RedisStreamLogs:
         log = self.local.open(resumable=resumable, chat_id=chat_id, headers=headers)
         if self.store.available:
             self._mirrored[log.stream_id] = log
-            self._sent[log.stream_id] = -1
+            self._copies[log.stream_id] = _Copy()
             log.mirror = self._mark
             self._mark(log)
         return log
@@ -161,7 +178,8 @@ class RedisStreamLogs:
     def _write(self, pipeline: Pipeline, log: StreamLog) -> None:
         stream_id = log.stream_id
         meta, stream = self.store.key("m", stream_id), self.store.key("s", stream_id)
-        sent = self._sent[stream_id]
+        copy = self._copies[stream_id]
+        sent = copy.sent
         if sent < 0:
             pipeline.hset(meta, mapping={
                 "resumable": int(log.resumable), "headers": json.dumps(log.headers),
@@ -176,9 +194,14 @@ class RedisStreamLogs:
             for seq, event in log.events_after(sent):
                 pipeline.xadd(stream, {"e": event}, id=f"0-{seq}",
                               maxlen=self.max_events, approximate=True)
+                copy.kept.append((seq, len(event)))
+                copy.kept_bytes += len(event)
+            first_kept = self._bound(copy)
+            if first_kept is not None:
+                pipeline.xtrim(stream, minid=f"0-{first_kept}", approximate=False)
             if sent == 0:
                 pipeline.expire(stream, RUNNING_EXPIRY_S)
-        self._sent[stream_id] = log.last_seq
+        copy.sent = log.last_seq
         if log.finished:
             if log.resumable:
                 pipeline.xadd(stream, {"end": log.last_seq}, id=END_ID)
@@ -188,14 +211,27 @@ class RedisStreamLogs:
             if log.chat_id is not None:
                 pipeline.expire(self.store.key("c", log.chat_id), self.ttl_s)
             log.mirror = None
-            del self._mirrored[stream_id], self._sent[stream_id]
+            del self._mirrored[stream_id], self._copies[stream_id]
+
+    def _bound(self, copy: _Copy) -> int | None:
+        """Forget the oldest events over the bounds (the newest stays); the first sequence
+        Redis must keep if it holds more bytes than ``max_bytes``, else None."""
+        kept = copy.kept
+        # XADD's MAXLEN ~ drops these (approximately: a few may stay until the next XTRIM)
+        while len(kept) > self.max_events:
+            copy.kept_bytes -= kept.popleft()[1]
+        if copy.kept_bytes <= self.max_bytes or len(kept) == 1:
+            return None
+        while copy.kept_bytes > self.max_bytes and len(kept) > 1:
+            copy.kept_bytes -= kept.popleft()[1]
+        return kept[0][0]
 
     def _stop_mirroring(self) -> None:
         for log in self._mirrored.values():
             log.mirror = None
         self._abandoned.extend(self._mirrored)
         self._mirrored.clear()
-        self._sent.clear()
+        self._copies.clear()
         self._marked.clear()
 
     def _forget_abandoned(self, pipeline: Pipeline) -> None:
