@@ -53,8 +53,7 @@ class ResumableFeed:
     ending and heartbeats write to)."""
 
     __slots__ = ("_checking", "_clock", "_elsewhere", "_linger", "_linger_s", "_reader", "_stats",
-                 "_written", "batch_bytes", "bytes_sent", "log", "peak_buffered", "producer",
-                 "response")
+                 "batch_bytes", "bytes_sent", "log", "peak_buffered", "producer", "response")
 
     def __init__(
         self, log: StreamLog, clock: TimerClock, linger_s: float, first: SSEResponse,
@@ -71,8 +70,6 @@ class ResumableFeed:
         self._linger_s = linger_s
         self._linger: Cancellable | None = None
         self._reader: _Reader | None = None
-        self._written = 0
-        """The sequence of the last event the producer wrote."""
         self.producer: asyncio.Future[Any] | None = None
         self.response = first.response
         self.batch_bytes = BATCH_BYTES
@@ -116,9 +113,9 @@ class ResumableFeed:
             if reader is None or reader.delivered != log.last_seq:
                 return False
             return self._direct(reader, data, now)
-        caught_up = self._written
+        caught_up = log.last_seq  # (the log holds every write of the producer's)
         log.append(data)
-        seq = self._written = log.last_seq
+        seq = log.last_seq
         self.bytes_sent += len(data)
         if reader is not None:
             if reader.delivered == caught_up and reader.wake is not None:

@@ -177,10 +177,10 @@ class StreamLog:
         first = bisect_right(ends, seq)  # the first write with an event after seq
         if first == len(ends):
             return b""
-        if seq < (ends[first - 1] + 1 if first else self.first_kept):
+        if seq < self._first_of(first):
             return b"".join(self.writes[first:])  # seq ends a write (the usual case)
         # a reconnect in the middle of a write: that write's events after seq, then the rest
-        rest = b"".join(event for n, event in self.ids.split(self.writes[first]) if n > seq)
+        rest = b"".join(event for n, event in self._events_of(first) if n > seq)
         return rest + b"".join(self.writes[first + 1:])
 
     def events_after(self, seq: int) -> list[tuple[int, bytes]]:
@@ -188,9 +188,20 @@ class StreamLog:
         copy: ``has_after(seq)`` need not hold, what is kept of them is given)."""
         first = bisect_right(self.write_ends, seq)
         return [
-            (n, event) for data in self.writes[first:] for n, event in self.ids.split(data)
-            if n > seq
+            (n, event) for index in range(first, len(self.writes))
+            for n, event in self._events_of(index) if n > seq
         ]
+
+    def _first_of(self, index: int) -> int:
+        """The sequence of the first event of kept write ``index``."""
+        return self.write_ends[index - 1] + 1 if index else self.first_kept
+
+    def _events_of(self, index: int) -> list[tuple[int, bytes]]:
+        """The events of kept write ``index``, each with its sequence."""
+        end = self.write_ends[index]
+        if end == self._first_of(index):  # one event (a paced write): nothing to split
+            return [(end, self.writes[index])]
+        return self.ids.split(self.writes[index])
 
     def finish(self, now: float) -> None:
         if self.ended_at is None:
