@@ -56,11 +56,13 @@ END_ID = b"1-0"
 
 
 class _Copy:
-    """What the writer sent of one stream, and which of its events Redis still holds."""
+    """A log being copied: what the writer sent of it, and which of its events Redis still
+    holds."""
 
-    __slots__ = ("kept", "kept_bytes", "sent")
+    __slots__ = ("kept", "kept_bytes", "log", "sent")
 
-    def __init__(self) -> None:
+    def __init__(self, log: StreamLog) -> None:
+        self.log = log
         self.sent = -1
         """The last sequence written (-1: not even the stream's metadata)."""
         self.kept: deque[tuple[int, int]] = deque()
@@ -106,10 +108,8 @@ class RedisStreamLogs:
         self.ttl_s = max(1, round(local.ttl_s))
         self.max_events = local.max_events
         self.max_bytes = local.max_bytes
-        self._mirrored: dict[str, StreamLog] = {}
-        """Logs being copied, until their end is written."""
-        self._copies: dict[str, _Copy] = {}
-        """Of each: what was written of it."""
+        self._mirrored: dict[str, _Copy] = {}
+        """Logs being copied, by stream id, until their end is written."""
         self._marked: set[str] = set()
         self._abandoned: list[str] = []
         """Streams whose copy stopped when Redis failed: their keys go once it is back."""
@@ -129,8 +129,7 @@ class RedisStreamLogs:
     ) -> StreamLog:
         log = self.local.open(resumable=resumable, chat_id=chat_id, headers=headers)
         if self.store.available:
-            self._mirrored[log.stream_id] = log
-            self._copies[log.stream_id] = _Copy()
+            self._mirrored[log.stream_id] = _Copy(log)
             log.mirror = self._mark
             self._mark(log)
         return log
@@ -165,9 +164,9 @@ class RedisStreamLogs:
             return
         pipeline = self.store.redis.pipeline(transaction=False)
         for stream_id in marked:
-            log = self._mirrored.get(stream_id)
-            if log is not None:
-                self._write(pipeline, log)
+            copy = self._mirrored.get(stream_id)
+            if copy is not None:
+                self._write(pipeline, copy)
         self._forget_abandoned(pipeline)
         try:
             await pipeline.execute()
@@ -175,10 +174,10 @@ class RedisStreamLogs:
             self.store.failed(exc)
             self._stop_mirroring()
 
-    def _write(self, pipeline: Pipeline, log: StreamLog) -> None:
+    def _write(self, pipeline: Pipeline, copy: _Copy) -> None:
+        log = copy.log
         stream_id = log.stream_id
         meta, stream = self.store.key("m", stream_id), self.store.key("s", stream_id)
-        copy = self._copies[stream_id]
         sent = copy.sent
         if sent < 0:
             pipeline.hset(meta, mapping={
@@ -211,7 +210,7 @@ class RedisStreamLogs:
             if log.chat_id is not None:
                 pipeline.expire(self.store.key("c", log.chat_id), self.ttl_s)
             log.mirror = None
-            del self._mirrored[stream_id], self._copies[stream_id]
+            del self._mirrored[stream_id]
 
     def _bound(self, copy: _Copy) -> int | None:
         """Forget the oldest events over the bounds (the newest stays); the first sequence
@@ -227,11 +226,10 @@ class RedisStreamLogs:
         return kept[0][0]
 
     def _stop_mirroring(self) -> None:
-        for log in self._mirrored.values():
-            log.mirror = None
+        for copy in self._mirrored.values():
+            copy.log.mirror = None
         self._abandoned.extend(self._mirrored)
         self._mirrored.clear()
-        self._copies.clear()
         self._marked.clear()
 
     def _forget_abandoned(self, pipeline: Pipeline) -> None:
@@ -246,11 +244,11 @@ class RedisStreamLogs:
         self._refreshes += 1
         if self._refreshes % _EXPIRY_REFRESH_EVERY:
             return
-        for stream_id, log in self._mirrored.items():
+        for stream_id, copy in self._mirrored.items():
             pipeline.expire(self.store.key("m", stream_id), RUNNING_EXPIRY_S)
             pipeline.expire(self.store.key("s", stream_id), RUNNING_EXPIRY_S)
-            if log.chat_id is not None:
-                pipeline.expire(self.store.key("c", log.chat_id), RUNNING_EXPIRY_S)
+            if copy.log.chat_id is not None:
+                pipeline.expire(self.store.key("c", copy.log.chat_id), RUNNING_EXPIRY_S)
 
     # -- the readers ---------------------------------------------------------------------------
 
