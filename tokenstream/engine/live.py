@@ -298,7 +298,7 @@ async def pace_live(
 
 
 class LiveReply:
-    """A reply that arrives over time, re-paced as it comes (``runner.Reply``)."""
+    """A reply that arrives over time, re-paced as it comes (``starting.Reply``)."""
 
     __slots__ = ("_close", "_items", "clock", "profile", "stats", "tokenizer", "tokens")
 

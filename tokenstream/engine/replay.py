@@ -166,7 +166,7 @@ def closing_events(events: Sequence[TimedEvent]) -> list[ReplyEvent]:
 
 
 class ReplayedReply:
-    """A recorded reply played out at the deadlines of its schedule (``runner.Reply``)."""
+    """A recorded reply played out at the deadlines of its schedule (``starting.Reply``)."""
 
     __slots__ = ("_closing", "_items", "_playout", "clock", "lateness", "stats")
 

@@ -202,7 +202,7 @@ def _one_event_per_piece(
 
 
 class ScheduledReply:
-    """A reply that is all there, played out by a ``Playout`` (``runner.Reply``)."""
+    """A reply that is all there, played out by a ``Playout`` (``starting.Reply``)."""
 
     __slots__ = ("_playout", "clock", "lateness", "max_tokens", "profile", "progress", "reply",
                  "stats", "tokenizer")

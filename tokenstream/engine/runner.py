@@ -23,14 +23,14 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 
 from tokenstream.engine.accounting import AccessRecord, StreamStats, current_record
 from tokenstream.engine.clock import LoopClock, TimerClock
 from tokenstream.engine.endings import Accounting
-from tokenstream.engine.events import ReplyEncoder, ReplyError, ReplyEvent
+from tokenstream.engine.events import ReplyEncoder
 from tokenstream.engine.faults import Fault
 from tokenstream.engine.injection import (
     FaultReached,
@@ -45,6 +45,13 @@ from tokenstream.engine.injection import (
 from tokenstream.engine.playout import EventSink
 from tokenstream.engine.registry import StopReason, StreamControl, StreamRegistry
 from tokenstream.engine.resume import ResumableFeed
+from tokenstream.engine.starting import (
+    SHUTTING_DOWN,
+    Reply,
+    answered,
+    made_ready,
+    ready_within,
+)
 from tokenstream.engine.streamlog import STREAM_ID_HEADER, StreamLog, StreamLogStore
 from tokenstream.engine.watch import HeartbeatSink, StreamWatch
 from tokenstream.errors import (
@@ -56,9 +63,7 @@ from tokenstream.errors import (
 from tokenstream.sse.transport import ClientGone, SSEResponse, reset_connection
 
 __all__ = [
-    "SHUTTING_DOWN",
     "STREAM_TIME_LIMIT",
-    "Reply",
     "ResumeSettings",
     "Runner",
     "StreamLimits",
@@ -73,7 +78,6 @@ STREAM_TIME_LIMIT = (
     "The reply reached this server's maximum duration of {limit:g} s "
     "(server.max_stream_duration_s) and was ended. Ask for a faster pace or a shorter reply."
 )
-SHUTTING_DOWN = "The server is shutting down; this stream was ended before its reply was complete."
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,35 +97,6 @@ class StreamLimits:
     max_stream_duration_s: float | None = None
     send_timeout_s: float | None = None
     max_buffered_bytes: int | None = None
-
-
-class Reply(Protocol):
-    """A reply ready to be played: scheduled (``reply.ScheduledReply``) or live
-    (``live.LiveReply``)."""
-
-    @property
-    def tokens(self) -> int:
-        """Completion tokens written so far."""
-        ...
-
-    @property
-    def watch_clock(self) -> TimerClock:
-        """The clock of the stream's heartbeats and time limit: the pacing clock for a reply
-        that only waits on it; the event loop's for one that also waits on the network,
-        whose silences and duration are real time whatever clock paces the text."""
-        ...
-
-    def play(self, sse: EventSink, encoder: ReplyEncoder) -> Awaitable[ReplyError | None]:
-        """Write every event at its deadline; the source's failure, if it failed."""
-        ...
-
-    def closing_events(self) -> list[ReplyEvent]:
-        """What a complete reply still ends with (its finish and usage, if not played)."""
-        ...
-
-    async def aclose(self) -> None:
-        """Let go of the source (an upstream connection is closed), however the reply ended."""
-        ...
 
 
 class Runner:
@@ -192,12 +167,12 @@ class Runner:
         reply: Reply | None
         try:
             if answer_within is None:
-                reply = await _started(control, start)
+                reply = await made_ready(control, start)
             else:
                 answering = asyncio.ensure_future(start())
-                reply = await _started(control, partial(_within, answering, answer_within))
+                reply = await made_ready(control, partial(ready_within, answering, answer_within))
             if slow_headers:
-                await _started(control, partial(self.clock.sleep_until, started + slow_headers))
+                await made_ready(control, partial(self.clock.sleep_until, started + slow_headers))
         except BaseException:
             if answering is not None:
                 answering.cancel()
@@ -293,7 +268,7 @@ class Runner:
                             injected.begin(faults, clock, started)
                         if reply is None:
                             assert answering is not None
-                            reply = await _answered(answering)
+                            reply = await answered(answering)
                         failure = await reply.play(sink, encoder)
                     if failure is not None:
                         raise UpstreamStreamError(
@@ -402,33 +377,3 @@ class Runner:
         finally:
             watch.cancel()
             self.registry.close(control)
-
-
-async def _started(control: StreamControl, start: Callable[[], Awaitable[T]]) -> T:
-    """The reply made ready; a shutdown meanwhile answers 503 (an upstream that takes its
-    time to answer does not hold the shutdown up)."""
-    try:
-        with control.interruptible():
-            return await start()
-    except asyncio.CancelledError:
-        if control.consume_stop() is None:
-            raise
-        raise Unavailable(SHUTTING_DOWN, code="server_shutting_down") from None
-
-
-async def _within(answering: asyncio.Task[Reply], seconds: float) -> Reply | None:
-    """The reply, if it is ready within ``seconds``; else None (it goes on being made, which
-    is why this waits with ``asyncio.wait``: a timeout would cancel it)."""
-    done, _ = await asyncio.wait({answering}, timeout=seconds)
-    return answering.result() if done else None
-
-
-async def _answered(answering: asyncio.Task[Reply]) -> Reply:
-    """The reply once ready, after the stream began: a refusal now goes in the stream."""
-    try:
-        return await answering
-    except RequestError as error:
-        raise UpstreamStreamError(
-            error.message, error_type=error.error_type, code=error.code
-        ) from None
-    # (a cancellation of the stream's task reaches ``answering`` too: the request is dropped)

@@ -35,7 +35,7 @@ from tokenstream.dialects.overrides import resolve_faults, resolve_profile
 from tokenstream.dialects.stream_query import encoder_for, parse_stream_query, prompt_counted
 from tokenstream.engine.messages import ChatMessage
 from tokenstream.engine.reply import ScheduledReply
-from tokenstream.engine.runner import SHUTTING_DOWN
+from tokenstream.engine.starting import SHUTTING_DOWN
 from tokenstream.errors import RequestError, Unavailable
 from tokenstream.server import proxy, replay
 from tokenstream.server.reply_sources import (
