@@ -10,7 +10,8 @@ import aiohttp
 from support import parse_sse
 
 __all__ = [
-    "FAST", "PROMPT", "REQUESTS", "complete_events", "cut", "last_id", "numbered", "ui_chat",
+    "FAST", "PROMPT", "REQUESTS", "complete_events", "cut", "last_id", "numbered", "reconnect",
+    "ui_chat",
 ]
 
 FAST = {"X-Tokenstream-Profile": "fast"}  # 150 tokens/s, 120 ms to the first
@@ -57,6 +58,19 @@ REQUESTS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "id": "chat-1", "messages": [
             {"id": "u1", "role": "user", "parts": [{"type": "text", "text": PROMPT}]}]}}),
 }
+
+
+def reconnect(
+    session: aiohttp.ClientSession, base: str, dialect: str, stream_id: str, before: bytes
+) -> Any:
+    """The request (to enter with ``async with``) of a client of ``dialect`` that saw
+    ``before`` and reconnects to ``base``: an ``EventSource``'s for ``GET /v1/stream`` (the
+    same URL, with ``Last-Event-ID``), else the resume URL ``GET /v1/streams/{id}``."""
+    _, path, kwargs = REQUESTS[dialect]
+    headers = {"Last-Event-ID": last_id(before)}
+    if dialect == "stream":
+        return session.get(base + path, headers=headers, **kwargs)
+    return session.get(f"{base}/v1/streams/{stream_id}", headers=headers)
 
 
 def numbered(body: bytes, stream_id: str) -> None:

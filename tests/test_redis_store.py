@@ -29,7 +29,16 @@ from tokenstream.server.redis_logs import RedisStreamLogs
 from tokenstream.server.state import STATE, AppState
 
 from redis_support import RedisServer, redis_server
-from resume_support import FAST, PROMPT, REQUESTS, cut, last_id, numbered, ui_chat
+from resume_support import (
+    FAST,
+    PROMPT,
+    REQUESTS,
+    cut,
+    last_id,
+    numbered,
+    reconnect,
+    ui_chat,
+)
 from support import eventually, parse_sse, wait_for
 
 __all__ = ["redis_server"]  # (the fixture)
@@ -71,13 +80,7 @@ async def test_a_stream_started_on_one_server_resumes_on_another(
             headers={**FAST, "X-Tokenstream-Fault": "reset@0.3s"}, **kwargs,
         )
         assert before, "nothing arrived before the cut"
-        if dialect == "stream":  # the EventSource way: the same URL, with Last-Event-ID
-            resume = session.get(second + path, headers={"Last-Event-ID": last_id(before)},
-                                 **kwargs)
-        else:
-            resume = session.get(f"{second}/v1/streams/{stream_id}",
-                                 headers={"Last-Event-ID": last_id(before)})
-        async with resume as response:
+        async with reconnect(session, second, dialect, stream_id, before) as response:
             assert response.status == 200, await response.text()
             assert response.headers["X-Tokenstream-Stream-Id"] == stream_id
             if dialect == "ai-sdk-ui":

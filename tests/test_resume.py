@@ -27,7 +27,16 @@ from tokenstream.server.state import STATE, AppState
 from tokenstream.sse.ids import EventIds
 from tokenstream.sse.parser import SSEDecoder
 
-from resume_support import FAST, PROMPT, REQUESTS, cut, last_id, numbered, ui_chat
+from resume_support import (
+    FAST,
+    PROMPT,
+    REQUESTS,
+    cut,
+    last_id,
+    numbered,
+    reconnect,
+    ui_chat,
+)
 from support import ManualClock, parse_sse, wait_for
 
 # -- the log -------------------------------------------------------------------------------
@@ -201,13 +210,7 @@ async def test_a_cut_stream_resumes_byte_exact(served: Served, dialect: str) -> 
             **kwargs,
         )
         assert before, "nothing arrived before the cut"
-        if dialect == "stream":  # the EventSource way: the same URL, with Last-Event-ID
-            resume = session.get(base + path, headers={"Last-Event-ID": last_id(before)},
-                                 **kwargs)
-        else:
-            resume = session.get(f"{base}/v1/streams/{stream_id}",
-                                 headers={"Last-Event-ID": last_id(before)})
-        async with resume as response:
+        async with reconnect(session, base, dialect, stream_id, before) as response:
             assert response.status == 200
             assert response.headers["X-Tokenstream-Stream-Id"] == stream_id
             rest = await response.read()
