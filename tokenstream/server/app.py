@@ -122,9 +122,10 @@ def create_app(
         max_events_per_stream=resume.max_events_per_stream,
         max_bytes_per_stream=resume.max_bytes_per_stream, max_bytes=resume.max_bytes,
     )
-    store: RedisStore | None = None
+    shared: tuple[RedisStore, RedisStreamLogs] | None = None
     if config.store != "memory":
-        store, logs = _shared_through_redis(config, stats, clock, logs, streams, journal)
+        shared = _shared_through_redis(config, stats, clock, logs, streams, journal)
+        logs = shared[1]
     app[CONFIG] = config
     app[STATE] = AppState(
         config=config,
@@ -153,10 +154,10 @@ def create_app(
         journal=journal,
         worker_index=worker_index,
     )
-    if store is not None:
+    if shared is not None:
+        store, redis_logs = shared
         app.cleanup_ctx.append(store.cleanup_ctx)  # (Redis answers, or the server stops)
-        assert isinstance(logs, RedisStreamLogs)
-        app.cleanup_ctx.append(logs.cleanup_ctx)
+        app.cleanup_ctx.append(redis_logs.cleanup_ctx)
     if config.upstream.base_url is not None:
         upstream = UpstreamClient.from_environment(config.upstream, os.environ)
         app[UPSTREAM] = upstream
